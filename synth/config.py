@@ -45,6 +45,7 @@ class SimConfig:
     snr : complex Gaussian noise so that rms(k-space) / sigma = snr (see ``synth.noise``), None = off.
     seed : root seed; each example's seed derives from it and the example's identity.
     combos : None = every M-subset of compatible slices; N = N random subsets per group.
+    draws : independent synthetic draws (phase, coils, mask, noise) per slice combination.
     combine : which slices may form one SMS example: ``within-series``, ``within-study`` or
         ``across-series`` (slices of different series/patients; an augmentation for data-poor sets).
     min_distance_mm : minimum distance between any two slices of an example (``within-*``).
@@ -66,6 +67,7 @@ class SimConfig:
     snr: float | None = None
     seed: int = 0
     combos: int | None = None
+    draws: int = 1
     combine: str = "within-series"
     min_distance_mm: float = 0.0
     store_phase: bool = True
@@ -93,6 +95,7 @@ class SimConfig:
         need(self.frames is None or self.frames >= 1, "frames", f"must be >= 1, got {self.frames}")
         need(self.snr is None or self.snr > 0, "snr", f"must be > 0, got {self.snr}")
         need(self.combos is None or self.combos >= 1, "combos", f"must be >= 1, got {self.combos}")
+        need(self.draws >= 1, "draws", f"must be >= 1, got {self.draws}")
         need(self.min_distance_mm >= 0, "min_distance_mm", "must be >= 0")
         need(0 <= self.seed < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
 

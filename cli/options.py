@@ -1,0 +1,98 @@
+"""Simulation options shared by every command that simulates (same names, same meaning)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from synth.config import CSMS, COMBINES, FRAME_MODES, MASKS, PHASES, RESOLUTIONS, SimConfig
+from synth.errors import ConfigError
+
+
+class MatrixType(click.ParamType):
+    """``NYxNX`` (e.g. ``192x160``) or a single ``N`` for a square matrix."""
+
+    name = "NYxNX"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = [int(v) for v in str(value).lower().split("x")]
+            if len(parts) == 1:
+                parts = parts * 2
+            if len(parts) != 2 or min(parts) < 4:
+                raise ValueError
+        except ValueError:
+            self.fail(f"{value!r} is not a matrix like 192x160 (two sizes >= 4)", param, ctx)
+        return tuple(parts)
+
+
+MATRIX = MatrixType()
+
+_D = SimConfig()
+
+
+def sim_options(f):
+    """Decorate a click command with every simulation option (defaults from SimConfig)."""
+    opts = [
+        click.option("--sms", "-m", type=click.IntRange(min=1), default=_D.sms, show_default=True, help="Slices excited simultaneously (M)."),
+        click.option("--coils", "-c", type=click.IntRange(min=1), default=_D.coils, show_default=True, help="Receive coils (C)."),
+        click.option("--accel", "-r", type=click.IntRange(min=1), default=_D.accel, show_default=True, help="In-plane acceleration R (total R*M)."),
+        click.option("--acs", type=click.IntRange(min=0), default=_D.acs, show_default=True, help="Fully sampled central ky rows."),
+        click.option("--mask", type=click.Choice(MASKS), default=_D.mask, show_default=True, help="In-plane sampling pattern, varied per frame."),
+        click.option("--csm", type=click.Choice(CSMS), default=_D.csm, show_default=True, help="Synthetic coil-map model."),
+        click.option("--phase", type=click.Choice(PHASES), default=_D.phase, show_default=True, help="Synthetic phase model."),
+        click.option("--clusters", "-k", type=click.IntRange(min=1), default=_D.clusters, show_default=True, help="k-means clusters K for --phase kmeans."),
+        click.option("--resolution", type=click.Choice(RESOLUTIONS), default=_D.resolution, show_default=True,
+                     help="'acquired': crop k-space to the DICOM AcquisitionMatrix (undo scanner interpolation); 'dicom': keep the stored matrix."),
+        click.option("--matrix", type=MATRIX, default=None, help="Centre-crop / zero-pad images to NYxNX (image space, after --resolution)."),
+        click.option("--frames", type=click.IntRange(min=1), default=None, help="Number of time frames (default: the series' own)."),
+        click.option("--frames-mode", type=click.Choice(FRAME_MODES), default=_D.frames_mode, show_default=True, help="How --frames changes time: keep the first frames, or resample linearly."),
+        click.option("--snr", type=click.FloatRange(min=0, min_open=True), default=None, help="Add complex Gaussian noise: rms(k-space)/sigma = SNR. Off by default."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=_D.seed, show_default=True, help="Root seed; every example's seed derives from it and the example's identity."),
+        click.option("--combos", type=click.IntRange(min=1), default=None, help="Random slice combinations per group (default: all M-subsets)."),
+        click.option("--draws", type=click.IntRange(min=1), default=_D.draws, show_default=True, help="Independent synthetic draws per combination."),
+        click.option("--combine", type=click.Choice(COMBINES), default=_D.combine, show_default=True,
+                     help="Which slices may share an example; 'across-series' pairs slices of different series (augmentation for data-poor sets)."),
+        click.option("--min-distance", "min_distance_mm", type=click.FloatRange(min=0), default=_D.min_distance_mm, show_default=True, help="Minimum distance (mm) between slices of one example."),
+        click.option("--no-phase", "no_phase", is_flag=True, help="Do not store the 'phase' array (saves space; the per-coil truth is then not recoverable)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+SIM_KEYS = (
+    "sms", "coils", "accel", "acs", "mask", "csm", "phase", "clusters", "resolution", "matrix", "frames",
+    "frames_mode", "snr", "seed", "combos", "draws", "combine", "min_distance_mm",
+)
+
+
+def config_from_options(kwargs: dict) -> SimConfig:
+    """Pop the simulation options out of ``kwargs`` into a validated SimConfig (BadParameter on error)."""
+    values = {k: kwargs.pop(k) for k in SIM_KEYS}
+    values["store_phase"] = not kwargs.pop("no_phase")
+    try:
+        return SimConfig(**values)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def common_run_options(f):
+    @click.option("--salt", envvar="SMSSYNTH_SALT", default=None, help="Secret for pseudonymous keys (env SMSSYNTH_SALT; default: a per-user secret in ~/.config/smssynth/salt). Pass the same salt to reproduce a store elsewhere.")
+    @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Corrupt or undecodable DICOM: skip it (reported) or stop.")
+    @click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
+    @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the summary.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,349 @@
+r"""Synthetic image phase for magnitude-only DICOM.
+
+The simulator turns magnitude images :math:`m_{i,t}` into coil images
+
+.. math:: x_{c,i,t}(y, x) = m_{i,t}(y, x)\, S_{c,i}(y, x)\, e^{j\varphi_{c,i,t}(y, x)}
+
+for coil ``c``, SMS slice ``i`` (of ``M``) and frame ``t``.  This module draws :math:`\varphi`.
+The ``kmeans`` model is the paper's k-means cluster phase:
+
+1. **Clusters.**  Each slice's magnitude series (T, Y, X) is split into ``K`` clusters by a 3D
+   k-means over (t, y, x) (:func:`kmeans_labels`).  A voxel's feature vector is
+
+   .. math:: f = \bigl(m / s,\; w_s\,\tilde y,\; w_s\,\tilde x,\; w_t\,\tilde t\bigr)
+
+   with ``s`` the 99th percentile of the magnitude (so intensities are ~[0, 1]),
+   :math:`\tilde y = (y - N_y/\!/2)/L`, :math:`\tilde x = (x - N_x/\!/2)/L` (``L = max(Ny, Nx)``:
+   square pixels, units of the longer FOV side), :math:`\tilde t = (t - T/\!/2)/T`,
+   ``w_s = SPATIAL_WEIGHT`` and ``w_t = TEMPORAL_WEIGHT``.  The spatial term makes clusters
+   spatially coherent regions of similar intensity rather than scattered iso-intensity voxels;
+   the weak temporal term lets a cluster follow tissue that moves (the labels of a voxel change
+   when the heart wall moves through it) without cutting the series into time blocks, which
+   would make the phase jump between frames.
+2. **Cluster values, first slice.**  Per coil, each cluster ``k`` of slice 0 gets a constant
+   :math:`v_{c,k} \sim \mathcal N(0, \sigma^2)`, :math:`\sigma = \pi/3`.
+3. **Other slices: majority vote.**  Cluster ``k`` of slice ``i > 0`` takes the value of the
+   slice-0 cluster that is most frequent among the slice-0 voxels at the same (t, y, x)
+   positions as its own voxels; ties go to the lowest slice-0 label.  Slices of one SMS group
+   thus share their phase structure as far as their anatomy overlaps.
+4. **Grating.**  Per coil a sinusoidal grating, constant over slices and frames
+   (:func:`grating_phase`), is added:
+
+   .. math:: g_c(y, x) = a_c \sin\bigl(2\pi f_c (\tilde x\cos\theta_c + \tilde y\sin\theta_c)
+             + \psi_c\bigr)
+
+   with :math:`a_c \sim U(\pi/6, \pi/2)` rad, :math:`f_c \sim U(0.5, 3)` cycles per FOV (the
+   longer side), :math:`\theta_c, \psi_c \sim U(0, 2\pi)`.
+
+So :math:`\varphi_{c,i,t}(r) = v_{c,\,\kappa_i(k_{i}(t, r))} + g_c(r)` with :math:`k_i` the
+labels of slice ``i`` and :math:`\kappa_i` its vote map (:math:`\kappa_0` = identity).  ``grating``
+alone is the paper's "simple phase" ablation; ``none`` is zero phase.  Phases are in radians
+and are **not** wrapped to (-pi, pi].
+
+All randomness comes from the ``rng`` argument; the draw order is fixed (k-means of slice
+0..M-1, then the cluster values, then the grating), so a seed reproduces an example exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synth.errors import ConfigError, DicomError
+
+KINDS = ("kmeans", "grating", "none")
+
+CLUSTER_SIGMA = np.pi / 3
+SPATIAL_WEIGHT = 0.5
+TEMPORAL_WEIGHT = 0.1
+INTENSITY_PERCENTILE = 99.0
+FIT_VOXELS = 20_000
+MAX_ITER = 30
+GRATING_AMPLITUDE = (np.pi / 6, np.pi / 2)
+GRATING_FREQUENCY = (0.5, 3.0)
+
+PHASE_MODEL: dict = {
+    "model": "phi[c,i,t] = v[c, vote_i(label_i[t,y,x])] + a_c*sin(2*pi*f_c*(x*cos(theta_c)+y*sin(theta_c)) + psi_c)",
+    "units": "radians, not wrapped",
+    "cluster_value_distribution": "normal(0, sigma^2) per coil and slice-0 cluster",
+    "cluster_sigma": float(CLUSTER_SIGMA),
+    "other_slices": "majority vote of slice-0 labels under each cluster's voxels; ties -> lowest label",
+    "kmeans_features": ["magnitude / p99(magnitude)", "w_s*(y - Ny//2)/L", "w_s*(x - Nx//2)/L",
+                        "w_t*(t - T//2)/T"],
+    "kmeans_L": "max(Ny, Nx)",
+    "kmeans_spatial_weight": SPATIAL_WEIGHT,
+    "kmeans_temporal_weight": TEMPORAL_WEIGHT,
+    "kmeans_intensity_percentile": INTENSITY_PERCENTILE,
+    "kmeans_init": "k-means++ on a random subsample",
+    "kmeans_fit_voxels": FIT_VOXELS,
+    "kmeans_max_iter": MAX_ITER,
+    "kmeans_assign": "every voxel to the nearest fitted centre (Euclidean, float32)",
+    "grating_amplitude_rad": [float(v) for v in GRATING_AMPLITUDE],
+    "grating_frequency_cycles_per_fov": list(GRATING_FREQUENCY),
+    "grating_orientation_rad": [0.0, float(2 * np.pi)],
+    "grating_offset_rad": [0.0, float(2 * np.pi)],
+    "grating_fov": "longer side, L = max(Ny, Nx) pixels; constant over slices and frames",
+    "draw_order": ["kmeans slice 0..M-1", "cluster values (C, K)", "grating (per coil: a, f, theta, psi)"],
+}
+
+
+def _check_rng(rng) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def _check_counts(n_coils: int | None = None, n_clusters: int | None = None) -> None:
+    if n_coils is not None and int(n_coils) < 1:
+        raise ConfigError(f"--coils: must be >= 1, got {n_coils}")
+    if n_clusters is not None and int(n_clusters) < 1:
+        raise ConfigError(f"--clusters: must be >= 1, got {n_clusters}")
+
+
+def _axes(t: int, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted, centred feature coordinates (float32 (T,), (Y,), (X,))."""
+    side = float(max(ny, nx))
+    ft = TEMPORAL_WEIGHT * (np.arange(t, dtype=np.float32) - t // 2) / np.float32(t)
+    fy = SPATIAL_WEIGHT * (np.arange(ny, dtype=np.float32) - ny // 2) / np.float32(side)
+    fx = SPATIAL_WEIGHT * (np.arange(nx, dtype=np.float32) - nx // 2) / np.float32(side)
+    return ft.astype(np.float32), fy.astype(np.float32), fx.astype(np.float32)
+
+
+def _kmeans_pp(feats: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding: float32 (K, F) centres chosen among the rows of ``feats`` (N, F)."""
+    n = feats.shape[0]
+    centres = np.empty((k, feats.shape[1]), np.float32)
+    centres[0] = feats[rng.integers(n)]
+    d2 = ((feats - centres[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = float(d2.sum(dtype=np.float64))
+        if total > 0:
+            p = d2.astype(np.float64) / total
+            idx = rng.choice(n, p=p)
+        else:  # every point coincides with a centre already: any choice is as good
+            idx = rng.integers(n)
+        centres[j] = feats[idx]
+        np.minimum(d2, ((feats - centres[j]) ** 2).sum(1), out=d2)
+    return centres
+
+
+def _nearest(feats: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre, int (N,), for a small (N, F) set (the fit subsample)."""
+    # ||f||^2 is common to all centres and dropped
+    d = (centres**2).sum(1)[None, :] - 2.0 * feats @ centres.T
+    return d.argmin(1)
+
+
+def _lloyd(feats: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    k, nf = centres.shape
+    labels = None
+    for _ in range(MAX_ITER):
+        new = _nearest(feats, centres)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        for f in range(nf):
+            sums = np.bincount(labels, weights=feats[:, f], minlength=k)
+            # an emptied cluster keeps its old centre (it may win voxels back later)
+            np.divide(sums, counts, out=centres[:, f], where=counts > 0, casting="unsafe")
+    return centres
+
+
+def kmeans_labels(magnitude: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """3D k-means labels of one slice's magnitude series.
+
+    The features are intensity and weighted (t, y, x) coordinates (see the module docstring and
+    ``PHASE_MODEL``).  The centres are fitted by k-means++ and Lloyd iterations on a random
+    subsample of at most ``FIT_VOXELS`` voxels drawn from ``rng``; then every voxel is assigned to
+    its nearest centre.
+
+    Parameters
+    ----------
+    magnitude : float (T, Y, X)
+        Non-negative magnitude images (any units; only relative intensity matters).
+    n_clusters : int
+        K >= 1.
+    rng : numpy.random.Generator
+        Source of the subsample and the k-means++ seeding.
+
+    Returns
+    -------
+    labels : int32 (T, Y, X)
+        Cluster index in ``[0, K)``.  A cluster can end up empty.
+    """
+    _check_rng(rng)
+    _check_counts(n_clusters=n_clusters)
+    mag = np.asarray(magnitude)
+    if mag.ndim != 3:
+        raise ValueError(f"magnitude must be (T, Y, X), got shape {mag.shape}")
+    if not np.isfinite(mag).all():
+        raise DicomError("magnitude images contain NaN or infinite values; check the input DICOM pixel data")
+    k = int(n_clusters)
+    t, ny, nx = mag.shape
+    n = mag.size
+    ft, fy, fx = _axes(t, ny, nx)
+
+    # fit on a subsample
+    m = min(n, FIT_VOXELS)
+    idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
+    it, iy, ix = np.unravel_index(idx, mag.shape)
+    sample = mag.reshape(-1)[idx].astype(np.float32)
+    scale = float(np.percentile(sample, INTENSITY_PERCENTILE)) if m else 0.0
+    if not scale > 0:
+        scale = float(np.abs(mag).max()) or 1.0
+    inv = np.float32(1.0 / scale)
+    feats = np.stack([sample * inv, fy[iy], fx[ix], ft[it]], axis=1).astype(np.float32)
+    centres = _lloyd(feats, _kmeans_pp(feats, k, rng))
+
+    # assign all voxels: the coordinate part of the squared distance is separable, so each
+    # centre costs one (T,1,1)+(1,Y,1)+(1,1,X) outer sum and a few full-size passes
+    inten = mag.astype(np.float32, copy=False) * inv
+    best = np.empty(mag.shape, np.float32)
+    labels = np.zeros(mag.shape, np.int32)
+    d = np.empty(mag.shape, np.float32)
+    for j in range(k):
+        ci, cy, cx, ct = centres[j]
+        geo = ((ft - ct) ** 2)[:, None, None] + ((fy - cy) ** 2)[None, :, None] + ((fx - cx) ** 2)[None, None, :]
+        np.subtract(inten, ci, out=d)
+        np.square(d, out=d)
+        d += geo
+        if j == 0:
+            best[...] = d
+        else:
+            closer = d < best
+            np.copyto(best, d, where=closer)
+            labels[closer] = j
+    return labels
+
+
+def _vote(labels_i: np.ndarray, labels_0: np.ndarray, k: int) -> np.ndarray:
+    """For each cluster of slice i, the most frequent slice-0 label under it: int (K,)."""
+    counts = np.bincount((labels_i.astype(np.int64) * k + labels_0).ravel(), minlength=k * k)
+    return counts.reshape(k, k).argmax(1)  # argmax: ties (and empty clusters) -> lowest label
+
+
+def _check_magnitudes(magnitudes) -> np.ndarray:
+    mags = np.asarray(magnitudes)
+    if mags.ndim != 4:
+        raise ValueError(f"magnitudes must be (M, T, Y, X), got shape {mags.shape}")
+    return mags
+
+
+def _cluster_phase(mags, n_coils, n_clusters, rng, grating=None) -> np.ndarray:
+    """Cluster phase (C, M, T, Y, X), plus ``grating(rng)`` (C, Y, X) fused in when given."""
+    c, k = int(n_coils), int(n_clusters)
+    labels = [kmeans_labels(mags[i], k, rng) for i in range(mags.shape[0])]
+    values = rng.normal(0.0, CLUSTER_SIGMA, size=(c, k)).astype(np.float32)
+    g = None if grating is None else grating(rng)  # drawn after the cluster values (fixed order)
+    out = np.empty((c,) + mags.shape, np.float32)
+    for i, lab in enumerate(labels):
+        table = values if i == 0 else values[:, _vote(lab, labels[0], k)]
+        if g is None:
+            out[:, i] = table[:, lab]
+        else:
+            np.add(table[:, lab], g[:, None], out=out[:, i])
+    return out
+
+
+def cluster_phase(magnitudes: np.ndarray, n_coils: int, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    r"""The paper's k-means cluster phase, without the grating.
+
+    :math:`\varphi_{c,i,t}(y,x) = v_{c,\kappa_i(k_i(t,y,x))}` with :math:`v_{c,k} \sim
+    \mathcal N(0, (\pi/3)^2)`, :math:`k_i` the k-means labels of slice ``i`` and :math:`\kappa_i`
+    the majority-vote map onto slice-0 clusters (identity for slice 0).
+
+    Parameters
+    ----------
+    magnitudes : float (M, T, Y, X)
+        Magnitude series of the M slices of one SMS example.
+    n_coils : int
+        C.
+    n_clusters : int
+        K of the k-means.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    phase : float32 (C, M, T, Y, X)
+        Radians.
+    """
+    _check_rng(rng)
+    _check_counts(n_coils, n_clusters)
+    return _cluster_phase(_check_magnitudes(magnitudes), n_coils, n_clusters, rng)
+
+
+def grating_phase(n_coils: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    r"""Per-coil sinusoidal phase grating.
+
+    .. math:: g_c(y, x) = a_c \sin\bigl(2\pi f_c (\tilde x\cos\theta_c + \tilde y\sin\theta_c)
+              + \psi_c\bigr)
+
+    with :math:`\tilde y = (y - N_y/\!/2)/L`, :math:`\tilde x = (x - N_x/\!/2)/L`,
+    ``L = max(Ny, Nx)``; :math:`a_c \sim U(\pi/6, \pi/2)`, :math:`f_c \sim U(0.5, 3)` cycles per
+    FOV, :math:`\theta_c, \psi_c \sim U(0, 2\pi)` (drawn per coil in that order).
+
+    Parameters
+    ----------
+    n_coils : int
+        C.
+    shape : (Ny, Nx)
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    grating : float32 (C, Y, X)
+        Radians; broadcast it over slices and frames.
+    """
+    _check_rng(rng)
+    _check_counts(n_coils)
+    ny, nx = (int(s) for s in shape)
+    c = int(n_coils)
+    draws = rng.random((c, 4))
+    amp = GRATING_AMPLITUDE[0] + (GRATING_AMPLITUDE[1] - GRATING_AMPLITUDE[0]) * draws[:, 0]
+    freq = GRATING_FREQUENCY[0] + (GRATING_FREQUENCY[1] - GRATING_FREQUENCY[0]) * draws[:, 1]
+    theta = 2 * np.pi * draws[:, 2]
+    psi = 2 * np.pi * draws[:, 3]
+    side = float(max(ny, nx))
+    y = (np.arange(ny) - ny // 2) / side
+    x = (np.arange(nx) - nx // 2) / side
+    arg = (2 * np.pi * freq * np.cos(theta))[:, None, None] * x[None, None, :] + (
+        2 * np.pi * freq * np.sin(theta)
+    )[:, None, None] * y[None, :, None]
+    arg += psi[:, None, None]
+    return (amp[:, None, None] * np.sin(arg)).astype(np.float32)
+
+
+def synthesize_phase(
+    magnitudes: np.ndarray, n_coils: int, kind: str, n_clusters: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Synthetic phase of one SMS example.
+
+    Parameters
+    ----------
+    magnitudes : float (M, T, Y, X)
+        Magnitude series of the M slices.
+    n_coils : int
+        C.
+    kind : {"kmeans", "grating", "none"}
+        ``kmeans``: :func:`cluster_phase` plus :func:`grating_phase` (the paper's model);
+        ``grating``: the grating alone (the paper's "simple phase" ablation); ``none``: zeros.
+    n_clusters : int
+        K (used by ``kmeans`` only, but validated always).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    phase : float32 (C, M, T, Y, X)
+        Radians, not wrapped.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"--phase: must be one of {KINDS}, got {kind!r}")
+    _check_rng(rng)
+    _check_counts(n_coils, n_clusters)
+    mags = _check_magnitudes(magnitudes)
+    c = int(n_coils)
+    if kind == "none":
+        return np.zeros((c,) + mags.shape, np.float32)
+    if kind == "grating":
+        g = grating_phase(c, mags.shape[-2:], rng)
+        return np.ascontiguousarray(np.broadcast_to(g[:, None, None], (c,) + mags.shape))
+    return _cluster_phase(mags, c, n_clusters, rng, grating=lambda r: grating_phase(c, mags.shape[-2:], r))

@@ -1,0 +1,181 @@
+"""``dicom2kspace`` end to end: scan DICOM, plan examples, simulate, write the store.
+
+Used by ``cli/dicom2kspace.py`` and ``benchmarks/``; free of click and torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+import synth
+from synth import store as zstore
+from synth.coils import COIL_MODEL
+from synth.combos import ExamplePlan, Plan, plan_examples
+from synth.config import SimConfig
+from synth.dicom import Catalog, SliceInfo, load_slice, scan
+from synth.errors import ConfigError, DicomError, NoInputError
+from synth.phase import PHASE_MODEL
+from synth.resolution import prepare
+from synth.simulate import StageTimer, simulate_example
+
+log = logging.getLogger("smssynth")
+
+# spacing assumed between slices of different series (across-series examples), for coil maps
+ACROSS_SERIES_SPACING_MM = 10.0
+
+
+@dataclass
+class Summary:
+    written: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (example index, reason)
+    skipped_inputs: Counter = field(default_factory=Counter)  # category -> count
+    skip_reasons: list[str] = field(default_factory=list)
+    plan_skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    n_files: int = 0
+    n_series: int = 0
+    n_examples: int = 0
+    shape: tuple | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class SliceCache:
+    """Prepared (working) magnitudes of recently used slices; combinations reuse slices a lot."""
+
+    def __init__(self, config: SimConfig, size: int = 32):
+        self.config, self.size = config, size
+        self._data: OrderedDict = OrderedDict()
+
+    def get(self, series_key: str, sl: SliceInfo, timer: StageTimer) -> np.ndarray:
+        key = (series_key, sl.index)
+        if key in self._data:
+            self._data.move_to_end(key)
+            return self._data[key]
+        with timer("read"):
+            raw = load_slice(sl)
+            c = self.config
+            img = prepare(
+                raw,
+                sl.acquisition_matrix,
+                resolution=c.resolution,
+                matrix=c.matrix,
+                frames=c.frames,
+                frames_mode=c.frames_mode,
+                what=f"series {series_key} slice {sl.index}",
+            )
+        self._data[key] = img
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+        return img
+
+
+def slice_offsets(ex: ExamplePlan, config: SimConfig) -> np.ndarray:
+    """Slice positions relative to their mean, in units of the field of view (for coil maps)."""
+    src = ex.sources
+    sl0 = src[0].slice
+    spacing = sl0.pixel_spacing_mm[0] if sl0.pixel_spacing_mm else 1.5
+    fov = max(sl0.shape[0] * spacing, 1e-6)
+    if config.combine == "across-series" and len({s.series.key for s in src}) > 1:
+        pos = np.arange(len(src)) * ACROSS_SERIES_SPACING_MM
+    else:
+        pos = np.array([s.slice.position_mm for s in src], dtype=float)
+    return (pos - pos.mean()) / fov
+
+
+def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
+    import zarr
+
+    return {
+        "generator": {
+            "name": "smssynth",
+            "version": synth.__version__,
+            "command": "dicom2kspace",
+            "numpy": np.__version__,
+            "zarr": zarr.__version__,
+            "python": platform.python_version(),
+        },
+        "params": config.to_dict(),
+        "models": {"phase": PHASE_MODEL, "coils": COIL_MODEL},
+        "inputs": {
+            "files": catalog.n_files,
+            "series": len(catalog.series),
+            "skipped": dict(Counter(s.category for s in catalog.skipped)),
+        },
+        "examples": [ex.to_dict() for ex in plan.examples],
+    }
+
+
+def make_plan(catalog: Catalog, config: SimConfig) -> Plan:
+    """Plan and check that every example has one common (T, Ny, Nx)."""
+    plan = plan_examples(catalog, config)
+    if not plan.examples:
+        why = "; ".join(plan.skipped[:5]) or "no slices"
+        raise NoInputError(
+            f"no SMS example can be formed with --sms {config.sms} ({why}). Lower --sms, use "
+            f"--combine across-series for single-slice series, or add inputs"
+        )
+    if plan.shape is None:
+        sizes = ", ".join(f"{t} frames x {y}x{x}" for t, y, x in plan.signatures)
+        raise ConfigError(
+            f"inputs give examples of different sizes ({sizes}); one store needs one size: "
+            f"pass --matrix NYxNX and/or --frames N (with --frames-mode resample if needed)"
+        )
+    return plan
+
+
+def dicom2kspace(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    config: SimConfig,
+    *,
+    salt: bytes,
+    on_error: str = "skip",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    timer: StageTimer | None = None,
+) -> Summary:
+    """Convert DICOM inputs into a new store at ``out``; returns what happened."""
+    timer = timer or StageTimer()
+    summary = Summary()
+    with timer("scan"):
+        catalog = scan(inputs, salt=salt, on_error=on_error)
+    summary.n_files, summary.n_series = catalog.n_files, len(catalog.series)
+    summary.skipped_inputs = Counter(s.category for s in catalog.skipped)
+    summary.skip_reasons = [f"{s.path}: {s.reason}" for s in catalog.skipped]
+    summary.warnings = list(catalog.warnings)
+
+    plan = make_plan(catalog, config)
+    summary.plan_skipped = list(plan.skipped)
+    summary.n_examples = len(plan.examples)
+    summary.shape = plan.shape
+    t, ny, nx = plan.shape
+    dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
+    root = zstore.create(out, dims, store_attrs(config, plan, catalog), with_phase=config.store_phase, overwrite=overwrite)
+
+    cache = SliceCache(config)
+    for ex in plan.examples:
+        try:
+            mags = np.stack([cache.get(s.series.key, s.slice, timer) for s in ex.sources])
+        except DicomError as e:
+            if on_error == "fail":
+                raise DicomError(f"{e} (store {out} left with example {ex.index} incomplete)") from None
+            summary.failed.append((ex.index, str(e)))
+            log.warning("example %d skipped: %s", ex.index, e)
+            if progress:
+                progress(ex.index + 1, len(plan.examples))
+            continue
+        arrays = simulate_example(mags, slice_offsets(ex, config), config, ex.seed_sequence(), timer)
+        with timer("write"):
+            zstore.write_example(root, ex.index, arrays)
+        summary.written += 1
+        if progress:
+            progress(ex.index + 1, len(plan.examples))
+    summary.seconds = dict(timer.seconds)
+    return summary

@@ -1,0 +1,109 @@
+r"""One SMS example: working magnitudes -> complex multi-coil CAIPI k-space and its ground truth.
+
+Forward model (paper, Sec. 2; conventions in :mod:`synth.sms`)::
+
+    target[i, t]     = m[i, t] / max(m)                          (M, T, Y, X)  float32
+    x[c, i, t]       = target[i, t] * csm[c, i] * exp(j phase[c, i, t])
+    kspace[c, t]     = collapse_i( fft2c(x[c, i, t]) ) + noise   (C, T, Ky, Kx) complex64
+    mask[t, ky]      = in-plane sampling (R, ACS)                (T, Ky)        bool
+
+The collapse is computed in image space (:func:`synth.sms.collapse_images`, a circular FOV
+shift per slice when M divides Ny), so only C*T FFTs are needed instead of C*M*T.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import numpy as np
+
+from synth.coils import coil_maps
+from synth.config import SimConfig
+from synth.fft import fft2c
+from synth.masks import row_mask
+from synth.noise import add_noise, noise_sigma
+from synth.phase import synthesize_phase
+from synth.sms import collapse_images
+
+
+class StageTimer:
+    """Accumulates wall time per named stage (for the summary and the benchmark)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - t0
+
+
+def simulate_example(
+    magnitudes: np.ndarray,
+    slice_offsets: np.ndarray,
+    config: SimConfig,
+    seed: np.random.SeedSequence,
+    timer: StageTimer | None = None,
+) -> dict[str, np.ndarray]:
+    """Simulate one example.
+
+    Parameters
+    ----------
+    magnitudes : float32 (M, T, Y, X), non-negative working magnitudes (after
+        :func:`synth.resolution.prepare`), slices in ascending position.
+    slice_offsets : float (M,), slice positions relative to their mean, in units of the FOV
+        (coil maps vary smoothly with them).
+    config : the simulation parameters.
+    seed : the example's seed; four child streams (phase, coils, mask, noise) are spawned in
+        that fixed order, so e.g. changing ``--phase`` leaves the masks unchanged.
+
+    Returns
+    -------
+    dict with ``kspace`` complex64 (C, T, Ky, Kx), ``mask`` bool (T, Ky), ``target`` float32
+    (M, T, Y, X), ``csm`` complex64 (C, M, Y, X), ``phase`` float32 (C, M, T, Y, X) (present even
+    when zero), ``scale`` float32 () and ``noise_sigma`` float32 ().
+    """
+    timer = timer or StageTimer()
+    m, t, ny, nx = magnitudes.shape
+    c = config.coils
+    rng_phase, rng_coils, rng_mask, rng_noise = (np.random.default_rng(s) for s in seed.spawn(4))
+
+    peak = float(magnitudes.max())
+    scale = peak if peak > 0 else 1.0
+    target = (magnitudes / np.float32(scale)).astype(np.float32)
+
+    with timer("phase"):
+        phase = synthesize_phase(target, c, config.phase, config.clusters, rng_phase)
+    with timer("coils"):
+        csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)
+    with timer("fft_sms"):
+        # x[c, i, t] = target * csm * exp(j phase), built in one pass per coil to bound memory
+        kspace = np.empty((c, t, ny, nx), dtype=np.complex64)
+        for ci in range(c):
+            x = np.empty((m, t, ny, nx), dtype=np.complex64)
+            np.cos(phase[ci], out=x.real)
+            np.sin(phase[ci], out=x.imag)
+            x *= target
+            x *= csm[ci][:, None]
+            aliased = collapse_images(np.moveaxis(x, 0, 1))  # (T, M, Y, X) -> (T, Y, X)
+            kspace[ci] = fft2c(aliased)
+    with timer("noise_mask"):
+        sigma = 0.0
+        if config.snr is not None:
+            sigma = noise_sigma(kspace, config.snr)
+            kspace = add_noise(kspace, config.snr, rng_noise)
+        mask = row_mask(config.mask, t, ny, config.accel, config.acs, rng_mask)
+    return {
+        "kspace": kspace,
+        "mask": mask,
+        "target": target,
+        "csm": csm,
+        "phase": phase,
+        "scale": np.float32(scale),
+        "noise_sigma": np.float32(sigma),
+    }

@@ -1,0 +1,234 @@
+"""The smssynth store: a Zarr v3 group, the contract between ``synth`` and ``zoo``.
+
+The format is documented in ``docs/store-format.md`` (keep the two in step) and is readable with
+plain ``zarr.open`` and no project code.  One row per SMS example ``n``:
+
+========== ============================ ========= =====================================
+array      dims                         dtype     meaning
+========== ============================ ========= =====================================
+kspace     (N, C, T, Ky, Kx)            complex64 CAIPI-collapsed multi-coil k-space, every
+                                                  ky row present (+ noise if ``snr``)
+mask       (N, T, Ky)                   bool      in-plane sampled rows
+target     (N, M, T, Ky, Kx)            float32   magnitude of each SMS slice, max 1 per example
+csm        (N, C, M, Ky, Kx)            complex64 coil maps, sum_c |csm|^2 = 1
+phase      (N, C, M, T, Ky, Kx)         float32   synthetic phase, radians (optional)
+scale      (N,)                         float32   DICOM units per target unit
+noise_sigma(N,)                         float32   sigma of the added noise (0: none)
+complete   (N,)                         bool      completion marker, written last
+========== ============================ ========= =====================================
+
+Chunks never straddle two examples (writers never share a chunk), and are one coil (or one
+example for the small arrays) so a per-example read touches C + few chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from synth.errors import StoreError, StoreExistsError
+
+FORMAT_NAME = "smssynth.sms-kspace"
+FORMAT_VERSION = "1.0"
+# readers accept any 1.x store; a major bump means an incompatible change
+SUPPORTED_MAJOR = 1
+
+CONVENTIONS = {
+    "fft": "centred orthonormal: fftshift(fft2(ifftshift(x, (-2,-1)), norm='ortho'), (-2,-1)); DC at (Ky//2, Kx//2)",
+    "caipi_sign": -1,
+    "caipi_model": "kspace[c,t,n,:] = sum_i exp(caipi_sign*2j*pi*i*n/M) * fft2c(x[c,i,t])[n,:] (+ noise)",
+    "caipi_row_index": "n = array index 0..Ky-1 of the centred k-space row (not the signed frequency)",
+    "sms_3d": "kspace[...,n,:] = sqrt(M) * fft(fft2c(x), axis=slice, norm='ortho')[..., n % M, n, :]",
+    "coil_image": "x[c,i,t] = target[i,t] * csm[c,i] * exp(1j*phase[c,i,t])",
+    "target_normalisation": "per example: magnitudes / max over (M,T,Ky,Kx); scale holds that max in DICOM units",
+    "noise": "complex circular Gaussian, E|n|^2 = noise_sigma^2, sigma = rms(clean kspace)/snr, i.i.d. over coils",
+    "mask": "mask[t, n] true where ky row n of frame t is sampled; kspace itself holds every row",
+    "slice_order": "SMS slice i = 0..M-1 in ascending position along the series' slice normal",
+}
+
+ARRAYS: dict[str, dict[str, Any]] = {
+    "kspace": {"dims": ["example", "coil", "time", "ky", "kx"], "dtype": "complex64"},
+    "mask": {"dims": ["example", "time", "ky"], "dtype": "bool"},
+    "target": {"dims": ["example", "slice", "time", "y", "x"], "dtype": "float32"},
+    "csm": {"dims": ["example", "coil", "slice", "y", "x"], "dtype": "complex64"},
+    "phase": {"dims": ["example", "coil", "slice", "time", "y", "x"], "dtype": "float32"},
+    "scale": {"dims": ["example"], "dtype": "float32"},
+    "noise_sigma": {"dims": ["example"], "dtype": "float32"},
+    "complete": {"dims": ["example"], "dtype": "bool"},
+}
+DATA_ARRAYS = ("kspace", "mask", "target", "csm", "phase", "scale", "noise_sigma")
+
+
+def _codecs():
+    # blosc (multi-threaded) zstd level 1 with byte shuffle: measured in benchmarks/ as the best
+    # speed/size trade-off for complex64 k-space and float32 phase
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
+
+
+def array_shapes(n: int, c: int, m: int, t: int, ny: int, nx: int, with_phase: bool = True):
+    """name -> (shape, chunks) for a store of ``n`` examples."""
+    out = {
+        "kspace": ((n, c, t, ny, nx), (1, 1, t, ny, nx)),
+        "mask": ((n, t, ny), (1, t, ny)),
+        "target": ((n, m, t, ny, nx), (1, 1, t, ny, nx)),
+        "csm": ((n, c, m, ny, nx), (1, c, m, ny, nx)),
+        "phase": ((n, c, m, t, ny, nx), (1, 1, m, t, ny, nx)),
+        "scale": ((n,), (1,)),
+        "noise_sigma": ((n,), (1,)),
+        "complete": ((n,), (1,)),
+    }
+    if not with_phase:
+        del out["phase"]
+    return out
+
+
+def create(
+    path: str | Path,
+    dims: dict[str, int],
+    attrs: dict[str, Any],
+    *,
+    with_phase: bool = True,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+) -> zarr.Group:
+    """Create an empty store with every array (all examples incomplete) and the root attributes.
+
+    ``dims`` has keys N, C, M, T, Ky, Kx.  ``attrs`` must be JSON-serialisable; format name and
+    version are added here.
+    """
+    path = str(path)
+    if not overwrite and _exists(path, storage_options):
+        raise StoreExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+    root = zarr.open_group(path, mode="w", zarr_format=3, storage_options=storage_options)
+    shapes = array_shapes(dims["N"], dims["C"], dims["M"], dims["T"], dims["Ky"], dims["Kx"], with_phase)
+    for name, (shape, chunks) in shapes.items():
+        spec = ARRAYS[name]
+        small = len(shape) == 1
+        root.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=spec["dtype"],
+            fill_value=False if spec["dtype"] == "bool" else 0,
+            compressors=None if small else _codecs(),
+            dimension_names=spec["dims"],
+        )
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "dims": dict(dims),
+        "arrays": {k: ARRAYS[k] for k in shapes},
+        "conventions": CONVENTIONS,
+    }
+    meta.update(attrs)
+    json.dumps(meta)  # fail early, not half-way, on anything non-serialisable
+    root.attrs.update(meta)
+    return root
+
+
+def _exists(path: str, storage_options=None) -> bool:
+    if "://" not in path:
+        p = Path(path)
+        return p.exists() and (not p.is_dir() or any(p.iterdir()))
+    import fsspec  # optional, only for URLs
+
+    fs, _, (root,) = fsspec.get_fs_token_paths(path, storage_options=storage_options)
+    return fs.exists(root)
+
+
+def write_example(root: zarr.Group, index: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write one example's arrays, then its completion marker (so readers never see half an example)."""
+    for name in DATA_ARRAYS:
+        if name not in root:
+            continue
+        if name not in arrays:
+            raise StoreError(f"example {index}: array {name!r} missing from the simulation output")
+        root[name][index] = arrays[name]
+    root["complete"][index] = True
+
+
+@dataclass
+class Store:
+    """Read access to a store, validating its format.  ``Store.open(path)``."""
+
+    root: zarr.Group
+    path: str
+
+    @classmethod
+    def open(cls, path: str | Path, storage_options: dict | None = None) -> "Store":
+        path = str(path)
+        if "://" not in path and not Path(path).exists():
+            raise StoreError(f"{path}: no such store; create one with `smssynth dicom2kspace ... --out {path}`")
+        try:
+            root = zarr.open_group(path, mode="r", storage_options=storage_options)
+        except Exception as e:  # zarr raises several types for "not a group"
+            raise StoreError(f"{path}: not a Zarr group ({type(e).__name__}); is this an smssynth store?") from None
+        store = cls(root, path)
+        store.validate()
+        return store
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.root.attrs)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self.root.attrs["dims"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.root.attrs.get("params", {}))
+
+    def __len__(self) -> int:
+        return int(self.dims["N"])
+
+    def complete(self) -> np.ndarray:
+        return np.asarray(self.root["complete"][:], dtype=bool)
+
+    def validate(self) -> None:
+        a = self.root.attrs
+        if a.get("format") != FORMAT_NAME:
+            raise StoreError(f"{self.path}: format {a.get('format')!r}, expected {FORMAT_NAME!r}")
+        version = str(a.get("format_version", ""))
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            raise StoreError(f"{self.path}: unreadable format_version {version!r}") from None
+        if major != SUPPORTED_MAJOR:
+            raise StoreError(
+                f"{self.path}: format version {version}, this smssynth reads {SUPPORTED_MAJOR}.x; "
+                f"upgrade smssynth or regenerate the store"
+            )
+        d = self.dims
+        expect = array_shapes(d["N"], d["C"], d["M"], d["T"], d["Ky"], d["Kx"], "phase" in self.root)
+        for name, (shape, _) in expect.items():
+            if name not in self.root:
+                raise StoreError(f"{self.path}: array {name!r} missing")
+            arr = self.root[name]
+            if tuple(arr.shape) != shape or str(arr.dtype) != ARRAYS[name]["dtype"]:
+                raise StoreError(
+                    f"{self.path}: array {name!r} is {arr.dtype}{tuple(arr.shape)}, expected "
+                    f"{ARRAYS[name]['dtype']}{shape}"
+                )
+
+    def example(self, index: int, names=None) -> dict[str, np.ndarray]:
+        """Arrays of one complete example (refuses an incomplete one)."""
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"example {index} out of range [0, {n})")
+        if not bool(self.root["complete"][index]):
+            raise StoreError(
+                f"{self.path}: example {index} is incomplete (its writer did not finish); "
+                f"re-run the generating command to complete the store"
+            )
+        names = names or [k for k in DATA_ARRAYS if k in self.root]
+        return {k: np.asarray(self.root[k][index]) for k in names}
+
+    def provenance(self, index: int) -> dict[str, Any]:
+        return self.root.attrs["examples"][index]
