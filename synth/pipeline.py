@@ -127,6 +127,11 @@ def make_plan(catalog: Catalog, config: SimConfig) -> Plan:
             f"inputs give examples of different sizes ({sizes}); one store needs one size: "
             f"pass --matrix NYxNX and/or --frames N (with --frames-mode resample if needed)"
         )
+    ny = plan.shape[1]
+    if config.accel > ny:
+        raise ConfigError(f"--accel {config.accel} exceeds the {ny} ky rows of the examples")
+    if config.acs > ny:
+        raise ConfigError(f"--acs {config.acs} exceeds the {ny} ky rows of the examples")
     return plan
 
 
