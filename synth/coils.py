@@ -5,20 +5,24 @@ Geometry and units
 Positions are in units of the field of view's longer side ``L = max(Ny, Nx)`` pixels (square
 pixels assumed): pixel ``(y, x)`` sits at :math:`\tilde y = (y - N_y/\!/2)/L`,
 :math:`\tilde x = (x - N_x/\!/2)/L` (the DC-pixel convention of ``synth.fft``), so the FOV is
-the box :math:`|\tilde y| \le N_y/2L,\ |\tilde x| \le N_x/2L` inside the unit-diameter disc's
-circumscribed square.  Slice ``i`` of an SMS group lies at :math:`z_i` = ``slice_offsets[i]``
-along the slice normal, in the same units (e.g. ``distance_mm / (L * pixel_mm)``).  The maps are
-smooth functions of :math:`(\tilde y, \tilde x, z)` evaluated at each slice's plane, so slices at
-different offsets get smoothly different maps and slices at the same offset identical ones.
+the box :math:`|\tilde y| \le N_y/2L,\ |\tilde x| \le N_x/2L`, within :math:`[-1/2, 1/2]^2`.
+Slice ``i`` of an SMS group lies at :math:`z_i` = ``slice_offsets[i]`` along the slice normal, in
+the same units (e.g. ``distance_mm / (L * pixel_mm)``).  The maps are smooth functions of
+:math:`(\tilde y, \tilde x, z)` evaluated at each slice's plane, so slices at different offsets get
+smoothly different maps and slices at the same offset identical ones.  Every coil also has a
+random position :math:`\zeta_c` along the normal: offsets are given relative to the slices' mean,
+so the two slices of an M = 2 example sit at :math:`\pm z`, and coils exactly at ``z = 0`` would
+see both alike.
 
 Models
 ------
-``circle``: C coils on a circle of radius :math:`\rho \sim U(0.8, 1.0)` around the centre, in the
-plane ``z = 0`` (outside the FOV, whose corners are at most 0.707 away), at angles
-:math:`\theta_c = \theta_0 + 2\pi c / C` with a random global rotation :math:`\theta_0 \sim U(0, 2\pi)`:
+``circle``: C coils evenly spaced on a circle of radius :math:`\rho \sim U(0.8, 1.0)` around the
+centre (outside the FOV, whose corners are at most 0.707 away), at angles
+:math:`\theta_c = \theta_0 + 2\pi c / C` with a random global rotation
+:math:`\theta_0 \sim U(0, 2\pi)`, each at height :math:`\zeta_c \sim U(-0.25, 0.25)`:
 
 .. math:: S_{c,i} \propto d_{c,i}^{-3}\, e^{j(\angle(\mathbf r - \mathbf p_c) - \theta_c + \psi_c)},
-          \qquad d_{c,i} = \sqrt{|\mathbf r - \mathbf p_c|^2 + z_i^2}
+          \qquad d_{c,i} = \sqrt{|\mathbf r - \mathbf p_c|^2 + (z_i - \zeta_c)^2}
 
 The phase is the in-plane geometric angle of the pixel seen from the coil, as in
 ``sigpy.mri.sim.birdcage_maps``, plus a random per-coil offset :math:`\psi_c \sim U(0, 2\pi)`.
@@ -33,8 +37,7 @@ with centre :math:`\boldsymbol\mu_c` uniform in the FOV box enlarged by 1.2, :ma
 R(\alpha_c)\,\mathrm{diag}(\sigma_c^2, \rho_c \sigma_c^2)\,R(\alpha_c)^T`, primary standard
 deviation :math:`\sigma_c \sim U(0.2, 0.6)`, eigenvalue ratio :math:`\rho_c \sim U(0.2, 1)`,
 rotation :math:`\alpha_c \sim U(0, \pi)`, z-extent :math:`\sigma_{z,c} \sim U(0.2, 0.6)` and
-z-centre :math:`\zeta_c \sim U(-0.25, 0.25)` (the coil's own position along the normal, so that
-the two slices of a symmetric offset pair still differ), :math:`\psi_c \sim U(0, 2\pi)` and a
+z-centre :math:`\zeta_c \sim U(-0.25, 0.25)`, :math:`\psi_c \sim U(0, 2\pi)` and a
 phase gradient :math:`\mathbf k_c` of random 3D direction and magnitude :math:`U(0, 0.5)` cycles
 per FOV.
 
@@ -57,11 +60,12 @@ KINDS = ("circle", "blobs", "mixed")
 
 CIRCLE_RADIUS = (0.8, 1.0)
 CIRCLE_POWER = 3
+COIL_Z = (-0.25, 0.25)
 BLOB_CENTRE_BOX = 1.2
 BLOB_SIGMA = (0.2, 0.6)
 BLOB_RATIO = (0.2, 1.0)
 BLOB_Z_SIGMA = (0.2, 0.6)
-BLOB_Z_CENTRE = (-0.25, 0.25)
+BLOB_Z_CENTRE = COIL_Z
 BLOB_PHASE_GRADIENT = (0.0, 0.5)
 
 COIL_MODEL: dict = {
@@ -70,11 +74,11 @@ COIL_MODEL: dict = {
     "normalisation": "sum_c |S_c|^2 = 1 at every pixel of every slice",
     "mixed": "circle or blobs with probability 1/2 each, per example",
     "circle": {
-        "model": "S_c ~ d^-3 * exp(j(angle(r - p_c) - theta_c + psi_c)), d = sqrt(|r - p_c|^2 + z^2)",
+        "model": "S_c ~ d^-3 * exp(j(angle(r - p_c) - theta_c + psi_c)), d = sqrt(|r - p_c|^2 + (z - zeta_c)^2)",
         "radius": list(CIRCLE_RADIUS),
         "power": CIRCLE_POWER,
         "angles": "theta_c = theta_0 + 2 pi c / C, theta_0 ~ U(0, 2 pi)",
-        "coil_z": 0.0,
+        "coil_z": list(COIL_Z),
         "phase_offset_rad": [0.0, float(2 * np.pi)],
     },
     "blobs": {
@@ -112,10 +116,13 @@ def _grid(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _normalise(log_mag: np.ndarray, phase_factor: np.ndarray) -> np.ndarray:
     """``exp(log_mag) * phase_factor`` scaled so that the sum over axis 0 of |.|^2 is 1."""
-    log_mag = log_mag - log_mag.max(0, keepdims=True)
-    mag = np.exp(log_mag)
-    mag /= np.sqrt((mag * mag).sum(0, keepdims=True))
-    return (mag * phase_factor).astype(np.complex64)
+    # geometry in float64 (cheap, (C, Y, X)), the full-size arithmetic in float32
+    mag = (log_mag - log_mag.max(0, keepdims=True)).astype(np.float32)
+    np.exp(mag, out=mag)
+    mag /= np.sqrt(np.einsum("c...,c...->...", mag, mag))[None]
+    out = np.empty(np.broadcast_shapes(mag.shape, phase_factor.shape), np.complex64)
+    np.multiply(mag, phase_factor.astype(np.complex64, copy=False), out=out)
+    return out
 
 
 def draw_coil_kind(kind: str, rng: np.random.Generator) -> str:
@@ -145,7 +152,7 @@ def circle_maps(
     slice_offsets : float (M,)
         Slice positions along the normal, in units of ``L = max(Ny, Nx)`` pixels.
     rng : numpy.random.Generator
-        Draws, in order: radius, global rotation, per-coil phase offsets (C,).
+        Draws, in order: radius, global rotation, per-coil phase offsets (C,), per-coil heights (C,).
     normalize : bool
         False returns the raw :math:`d^{-3} e^{j\phi}` (``d`` in FOV units), for inspection and tests.
 
@@ -158,13 +165,14 @@ def circle_maps(
     radius = rng.uniform(*CIRCLE_RADIUS)
     theta = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(c) / c
     psi = rng.uniform(0, 2 * np.pi, size=c)
+    zeta = rng.uniform(*COIL_Z, size=c)
     y, x = _grid(ny, nx)
     dy = y[None, :, None] - (radius * np.sin(theta))[:, None, None]  # (C, Y, 1)
     dx = x[None, None, :] - (radius * np.cos(theta))[:, None, None]  # (C, 1, X)
     r2 = dy * dy + dx * dx  # (C, Y, X), > 0: the coils are outside the FOV
     # exp(j * angle(dx + j dy)) without trigonometry
-    phase = (dx + 1j * dy) / np.sqrt(r2) * np.exp(1j * (psi - theta))[:, None, None]
-    d2 = r2[:, None] + (z * z)[None, :, None, None]  # (C, M, Y, X)
+    phase = ((dx + 1j * dy) / np.sqrt(r2) * np.exp(1j * (psi - theta))[:, None, None]).astype(np.complex64)
+    d2 = r2[:, None] + ((z[None, :] - zeta[:, None]) ** 2)[:, :, None, None]  # (C, M, Y, X)
     log_mag = -0.5 * CIRCLE_POWER * np.log(d2)
     if not normalize:
         return (np.exp(log_mag) * phase[:, None]).astype(np.complex64)
@@ -229,7 +237,8 @@ def blob_maps(
     log_mag = -0.5 * (quad[:, None] + zterm[:, :, None, None])  # (C, M, Y, X)
     ph_in = k[:, 0, None, None] * y[None, :, None] + k[:, 1, None, None] * x[None, None, :] + psi[:, None, None]
     # the z part of the phase is one constant per (coil, slice)
-    phase = np.exp(1j * ph_in)[:, None] * np.exp(1j * k[:, 2:3] * z[None, :])[:, :, None, None]
+    phase = (np.exp(1j * ph_in).astype(np.complex64)[:, None]
+             * np.exp(1j * k[:, 2:3] * z[None, :]).astype(np.complex64)[:, :, None, None])
     if not normalize:
         return (np.exp(log_mag) * phase).astype(np.complex64)
     return _normalise(log_mag, phase)

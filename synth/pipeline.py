@@ -22,7 +22,7 @@ from synth.config import SimConfig
 from synth.dicom import Catalog, SliceInfo, load_slice, scan
 from synth.errors import ConfigError, DicomError, NoInputError
 from synth.phase import PHASE_MODEL
-from synth.resolution import prepare
+from synth.resolution import prepare, working_shape
 from synth.simulate import StageTimer, simulate_example
 
 log = logging.getLogger("smssynth")
@@ -76,12 +76,19 @@ class SliceCache:
         return img
 
 
-def slice_offsets(ex: ExamplePlan, config: SimConfig) -> np.ndarray:
-    """Slice positions relative to their mean, in units of the field of view (for coil maps)."""
+def slice_offsets(ex: ExamplePlan, config: SimConfig, shape: tuple[int, int]) -> np.ndarray:
+    """Slice positions relative to their mean, in units of L = the longer side of the working FOV.
+
+    ``shape`` is the working (Ny, Nx).  The k-space crop to the acquired matrix keeps the FOV;
+    ``--matrix`` changes it by the crop/pad factor.  ``synth.coils`` measures distances in L.
+    """
     src = ex.sources
     sl0 = src[0].slice
-    spacing = sl0.pixel_spacing_mm[0] if sl0.pixel_spacing_mm else 1.5
-    fov = max(sl0.shape[0] * spacing, 1e-6)
+    dy, dx = sl0.pixel_spacing_mm if sl0.pixel_spacing_mm else (1.5, 1.5)
+    fov_y, fov_x = sl0.shape[0] * dy, sl0.shape[1] * dx  # stored FOV, mm
+    acq = working_shape(sl0.shape, sl0.acquisition_matrix, config.resolution, None)
+    # working pixel size after the resolution step, then the --matrix FOV
+    fov = max(shape[0] * fov_y / acq[0], shape[1] * fov_x / acq[1], 1e-6)
     if config.combine == "across-series" and len({s.series.key for s in src}) > 1:
         pos = np.arange(len(src)) * ACROSS_SERIES_SPACING_MM
     else:
@@ -176,7 +183,7 @@ def dicom2kspace(
             if progress:
                 progress(ex.index + 1, len(plan.examples))
             continue
-        arrays = simulate_example(mags, slice_offsets(ex, config), config, ex.seed_sequence(), timer)
+        arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(), timer)
         with timer("write"):
             zstore.write_example(root, ex.index, arrays)
         summary.written += 1

@@ -1,0 +1,964 @@
+"""DICOM ingestion: files and folders -> series -> slices -> frames in temporal order.
+
+:func:`scan` reads headers only and returns a :class:`Catalog`; :func:`load_slice` decodes one
+slice's frames to a float32 ``(T, rows, cols)`` array of magnitudes with the rescale applied.
+
+Grouping
+--------
+* **Series**: (StudyInstanceUID, SeriesInstanceUID).
+* **Slices**: position along the slice normal ``n = row_cosines x col_cosines`` (from
+  ImageOrientationPatient), ``position = ImagePositionPatient . n`` in mm.  Positions within
+  :data:`POSITION_TOL_MM` (0.01 mm) of a slice's first position belong to that slice.  When any
+  image lacks IPP/IOP, SliceLocation is used instead (documented fallback, with a warning).
+  All images of a series must share one orientation (normals within about 0.8 degrees).
+* **Frames**: grouped by position first, then ordered in time, because trigger times differ
+  from slice to slice (Sunnybrook).  The time key is chosen per series: TriggerTime
+  (Enhanced MR: CardiacSynchronizationSequence NominalCardiacTriggerDelayTime), else
+  AcquisitionDate/Time (Enhanced: FrameContentSequence FrameAcquisitionDateTime), else
+  TemporalPositionIndex (Enhanced only), else InstanceNumber (then frame index); a key is used
+  only if every frame has it and it separates every slice's frames.  Falling back names the
+  key used in a warning.  Clock times are reported relative to the series' earliest frame,
+  so no acquisition time of day leaves this module.
+
+Enhanced (multi-frame) MR/CT files give the same slices as single-frame files: each frame's
+position, orientation, pixel spacing, timing and rescale come from its per-frame functional
+groups, falling back to the shared ones.  Frames that are not magnitude images (phase, real,
+imaginary, e.g. the B0 field-map half of a Philips fMAP file) are left out with a warning;
+so are single-frame phase/real/imaginary images (skipped as ``non-image``).
+
+Privacy: nothing returned, logged or raised carries a patient identifier.  Series, studies and
+patients are named by :func:`synth.deid.pseudonym` keys; messages name only the paths the user
+gave, SOP class and transfer syntax names, numbers and keys.  pydicom's own warnings (which
+quote element values such as UIDs) are silenced while reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import math
+import os
+import re
+import struct
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from synth.deid import pseudonym
+from synth.errors import ConfigError, DicomError, MissingDecoderError, NoInputError
+
+log = logging.getLogger("smssynth.dicom")
+
+POSITION_TOL_MM = 0.01
+"""Images whose positions along the normal differ by at most this much (mm) are one slice."""
+ORIENTATION_TOL = 1e-4
+"""Largest ``1 - cos(angle)`` between two images' normals within one series (about 0.8 deg)."""
+ON_ERROR = ("skip", "fail")
+SKIP_CATEGORIES = ("not-dicom", "non-image", "corrupt", "unsupported", "inconsistent-series")
+
+# Greyscale image storage classes whose pixels are magnitudes we can use.
+_IMAGE_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+})
+_DICOMDIR = "1.2.840.10008.1.3.10"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_NON_MAGNITUDE = frozenset({"P", "PHASE", "R", "REAL", "I", "IMAGINARY"})
+_GE_IMAGE_TYPE = {1: "PHASE", 2: "REAL", 3: "IMAGINARY"}  # (0043,102F) GEMS_PARM_01
+
+# Decoder plugin packages per compressed transfer syntax (pydicom 3 + pylibjpeg).
+_PLUGINS = {
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",
+    **{uid: "pylibjpeg pylibjpeg-libjpeg" for uid in (
+        "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")},
+    **{uid: "pylibjpeg pylibjpeg-openjpeg" for uid in (
+        "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203")},
+}
+_SKIP_HINT = "use --on-error skip to leave such files out and go on"
+
+
+# ----------------------------------------------------------------------------- public records
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """Where one frame lives: ``path`` as found, ``frame`` index in a multi-frame file or None."""
+
+    path: str
+    frame: int | None
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """One slice of a series: its frames in temporal order and its geometry.
+
+    Attributes
+    ----------
+    index : 0.. in order of position along the series normal.
+    position_mm : position along the normal (IPP . n) or SliceLocation, mm.
+    frames : temporal order.
+    times_ms : per-frame time used for ordering, ms: trigger delay, or acquisition clock
+        relative to the series' earliest frame; None when ordered by an index.
+    shape : (rows, cols) as stored.
+    pixel_spacing_mm : (row spacing, column spacing), mm.
+    slice_thickness_mm : mm.
+    acquisition_matrix : (n_rows_acquired, n_cols_acquired) in the image's row/column
+        directions, from AcquisitionMatrix + InPlanePhaseEncodingDirection (Enhanced MR:
+        MRFOVGeometrySequence); None when absent.
+    """
+
+    index: int
+    position_mm: float
+    frames: tuple[FrameRef, ...]
+    times_ms: tuple[float, ...] | None
+    shape: tuple[int, int]
+    pixel_spacing_mm: tuple[float, float] | None
+    slice_thickness_mm: float | None
+    acquisition_matrix: tuple[int, int] | None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series, named by pseudonyms; ``slices`` sorted by ``position_mm`` ascending."""
+
+    key: str
+    study_key: str
+    patient_key: str
+    normal: tuple[float, float, float] | None
+    position_source: str
+    time_source: str
+    slices: tuple[SliceInfo, ...]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file (or, for ``inconsistent-series``, a series' folder) left out, and why."""
+
+    path: str
+    reason: str
+    category: str
+
+
+@dataclass
+class Catalog:
+    """What :func:`scan` found: usable series (sorted by key), skips, warnings, files examined."""
+
+    series: list[SeriesInfo]
+    skipped: list[Skip]
+    warnings: list[str]
+    n_files: int
+
+
+# ----------------------------------------------------------------------------- scan
+
+
+def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "skip") -> Catalog:
+    """Find the image series under ``inputs`` (files and folders, searched recursively).
+
+    Reads headers only; for uncompressed pixel data it checks that the file holds
+    Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8 bytes, for compressed data that
+    the fragment sequence is complete and a decoder is installed.
+
+    Parameters
+    ----------
+    inputs : files and/or folders; files need no ``.dcm`` extension.
+    salt : pseudonym key, see :func:`synth.deid.resolve_salt`.
+    on_error : ``"skip"`` leaves corrupt/unsupported files and inconsistent series out (counted
+        in ``Catalog.skipped`` and logged); ``"fail"`` raises on the first one.  Non-DICOM and
+        non-image files are always skipped, never fatal.
+
+    Raises
+    ------
+    NoInputError
+        An input does not exist, or no usable image series was found.
+    DicomError
+        (``on_error="fail"``) a corrupt or unsupported file, or an inconsistent series;
+        :class:`MissingDecoderError` when a decoder plugin is absent.
+    """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"--on-error: must be one of {ON_ERROR}, got {on_error!r}")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = _find_files(inputs)
+
+    skipped: list[Skip] = []
+    notes: list[str] = []
+    by_series: dict[tuple[str, str], list[_Frame]] = defaultdict(list)
+
+    def skip(s: Skip, exc: type[DicomError] = DicomError) -> None:
+        if on_error == "fail" and s.category not in ("not-dicom", "non-image"):
+            raise exc(f"{s.path}: {s.reason}; {_SKIP_HINT}")
+        level = logging.INFO if s.category in ("not-dicom", "non-image") else logging.WARNING
+        log.log(level, "skipped %s (%s): %s", s.path, s.category, s.reason)
+        skipped.append(s)
+
+    with _quiet_pydicom():
+        for path in paths:
+            probe = _probe(path)
+            if isinstance(probe, _Problem):
+                skip(Skip(path, probe.reason, probe.category), probe.exc)
+                continue
+            notes.extend(probe.notes)
+            for f in probe.frames:
+                by_series[(f.study, f.series)].append(f)
+
+    series: list[SeriesInfo] = []
+    for (study, series_uid), frames in by_series.items():
+        key = pseudonym(f"series:{study}/{series_uid}", salt, "se-")
+        patient = frames[0].patient or f"patient-of-study:{study}"
+        try:
+            info, series_notes = _build_series(
+                frames, key, pseudonym(f"study:{study}", salt, "st-"), pseudonym(patient, salt, "pt-")
+            )
+        except _Problem as p:
+            where = os.path.commonpath([f.path for f in frames]) if len({f.path for f in frames}) > 1 \
+                else frames[0].path
+            skip(Skip(where, f"series {key} ({len(frames)} frames): {p.reason}", "inconsistent-series"))
+            continue
+        series.append(info)
+        notes.extend(series_notes)
+    series.sort(key=lambda s: s.key)
+    for n in notes:
+        log.warning(n)
+
+    if not series:
+        raise NoInputError(_nothing_found(inputs, len(paths), skipped))
+    return Catalog(series=series, skipped=skipped, warnings=notes, n_files=len(paths))
+
+
+def _find_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Every file under ``inputs`` (folders recursively, sorted), each real file once."""
+    inputs = [os.fspath(p) for p in inputs]
+    if not inputs:
+        raise NoInputError("no input given: pass DICOM files or folders")
+    missing = [p for p in inputs if not os.path.exists(p)]
+    if missing:
+        raise NoInputError(f"input not found: {', '.join(missing)}")
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(p: str) -> None:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+
+    for p in inputs:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    add(os.path.join(root, name))
+        else:
+            add(p)
+    return out
+
+
+def _nothing_found(inputs, n_files: int, skipped: list[Skip]) -> str:
+    where = ", ".join(os.fspath(p) for p in inputs)
+    if not n_files:
+        return f"no files found in {where}"
+    counts = Counter(s.category for s in skipped)
+    parts = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
+    msg = f"no usable MR/CT image series in {where}: {n_files} files examined, skipped {parts}"
+    worst = [s for s in skipped if s.category not in ("not-dicom", "non-image")] or skipped
+    if worst:
+        msg += f" (e.g. {worst[0].path}: {worst[0].reason})"
+    return msg
+
+
+# ----------------------------------------------------------------------------- per-file probe
+
+
+@dataclass
+class _Frame:
+    """One frame's header facts (internal: holds UIDs, never leaves this module)."""
+
+    path: str
+    frame: int | None
+    study: str
+    series: str
+    patient: str  # "patient:<ID>" / "patient-name:<name>" / "" -> derived from the study
+    instance_uid: str
+    ipp: tuple[float, ...] | None
+    iop: tuple[float, ...] | None
+    slice_location: float | None
+    trigger_ms: float | None
+    date_ord: int | None
+    tod_ms: float | None
+    temporal_index: int | None
+    instance: int | None
+    shape: tuple[int, int]
+    spacing: tuple[float, float] | None
+    thickness: float | None
+    acq_matrix: tuple[int, int] | None
+    enhanced: bool
+
+
+@dataclass
+class _Probe:
+    frames: list[_Frame]
+    notes: list[str]
+
+
+class _Problem(Exception):
+    """Why a file or series cannot be used (internal; becomes a Skip or a DicomError)."""
+
+    def __init__(self, category: str, reason: str, exc: type[DicomError] = DicomError):
+        super().__init__(reason)
+        self.category, self.reason, self.exc = category, reason, exc
+
+
+def _probe(path: str) -> _Probe | _Problem:
+    try:
+        with open(path, "rb") as fp:
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            except InvalidDicomError:
+                return _raw_dataset_problem(fp)
+            except Exception as e:  # pydicom raises many types on damaged headers
+                return _Problem("corrupt", f"unreadable DICOM header ({type(e).__name__}: {_scrub(e)})")
+            offset = fp.tell()
+            size = os.fstat(fp.fileno()).st_size
+            try:
+                return _classify(path, ds, fp, offset, size)
+            except _Problem as p:
+                return p
+            except Exception as e:  # an invalid value deep in the header
+                return _Problem("corrupt", f"invalid DICOM header ({type(e).__name__}: {_scrub(e)})")
+    except OSError as e:
+        return _Problem("corrupt", f"cannot read the file ({e.strerror or type(e).__name__})")
+
+
+def _raw_dataset_problem(fp) -> _Problem:
+    """Classify a file without the Part 10 header: a bare data set, or not DICOM at all."""
+    fp.seek(0)
+    if _looks_like_raw_dataset(fp.read(4)):  # gate: never force-parse arbitrary binaries
+        fp.seek(0)
+        try:
+            ds = pydicom.dcmread(fp, force=True, stop_before_pixels=True)
+        except Exception:
+            ds = None
+        if ds is not None and ("SOPClassUID" in ds or "StudyInstanceUID" in ds):
+            if _is_image(str(_get(ds, "SOPClassUID") or ""), ds):
+                return _Problem("corrupt", "DICOM data set without the Part 10 file header "
+                                           "(no 128-byte preamble, 'DICM' prefix or file meta)")
+            return _Problem("non-image", "not an MR/CT image (a DICOM data set without file meta)")
+    return _Problem("not-dicom", "not a DICOM file")
+
+
+def _is_image(sop: str, ds: Dataset) -> bool:
+    """An MR/CT image storage class; without a SOP class, Modality MR/CT plus Rows."""
+    if sop:
+        return sop in _IMAGE_SOP_CLASSES
+    return str(_get(ds, "Modality") or "") in ("MR", "CT") and _get(ds, "Rows") is not None
+
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """A bare data set (no preamble/meta) starts with a group 0x0002 or 0x0008 tag."""
+    if len(head) < 4:
+        return False
+    le, be = struct.unpack("<H", head[:2])[0], struct.unpack(">H", head[:2])[0]
+    return le in (0x0002, 0x0008) or be in (0x0002, 0x0008)
+
+
+def _classify(path: str, ds: Dataset, fp, offset: int, size: int) -> _Probe:
+    meta = getattr(ds, "file_meta", None) or Dataset()
+    sop = str(_get(ds, "SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "")
+    modality = str(_get(ds, "Modality") or "")
+    if sop == _DICOMDIR:
+        raise _Problem("non-image", "DICOMDIR (media directory, no image)")
+    if not _is_image(sop, ds):
+        what = f"SOP class {UID(sop).name}" if sop else "no SOP class"
+        raise _Problem("non-image", f"not an MR/CT image ({what}"
+                                    f"{', modality ' + modality if modality else ''})")
+    ts = meta.get("TransferSyntaxUID")
+    if not ts:
+        raise _Problem("corrupt", "file meta information has no TransferSyntaxUID; "
+                                  "the pixel data cannot be decoded")
+    ts = UID(str(ts))
+    if offset >= size:  # an image's header is followed by its pixel data
+        raise _Problem("corrupt", "the file ends before the pixel data (truncated?)")
+    rows, cols = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
+    bits, spp = _int(_get(ds, "BitsAllocated")), _int(_get(ds, "SamplesPerPixel")) or 1
+    if not rows or not cols or not bits:
+        raise _Problem("corrupt", "image without Rows/Columns/BitsAllocated")
+    if spp != 1:
+        raise _Problem("unsupported", f"colour image (SamplesPerPixel={spp}); only greyscale "
+                                      "magnitude images are used")
+    n_frames = _int(_get(ds, "NumberOfFrames"))
+    n_frames = 1 if n_frames is None else n_frames
+    if n_frames < 1:
+        raise _Problem("corrupt", f"NumberOfFrames is {n_frames}")
+
+    # Sunnybrook's single-frame files carry a PerFrameFunctionalGroupsSequence of one empty item.
+    if any(len(item) for item in _get(ds, "PerFrameFunctionalGroupsSequence") or []):
+        frames, notes = _frames_enhanced(path, ds, n_frames, rows, cols)
+    else:
+        if sop and "Enhanced" in UID(sop).name:
+            raise _Problem("unsupported", "Enhanced image without functional groups "
+                                          "(no per-frame positions)")
+        frames, notes = _frames_classic(path, ds, n_frames, rows, cols)
+
+    _check_pixel_data(fp, offset, size, ts, rows * cols * spp * n_frames, bits, n_frames, path)
+    if ts.is_compressed:
+        _check_decoder(ts, path)
+    return _Probe(frames, notes)
+
+
+def _identity(ds: Dataset) -> dict:
+    study, series = str(_get(ds, "StudyInstanceUID") or ""), str(_get(ds, "SeriesInstanceUID") or "")
+    if not study or not series:
+        raise _Problem("unsupported", "no StudyInstanceUID/SeriesInstanceUID: cannot group it into a series")
+    pid, name = str(_get(ds, "PatientID") or "").strip(), str(_get(ds, "PatientName") or "").strip()
+    patient = f"patient:{pid}" if pid else f"patient-name:{name}" if name else ""
+    return dict(study=study, series=series, patient=patient,
+                instance_uid=str(_get(ds, "SOPInstanceUID") or ""), instance=_int(_get(ds, "InstanceNumber")))
+
+
+def _frames_classic(path, ds, n_frames, rows, cols) -> tuple[list[_Frame], list[str]]:
+    kind = _complex_component_classic(ds)
+    if kind:
+        raise _Problem("non-image", f"{kind} image; only magnitude images are used")
+    ident = _identity(ds)
+    date = _get(ds, "AcquisitionDate")
+    tm = _get(ds, "AcquisitionTime")
+    date_ord, tod = _date_ord(date), _tod_ms(tm)
+    if tod is None and _get(ds, "AcquisitionDateTime"):
+        date_ord, tod = _datetime(_get(ds, "AcquisitionDateTime"))
+    common = dict(
+        path=path, **ident,
+        ipp=_floats(_get(ds, "ImagePositionPatient"), 3), iop=_iop(_get(ds, "ImageOrientationPatient")),
+        slice_location=_float(_get(ds, "SliceLocation")), trigger_ms=_float(_get(ds, "TriggerTime")),
+        date_ord=date_ord, tod_ms=tod, temporal_index=None, shape=(rows, cols),
+        spacing=_floats(_get(ds, "PixelSpacing"), 2), thickness=_float(_get(ds, "SliceThickness")),
+        acq_matrix=_acq_matrix_classic(ds), enhanced=False,
+    )
+    # A classic multi-frame file has one position for all its frames: one slice over time.
+    idx = [None] if n_frames == 1 else list(range(n_frames))
+    return [_Frame(frame=i, **common) for i in idx], []
+
+
+def _frames_enhanced(path, ds, n_frames, rows, cols) -> tuple[list[_Frame], list[str]]:
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") or []
+    shared_seq = _get(ds, "SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    if len(per_frame) != n_frames:
+        raise _Problem("corrupt", f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items "
+                                  f"for NumberOfFrames {n_frames}")
+    ident = _identity(ds)
+    top_acq = _acq_matrix_classic(ds)
+    frames, dropped = [], Counter()
+    for i in range(n_frames):
+        def fg(kw: str, _item=per_frame[i]) -> Dataset | None:
+            return _fg_item(_item, shared, kw)
+
+        ftype = fg("MRImageFrameTypeSequence") or fg("CTImageFrameTypeSequence")
+        comp = str(_get(ftype, "ComplexImageComponent") or "").upper() if ftype is not None else ""
+        if comp in ("PHASE", "REAL", "IMAGINARY"):
+            dropped[comp] += 1
+            continue
+        pos, ori, meas = fg("PlanePositionSequence"), fg("PlaneOrientationSequence"), fg("PixelMeasuresSequence")
+        content, cardiac = fg("FrameContentSequence"), fg("CardiacSynchronizationSequence")
+        date_ord, tod = _datetime(_get(content, "FrameAcquisitionDateTime")) if content is not None else (None, None)
+        frames.append(_Frame(
+            path=path, frame=None if n_frames == 1 else i, **ident,
+            ipp=_floats(_get(pos, "ImagePositionPatient"), 3) if pos is not None else None,
+            iop=_iop(_get(ori, "ImageOrientationPatient")) if ori is not None else None,
+            slice_location=None,
+            trigger_ms=_float(_get(cardiac, "NominalCardiacTriggerDelayTime")) if cardiac is not None else None,
+            date_ord=date_ord, tod_ms=tod,
+            temporal_index=_int(_get(content, "TemporalPositionIndex")) if content is not None else None,
+            shape=(rows, cols),
+            spacing=_floats(_get(meas, "PixelSpacing"), 2) if meas is not None else None,
+            thickness=_float(_get(meas, "SliceThickness")) if meas is not None else None,
+            acq_matrix=_acq_matrix_enhanced(fg("MRFOVGeometrySequence")) or top_acq,
+            enhanced=True,
+        ))
+    if not frames:
+        raise _Problem("non-image", f"no magnitude frames ({', '.join(sorted(dropped))} only); "
+                                    "only magnitude images are used")
+    notes = []
+    if dropped:
+        kinds = ", ".join(f"{n} {k.lower()}" for k, n in sorted(dropped.items()))
+        notes.append(f"{path}: {kinds} frame(s) of {n_frames} left out (only magnitude frames are used)")
+    return frames, notes
+
+
+def _fg_item(per_frame_item: Dataset, shared: Dataset | None, keyword: str) -> Dataset | None:
+    """First item of functional group ``keyword``: per-frame, else shared, else None."""
+    for src in (per_frame_item, shared):
+        if src is not None and keyword in src:
+            seq = src[keyword].value
+            if seq:
+                return seq[0]
+    return None
+
+
+def _complex_component_classic(ds: Dataset) -> str:
+    """'PHASE'/'REAL'/'IMAGINARY' when a single-frame image is not a magnitude, else ''."""
+    comp = str(_get(ds, "ComplexImageComponent") or "").upper()
+    if comp in ("PHASE", "REAL", "IMAGINARY"):
+        return comp
+    if comp in ("MAGNITUDE", "MIXED"):
+        return ""
+    image_type = [str(v).upper() for v in (_get(ds, "ImageType") or [])][2:]
+    hit = _NON_MAGNITUDE.intersection(image_type)
+    if hit:
+        return {"P": "PHASE", "R": "REAL", "I": "IMAGINARY"}.get(min(hit), min(hit))
+    try:  # GE keeps the image kind in a private element
+        return _GE_IMAGE_TYPE.get(int(ds.get_private_item(0x0043, 0x2F, "GEMS_PARM_01").value), "")
+    except (KeyError, TypeError, ValueError):
+        return ""
+
+
+def _check_pixel_data(fp, offset, size, ts: UID, n_samples, bits, n_frames, path) -> None:
+    """Raise _Problem unless the Pixel Data element after the header is complete."""
+    expected = (n_samples + 7) // 8 if bits == 1 else n_samples * (bits // 8)
+    if ts == _DEFLATED:  # the body is a zlib stream: file offsets mean nothing, read it all
+        try:
+            full = pydicom.dcmread(path)
+            have = len(full.PixelData) if "PixelData" in full else 0
+        except Exception as e:
+            raise _Problem("corrupt", f"cannot inflate the deflated data set ({type(e).__name__})") from None
+        if have < expected:
+            raise _Problem("corrupt", f"pixel data truncated: {have} of {expected} bytes present")
+        return
+    try:
+        little, implicit = ts.is_little_endian, ts.is_implicit_VR
+    except ValueError:
+        raise _Problem("unsupported", f"unknown transfer syntax {ts}") from None
+    endian = "<" if little else ">"
+    fp.seek(offset)
+    head = fp.read(8)
+    if len(head) < 8:
+        raise _Problem("corrupt", "no pixel data: the file ends after the header (truncated?)")
+    group, elem = struct.unpack(endian + "HH", head[:4])
+    if (group, elem) != (0x7FE0, 0x0010):
+        if group == 0x7FE0 and elem in (0x0008, 0x0009):
+            raise _Problem("unsupported", "floating-point pixel data is not supported")
+        raise _Problem("corrupt", "no pixel data element after the header")
+    if implicit:
+        (length,) = struct.unpack(endian + "I", head[4:8])
+        value_at = offset + 8
+    elif head[4:6] in (b"OB", b"OW", b"UN", b"OF", b"OD", b"OL", b"OV"):
+        more = fp.read(4)
+        if len(more) < 4:
+            raise _Problem("corrupt", "pixel data truncated inside its element header")
+        (length,) = struct.unpack(endian + "I", more)
+        value_at = offset + 12
+    else:
+        (length,) = struct.unpack(endian + "H", head[6:8])
+        value_at = offset + 8
+    if length == 0xFFFFFFFF:
+        if not ts.is_encapsulated:
+            raise _Problem("corrupt", f"undefined-length pixel data in uncompressed {ts.name}")
+        _check_fragments(fp, value_at, size, n_frames)
+        return
+    if ts.is_encapsulated:
+        raise _Problem("corrupt", f"{ts.name} pixel data is not encapsulated")
+    have = min(length, size - value_at)
+    if have < expected:
+        raise _Problem("corrupt", f"pixel data truncated: {have} of {expected} bytes present "
+                                  "(Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8)")
+
+
+def _check_fragments(fp, at: int, size: int, n_frames: int) -> None:
+    """Walk the encapsulated item headers (8 bytes each) up to the sequence delimiter."""
+    pos, items = at, 0
+    while True:
+        if pos + 8 > size:
+            raise _Problem("corrupt", "compressed pixel data ends before its sequence delimiter (truncated?)")
+        fp.seek(pos)
+        group, elem, length = struct.unpack("<HHI", fp.read(8))
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            break
+        if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise _Problem("corrupt", "damaged fragment sequence in the compressed pixel data")
+        pos += 8 + length
+        items += 1
+    fragments = items - 1  # the first item is the basic offset table
+    if fragments < n_frames:
+        raise _Problem("corrupt", f"compressed pixel data holds {max(fragments, 0)} fragment(s) "
+                                  f"for {n_frames} frame(s)")
+
+
+def _check_decoder(ts: UID, path: str) -> None:
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise _Problem("unsupported", f"pixel data compressed with {ts.name} ({ts}), which pydicom "
+                                      "cannot decode") from None
+    if not decoder.is_available:
+        raise _Problem("unsupported", _missing_decoder_message(ts), MissingDecoderError)
+
+
+def _missing_decoder_message(ts: UID) -> str:
+    pkgs = _PLUGINS.get(str(ts), "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
+    return (f"no decoder installed for {ts.name} ({ts}); install the decoders with "
+            f'pip install "smssynth[decoders]" (or: pip install {pkgs})')
+
+
+# ----------------------------------------------------------------------------- series assembly
+
+
+def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: str):
+    notes: list[str] = []
+    frames, dups = _dedupe(frames)
+    if dups:
+        notes.append(f"series {key}: {dups} duplicate image(s) (same SOPInstanceUID as another file) ignored")
+
+    if all(f.ipp is not None and f.iop is not None for f in frames):
+        normal = _normal(frames[0].iop)
+        worst = max(1.0 - float(np.dot(normal, _normal(f.iop))) for f in frames)
+        if worst > ORIENTATION_TOL:
+            angle = math.degrees(math.acos(max(-1.0, min(1.0, 1.0 - worst))))
+            raise _Problem("inconsistent-series", f"images differ in orientation by up to {angle:.1f} deg "
+                                                  "(e.g. a multi-plane localizer); one stack needs one orientation")
+        pos = [float(np.dot(f.ipp, normal)) for f in frames]
+        position_source, normal_t = "ImagePositionPatient", tuple(float(v) for v in normal)
+    elif all(f.slice_location is not None for f in frames):
+        pos = [f.slice_location for f in frames]
+        position_source, normal_t = "SliceLocation", None
+        notes.append(f"series {key}: ImagePositionPatient/ImageOrientationPatient missing; "
+                     "slices separated by SliceLocation")
+    else:
+        n = sum(1 for f in frames if (f.ipp is None or f.iop is None) and f.slice_location is None)
+        raise _Problem("inconsistent-series", f"{n} image(s) have neither ImagePositionPatient + "
+                                              "ImageOrientationPatient nor SliceLocation; slices cannot be told apart")
+
+    groups: list[list[int]] = []
+    anchor = -math.inf
+    for i in sorted(range(len(frames)), key=lambda i: pos[i]):
+        if pos[i] - anchor > POSITION_TOL_MM:
+            groups.append([])
+            anchor = pos[i]
+        groups[-1].append(i)
+
+    by_slice = [[frames[i] for i in g] for g in groups]
+    time_source, tkey, rel_times, fallback = _time_order(by_slice, frames)
+    if fallback:
+        notes.append(f"series {key}: frames ordered by {time_source} ({fallback})")
+
+    slices = []
+    for index, g in enumerate(groups):
+        members = sorted(g, key=lambda i: (tkey(i), frames[i].instance if frames[i].instance is not None
+                                           else math.inf, frames[i].frame or 0, frames[i].path))
+        fs = [frames[i] for i in members]
+        shapes = sorted({f.shape for f in fs})
+        position = float(np.mean([pos[i] for i in g]))
+        if len(shapes) > 1:
+            sizes = ", ".join(f"{r}x{c}" for r, c in shapes)
+            raise _Problem("inconsistent-series", f"the frames of the slice at {position:.2f} mm differ in size ({sizes})")
+        slices.append(SliceInfo(
+            index=index, position_mm=position,
+            frames=tuple(FrameRef(f.path, f.frame) for f in fs),
+            times_ms=None if rel_times is None else tuple(rel_times[i] for i in members),
+            shape=fs[0].shape, pixel_spacing_mm=fs[0].spacing, slice_thickness_mm=fs[0].thickness,
+            acquisition_matrix=fs[0].acq_matrix,
+        ))
+    counts = sorted({s.n_frames for s in slices})
+    if len(counts) > 1:
+        notes.append(f"series {key}: slices have different frame counts ({', '.join(map(str, counts))})")
+    shapes = sorted({s.shape for s in slices})
+    if len(shapes) > 1:
+        notes.append(f"series {key}: slices have different matrix sizes "
+                     f"({', '.join(f'{r}x{c}' for r, c in shapes)}); each slice keeps its own")
+    info = SeriesInfo(key=key, study_key=study_key, patient_key=patient_key, normal=normal_t,
+                      position_source=position_source, time_source=time_source, slices=tuple(slices))
+    return info, notes
+
+
+def _dedupe(frames: list[_Frame]) -> tuple[list[_Frame], int]:
+    """Drop a frame whose (SOPInstanceUID, frame) was already seen (the same image twice)."""
+    seen, out = set(), []
+    for f in sorted(frames, key=lambda f: (f.path, f.frame or 0)):
+        ident = (f.instance_uid, f.frame)
+        if f.instance_uid and ident in seen:
+            continue
+        seen.add(ident)
+        out.append(f)
+    return out, len(frames) - len(out)
+
+
+def _time_order(by_slice: list[list[_Frame]], frames: list[_Frame]):
+    """Pick the series' time key: (name, key(frame index), relative times or None, fallback note)."""
+    enhanced = all(f.enhanced for f in frames)
+    index_of = {id(f): i for i, f in enumerate(frames)}
+    clock = _clock_ms(frames)
+    candidates = [
+        ("NominalCardiacTriggerDelayTime" if enhanced else "TriggerTime",
+         [f.trigger_ms for f in frames], True),
+        ("FrameAcquisitionDateTime" if enhanced else "AcquisitionTime", clock, True),
+        ("TemporalPositionIndex", [f.temporal_index for f in frames], False),
+    ]
+    multi = any(len(s) > 1 for s in by_slice)
+    for rank, (name, values, is_time) in enumerate(candidates):
+        if any(v is None for v in values):
+            continue
+        if multi and not all(_distinct([values[index_of[id(f)]] for f in s]) for s in by_slice):
+            continue
+        fallback = ""
+        if rank and multi:
+            fallback = f"{candidates[0][0]} missing or not distinct within a slice"
+        return name, (lambda i, v=values: v[i]), (list(values) if is_time else None), fallback
+    fallback = ("no trigger time, acquisition time or temporal index separates the frames of each slice"
+                if multi else "")
+    return "InstanceNumber", (lambda i: 0), None, fallback
+
+
+def _distinct(values: list[float]) -> bool:
+    v = sorted(values)
+    return all(b - a > 1e-6 for a, b in zip(v, v[1:]))
+
+
+def _clock_ms(frames: list[_Frame]) -> list[float | None]:
+    """Acquisition clock per frame, ms relative to the earliest; None for all if any is missing."""
+    if any(f.tod_ms is None for f in frames):
+        return [None] * len(frames)
+    if all(f.date_ord is not None for f in frames):
+        t = [f.date_ord * 86_400_000.0 + f.tod_ms for f in frames]
+    else:
+        t = [f.tod_ms for f in frames]
+        if max(t) - min(t) > 43_200_000:  # a series spanning midnight without dates
+            t = [v + 86_400_000.0 if v < 43_200_000 else v for v in t]
+    t0 = min(t)
+    return [round(v - t0, 3) for v in t]
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def load_slice(s: SliceInfo) -> np.ndarray:
+    """Decode one slice: float32 ``(T, rows, cols)`` magnitudes, rescale applied, temporal order.
+
+    Raises
+    ------
+    MissingDecoderError
+        The transfer syntax needs a decoder plugin that is not installed.
+    DicomError
+        A frame cannot be read or decoded, or no longer matches the scanned header.
+    """
+    from pydicom.pixels import pixel_array
+
+    out = np.empty((s.n_frames, *s.shape), dtype=np.float32)
+    cache: dict[str, Dataset] = {}  # multi-frame files are read once per call
+    with _quiet_pydicom():
+        for t, ref in enumerate(s.frames):
+            ds = cache.get(ref.path)
+            if ds is None:
+                ds = _read_full(ref.path)
+                if ref.frame is not None:
+                    cache[ref.path] = ds
+            ts = UID(str(ds.file_meta.TransferSyntaxUID))
+            if ts.is_compressed:
+                try:
+                    _check_decoder(ts, ref.path)
+                except _Problem as p:
+                    raise p.exc(f"{ref.path}: {p.reason}") from None
+            try:
+                arr = pixel_array(ds, index=ref.frame)
+            except Exception as e:
+                if isinstance(e, RuntimeError) and "missing" in str(e) and "dependenc" in str(e):
+                    raise MissingDecoderError(f"{ref.path}: {_missing_decoder_message(ts)}") from None
+                where = "" if ref.frame is None else f" frame {ref.frame}"
+                raise DicomError(f"{ref.path}{where}: cannot decode the {ts.name} pixel data "
+                                 f"({type(e).__name__}: {_scrub(e)}); the file may be corrupt; "
+                                 f"{_SKIP_HINT}") from None
+            if arr.shape != s.shape:
+                raise DicomError(f"{ref.path}: decoded image is {arr.shape}, the scan found {s.shape}; "
+                                 "did the file change since the scan?")
+            slope, intercept = _rescale(ds, ref.frame)
+            out[t] = arr.astype(np.float64) * slope + intercept
+    return out
+
+
+def _read_full(path: str) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except Exception as e:
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {_scrub(e)}"
+        raise DicomError(f"{path}: cannot read the file ({detail}); {_SKIP_HINT}") from None
+
+
+def _rescale(ds: Dataset, frame: int | None) -> tuple[float, float]:
+    """(slope, intercept): per-frame/shared PixelValueTransformation, else top level, else (1, 0)."""
+    item = None
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
+    shared_seq = _get(ds, "SharedFunctionalGroupsSequence")
+    if per_frame or shared_seq:
+        pf = per_frame[frame or 0] if per_frame else None
+        item = _fg_item(pf, shared_seq[0] if shared_seq else None, "PixelValueTransformationSequence")
+    src = item if item is not None else ds
+    slope, intercept = _float(_get(src, "RescaleSlope")), _float(_get(src, "RescaleIntercept"))
+    return (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+@contextlib.contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log records: they quote element values (UIDs, names)."""
+    logger = logging.getLogger("pydicom")
+    logger.addFilter(_drop_all)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(_drop_all)
+
+
+def _drop_all(record: logging.LogRecord) -> bool:
+    return False
+
+
+def _scrub(e: BaseException) -> str:
+    """First line of an exception message with quoted values and UIDs masked, at most 160 chars."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    msg = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", msg)
+    msg = re.sub(r"\b\d+(?:\.\d+){3,}\b", "<uid>", msg)
+    return msg[:160]
+
+
+def _get(ds: Dataset | None, keyword: str):
+    """``ds.keyword`` or None; an unparsable value counts as absent."""
+    if ds is None:
+        return None
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def _float(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(v, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(map(math.isfinite, out)) else None
+
+
+def _iop(v) -> tuple[float, ...] | None:
+    """ImageOrientationPatient if it spans a plane (a usable normal), else None."""
+    iop = _floats(v, 6)
+    if iop is None or np.linalg.norm(np.cross(iop[:3], iop[3:])) < 0.5:
+        return None
+    return iop
+
+
+def _normal(iop: tuple[float, ...]) -> np.ndarray:
+    n = np.cross(np.asarray(iop[:3]), np.asarray(iop[3:]))
+    return n / np.linalg.norm(n)
+
+
+def _acq_matrix_classic(ds: Dataset) -> tuple[int, int] | None:
+    """(n_rows_acquired, n_cols_acquired) from AcquisitionMatrix + InPlanePhaseEncodingDirection.
+
+    AcquisitionMatrix is [frequency rows, frequency columns, phase rows, phase columns] with one
+    of each pair zero.  Phase encoding along ROW means the phase steps run along a row, i.e.
+    across columns: n_cols = phase steps, n_rows = frequency samples; COL is the transpose.
+    Sunnybrook [224, 0, 0, 224] COL -> (224, 224); the GE perfusion [0, 128, 96, 0] ROW ->
+    (128, 96).  Without the direction, the zero pattern ([f,0,0,p] is COL, [0,f,p,0] is ROW)
+    decides.
+    """
+    m = _get(ds, "AcquisitionMatrix")
+    try:
+        fr, fc, pr, pc = (int(x) for x in m)
+    except (TypeError, ValueError):
+        return None
+    freq, phase = max(fr, fc), max(pr, pc)
+    if freq <= 0 or phase <= 0:
+        return None
+    direction = str(_get(ds, "InPlanePhaseEncodingDirection") or "").upper()
+    if direction not in ("ROW", "COL", "COLUMN"):
+        direction = "COL" if fr and pc else "ROW" if fc and pr else ""
+    if direction == "ROW":
+        return freq, phase
+    if direction in ("COL", "COLUMN"):
+        return phase, freq
+    return None
+
+
+def _acq_matrix_enhanced(geo: Dataset | None) -> tuple[int, int] | None:
+    """Same as :func:`_acq_matrix_classic` from MRFOVGeometrySequence (ROW / COLUMN)."""
+    if geo is None:
+        return None
+    freq = _int(_get(geo, "MRAcquisitionFrequencyEncodingSteps"))
+    phase = _int(_get(geo, "MRAcquisitionPhaseEncodingStepsInPlane"))
+    direction = str(_get(geo, "InPlanePhaseEncodingDirection") or "").upper()
+    if not freq or not phase or freq <= 0 or phase <= 0:
+        return None
+    if direction == "ROW":
+        return freq, phase
+    if direction in ("COL", "COLUMN"):
+        return phase, freq
+    return None
+
+
+def _tod_ms(tm) -> float | None:
+    """DICOM TM (HHMMSS.FFFFFF, also ACR-NEMA HH:MM:SS) -> ms since midnight."""
+    if tm is None:
+        return None
+    m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", str(tm).strip().replace(":", ""))
+    if not m:
+        return None
+    h, mi, sec = int(m[1]), int(m[2] or 0), int(m[3] or 0)
+    if h > 23 or mi > 59 or sec > 60:
+        return None
+    return ((h * 60 + mi) * 60 + sec + float(m[4] or 0)) * 1000.0
+
+
+def _date_ord(da) -> int | None:
+    """DICOM DA (YYYYMMDD) -> proleptic ordinal, None if invalid (e.g. Sunnybrook's 20120000)."""
+    s = str(da or "").strip().replace(".", "")
+    if not re.fullmatch(r"\d{8}", s):
+        return None
+    try:
+        return _dt.date(int(s[:4]), int(s[4:6]), int(s[6:8])).toordinal()
+    except ValueError:
+        return None
+
+
+def _datetime(dt) -> tuple[int | None, float | None]:
+    """DICOM DT (YYYYMMDDHHMMSS.FFFFFF&ZZXX) -> (date ordinal, ms since midnight)."""
+    s = re.sub(r"[+-]\d{4}$", "", str(dt or "").strip())
+    if len(s) < 10:
+        return None, None
+    return _date_ord(s[:8]), _tod_ms(s[8:])

@@ -1,0 +1,301 @@
+r"""A PyTorch dataset over an smssynth store (``docs/store-format.md``): training examples in 3D k-space.
+
+Each item is one SMS example, turned into the 3D-Fourier form that the models reconstruct
+(:mod:`zoo.physics`): the measured collapsed k-space placed at ``kz = n mod M``, its 3D mask, the
+zero-filled image, and the ground truth built from the store's ``target``, ``csm`` and ``phase``
+through the store's forward model ``x_c = target * csm_c * exp(j phase_c)``.
+
+Coil modes
+----------
+``per-coil``
+    Every coil kept: ``k3``/``x0``/``truth`` are (C, M, T, ...), the loss target is the store's
+    ``target`` (= the root-sum-of-squares of the coil images, since sum_c |csm_c|^2 = 1).
+``virtual``
+    The paper's "no coil sensitivity maps" setting: the C coils are compressed to one virtual coil
+    with weights ``w`` (C,) estimated from the **acquired data only** (:func:`virtual_coil_weights`:
+    the dominant left singular vector of the fully sampled centre rows of the collapsed k-space).
+    The same projection ``sum_c conj(w_c) (.)_c`` is applied to the measured k-space and to the
+    coil images, so the virtual truth and the virtual data obey the same forward model exactly
+    (data consistency stays exact) -- only the sensitivity of the virtual coil,
+    ``s_v = sum_c conj(w_c) csm_c exp(j phase_c)``, stays in the truth.
+
+Normalisation
+-------------
+The store normalises each example's ``target`` to max 1 over (M, T, Y, X); nothing here rescales.
+Per-coil: ``target`` is the store's (max 1), ``|truth_c| = target * |csm_c| <= target``.
+Virtual: ``target = |truth_v| = store target * |s_v|`` with ``|s_v| <= 1`` by Cauchy-Schwarz
+(``||w|| = 1``, sum_c |csm_c|^2 = 1), so its max is **at most 1** (lower where the virtual coil's
+sensitivity is weak), and because ``||w|| = 1`` the virtual data carry the store's noise level
+``noise_sigma`` unchanged.  ``x0`` and ``k3`` share the truth's scale (orthonormal FFTs).
+
+Masks
+-----
+``stored`` uses the store's ``mask``.  ``fresh`` draws a new in-plane mask per epoch with the
+simulator's generator :func:`synth.masks.row_mask` and ``np.random.default_rng([seed, epoch,
+store_index])``, so a mask depends only on (seed, epoch, example) -- not on the worker count or
+order.  The store's k-space holds every ky row, so any mask can be applied.
+
+Worker safety: no zarr handle is kept across pickling; each process opens the store on its first
+read (``DataLoader`` workers with fork or spawn).  Call :meth:`SmsDataset.set_epoch` before an
+epoch's iterator is created (with ``persistent_workers=True`` workers keep the epoch they started
+with).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from synth.errors import ConfigError, StoreError
+from synth.masks import KINDS as MASK_KINDS
+from synth.masks import row_mask
+from synth.store import Store
+from zoo import physics
+
+COIL_MODES = ("virtual", "per-coil")
+MASK_SOURCES = ("stored", "fresh")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a store's examples become training items (validated on construction).
+
+    Attributes
+    ----------
+    coil_mode : ``virtual`` (one virtual coil from the acquired data) or ``per-coil``.
+    mask : ``stored`` (the store's mask) or ``fresh`` (a new mask per epoch, seeded).
+    accel, acs, mask_kind : R, ACS rows and ``uniform``/``random`` of a fresh mask; None = the
+        store's ``params`` (only with ``mask="fresh"``).
+    split : keep only examples whose provenance (``attrs["examples"]``) has this ``split``; None = all.
+    seed : root seed of the fresh masks.
+    """
+
+    coil_mode: str = "virtual"
+    mask: str = "stored"
+    accel: int | None = None
+    acs: int | None = None
+    mask_kind: str | None = None
+    split: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ConfigError(f"DataConfig: {msg}")
+
+        need(self.coil_mode in COIL_MODES, f"coil_mode must be one of {COIL_MODES}, got {self.coil_mode!r}")
+        need(self.mask in MASK_SOURCES, f"mask must be one of {MASK_SOURCES}, got {self.mask!r}")
+        fresh_only = {k: v for k, v in (("accel", self.accel), ("acs", self.acs), ("mask_kind", self.mask_kind))
+                      if v is not None}
+        need(self.mask == "fresh" or not fresh_only,
+             f"{sorted(fresh_only)} only apply to mask='fresh'; set mask='fresh' or leave them None")
+        need(self.accel is None or int(self.accel) >= 1, f"accel must be >= 1, got {self.accel}")
+        need(self.acs is None or int(self.acs) >= 0, f"acs must be >= 0, got {self.acs}")
+        need(self.mask_kind is None or self.mask_kind in MASK_KINDS,
+             f"mask_kind must be one of {MASK_KINDS} or None, got {self.mask_kind!r}")
+        need(self.split is None or isinstance(self.split, str), f"split must be a string or None, got {self.split!r}")
+        need(isinstance(self.seed, (int, np.integer)) and self.seed >= 0,
+             f"seed must be an int >= 0, got {self.seed!r}")
+
+
+def virtual_coil_weights(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Coil-compression weights from the acquired calibration data.
+
+    Parameters
+    ----------
+    kspace : complex (C, T, Ky, Kx)
+        Collapsed multi-coil k-space (only sampled rows are read).
+    mask : bool (T, Ky)
+        In-plane sampled rows.
+
+    Returns
+    -------
+    w : complex64 (C,)
+        The dominant left singular vector of the calibration data matrix (C, samples): the
+        contiguous block of rows sampled in **every** frame around the DC row ``Ky // 2`` (the ACS),
+        all frames and kx.  If the DC row is not sampled in every frame (no ACS), all sampled rows
+        are used.  Unit norm, phase fixed by making the largest-magnitude entry real positive.
+        The virtual coil is ``sum_c conj(w_c) y_c``.
+    """
+    c, _, ny, _ = kspace.shape
+    always = np.asarray(mask, bool).all(axis=0)
+    dc = ny // 2
+    if always[dc]:
+        lo, hi = dc, dc + 1
+        while lo > 0 and always[lo - 1]:
+            lo -= 1
+        while hi < ny and always[hi]:
+            hi += 1
+        calib = kspace[:, :, lo:hi, :]
+    else:
+        calib = kspace[:, mask, :]  # (C, sampled rows over all frames, Kx)
+    d = calib.reshape(c, -1).astype(np.complex128)
+    _, vecs = np.linalg.eigh(d @ d.conj().T)  # left singular vectors of d, ascending
+    w = vecs[:, -1]
+    big = np.argmax(np.abs(w))
+    w = w * (np.abs(w[big]) / w[big]) if w[big] != 0 else w
+    return (w / np.linalg.norm(w)).astype(np.complex64)
+
+
+class SmsDataset(Dataset):
+    """Examples of an smssynth store as 3D k-space training items.
+
+    Parameters
+    ----------
+    store_path : path or URL of the store.
+    config : :class:`DataConfig`.
+
+    Only complete examples (``complete`` true when the dataset is built) of the chosen split are
+    indexed; ``dataset.indices[i]`` is the store index of item ``i``.
+
+    Items (``__getitem__``), with ``L = ()`` for ``virtual`` and ``L = (C,)`` for ``per-coil``:
+
+    ======== ============================ ========= ==================================================
+    key      shape                        dtype     meaning
+    ======== ============================ ========= ==================================================
+    k3       (*L, M, T, Ky, Kx)           complex64 measured 3D k-space, ``y / sqrt(M)`` at kz = n mod M
+                                                    on sampled rows, 0 elsewhere (:func:`physics.to_3d_data`)
+    mask3    (M, T, Ky, 1)                bool      3D sampling mask
+    x0       (*L, M, T, Y, X)             complex64 zero-filled image ``ifft3(k3)``
+    truth    (*L, M, T, Y, X)             complex64 complex ground truth (virtual: ``sum_c conj(w_c) x_c``)
+    target   (M, T, Y, X)                 float32   magnitude for losses/metrics: ``|truth|`` (virtual) or
+                                                    the store's ``target`` = RSS over coils (per-coil)
+    index    ()                           int64     store index of the example
+    ======== ============================ ========= ==================================================
+    """
+
+    def __init__(self, store_path: str | Path, config: DataConfig = DataConfig()):
+        self.store_path = str(store_path)
+        self.config = config
+        store = Store.open(self.store_path)  # validates the format; not kept (see _open)
+        self.dims = store.dims
+        self.m = int(self.dims["M"])
+        self.params = store.params
+        self.has_phase = "phase" in store.root
+        if not self.has_phase and self.params.get("phase") != "none":
+            raise StoreError(
+                f"{self.store_path}: the store has no 'phase' array (it was made with --no-phase), but "
+                f"coil_mode={config.coil_mode!r} builds the complex truth from target, csm and phase; "
+                f"regenerate the store without --no-phase"
+            )
+        self._fresh = self._fresh_mask_args() if config.mask == "fresh" else None
+        self.indices = self._select(store)
+        self.epoch = 0
+        self._store: Store | None = None
+        self._pid: int | None = None
+
+    # --- construction ---
+
+    def _fresh_mask_args(self) -> tuple[str, int, int]:
+        cfg, p = self.config, self.params
+
+        def pick(value, key):
+            if value is not None:
+                return value
+            if key not in p:
+                raise ConfigError(
+                    f"{self.store_path}: mask='fresh' needs {key!r}, which the store's params lack; "
+                    f"set it in DataConfig"
+                )
+            return p[key]
+
+        args = (pick(cfg.mask_kind, "mask"), int(pick(cfg.accel, "accel")), int(pick(cfg.acs, "acs")))
+        # fail here, not in a worker: a throwaway draw validates R and ACS against Ky
+        row_mask(args[0], self.dims["T"], self.dims["Ky"], args[1], args[2], np.random.default_rng(0))
+        return args
+
+    def _select(self, store: Store) -> list[int]:
+        keep = [int(i) for i in np.flatnonzero(store.complete())]
+        split = self.config.split
+        if split is not None:
+            prov = {int(e.get("index", j)): e for j, e in enumerate(store.attrs.get("examples", []))}
+            have = sorted({str(e["split"]) for e in prov.values() if "split" in e})
+            if not have:
+                raise ConfigError(
+                    f"{self.store_path}: split={split!r} asked for, but the store's examples record no "
+                    f"'split'; pass split=None or regenerate the store with splits"
+                )
+            keep = [i for i in keep if prov.get(i, {}).get("split") == split]
+            if not keep:
+                raise ConfigError(f"{self.store_path}: no complete example in split {split!r}; splits present: {have}")
+        if not keep:
+            raise StoreError(
+                f"{self.store_path}: no complete examples (all writers interrupted?); re-run the generating command"
+            )
+        return keep
+
+    # --- per-process store handle ---
+
+    def _open(self) -> Store:
+        # reopen in each process: a handle inherited through fork (or unpickled) is never reused
+        if self._store is None or self._pid != os.getpid():
+            self._store = Store.open(self.store_path)
+            self._pid = os.getpid()
+        return self._store
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_store"] = None
+        state["_pid"] = None
+        return state
+
+    # --- items ---
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the fresh masks (no effect with ``mask="stored"``)."""
+        if int(epoch) < 0:
+            raise ConfigError(f"set_epoch: epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def fresh_mask(self, index: int) -> np.ndarray:
+        """The fresh in-plane mask, bool (T, Ky), of store example ``index`` in the current epoch."""
+        kind, accel, acs = self._fresh
+        rng = np.random.default_rng([int(self.config.seed), self.epoch, int(index)])
+        return row_mask(kind, self.dims["T"], self.dims["Ky"], accel, acs, rng)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        index = self.indices[i]
+        names = ["kspace", "target", "csm"] + (["phase"] if self.has_phase else [])
+        if self._fresh is None:
+            names.append("mask")
+        ex = self._open().example(index, names)
+        mask = ex["mask"] if self._fresh is None else self.fresh_mask(index)
+        target, csm = ex["target"], ex["csm"]  # (M, T, Y, X), (C, M, Y, X)
+        phase = ex.get("phase")  # (C, M, T, Y, X) or None (phase model "none")
+        y = ex["kspace"]  # (C, T, Ky, Kx)
+
+        if self.config.coil_mode == "virtual":
+            wc = virtual_coil_weights(y, mask).conj()
+            y = np.tensordot(wc, y, axes=1)  # (T, Ky, Kx)
+            # virtual sensitivity s_v = sum_c conj(w_c) csm_c exp(j phase_c), one coil at a time
+            sens = np.zeros(target.shape, np.complex64)
+            for c in range(csm.shape[0]):
+                sens += (wc[c] * csm[c])[:, None] * (1 if phase is None else np.exp(1j * phase[c]))
+            truth = target * sens
+            magnitude = np.abs(truth)
+        else:
+            sens = csm[:, :, None] * (1 if phase is None else np.exp(1j * phase))
+            truth = (target * sens).astype(np.complex64)  # (C, M, T, Y, X)
+            magnitude = target
+
+        k3, mask3 = physics.to_3d_data(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(mask), self.m)
+        return {
+            "k3": k3,
+            "mask3": mask3,
+            "x0": physics.zero_filled(k3),
+            "truth": torch.from_numpy(np.ascontiguousarray(truth, dtype=np.complex64)),
+            "target": torch.from_numpy(np.ascontiguousarray(magnitude, dtype=np.float32)),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def __repr__(self) -> str:
+        return f"SmsDataset({self.store_path!r}, {len(self)} examples, {self.config})"

@@ -1,0 +1,238 @@
+r"""CRNN-MRI building blocks (Qin et al. 2018), for 2D or 3D spatial convolutions.
+
+Reference: C. Qin, J. Schlemper, J. Caballero, A. N. Price, J. V. Hajnal, D. Rueckert,
+"Convolutional Recurrent Neural Networks for Dynamic MR Image Reconstruction", IEEE TMI 38(1),
+280-290, 2018 (arXiv:1712.01751); code: github.com/cq615/Deep-MRI-Reconstruction
+(``cascadenet_pytorch/model_pytorch.py``: ``CRNNcell``, ``BCRNNlayer``, ``CRNN_MRI``).
+
+One iteration ``i`` of CRNN-MRI on a real 2-channel sequence :math:`x^{(i-1)}_t`:
+
+.. math::
+
+    \overrightarrow{H}_{1,t} &= \mathrm{ReLU}(W_{x} * x_t + W_{t} * \overrightarrow{H}_{1,t-1}
+                               + W_{i} * H^{(i-1)}_{1,t})                         \quad\text{(BCRNN)}\\
+    H_{1,t} &= \overrightarrow{H}_{1,t} + \overleftarrow{H}_{1,t}\\
+    H_{l,t} &= \mathrm{ReLU}(W_{l} * H_{l-1,t} + W_{i,l} * H^{(i-1)}_{l,t}),
+              \quad l = 2..L-1                                                    \quad\text{(CRNN-i)}\\
+    x^{(i)}_t &= x^{(i-1)}_t + W_{L} * H_{L-1,t}                                  \quad\text{(residual)}
+
+followed by data consistency, done by the model (:mod:`zoo.physics`).  Hidden states at
+iteration 0 and before the first frame are zero (so those convolutions reduce to their bias).
+As in the reference code, the forward and backward time directions share one cell, and every
+convolution has a bias.  The paper's network has ``L = 5`` (one BCRNN, three CRNN-i, the final
+convolution), 64 filters, 3x3 kernels, and 5 (or 10) iterations with weights shared over
+iterations: 297,794 parameters in 2D.
+
+Tensors here are **real**, laid out ``(N, T, C, *S)`` with ``S`` the spatial axes: ``(Y, X)``
+for ``ndim=2`` or e.g. ``(M, Y, X)`` for ``ndim=3``.  Complex <-> channel conversion is the
+model's job (at the network boundary).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from synth.errors import ConfigError
+from zoo.physics import data_consistency
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"model config {key!r}: {msg}")
+
+
+@dataclass(frozen=True)
+class CRNNConfig:
+    """The CRNN body shared by the zoo's models (defaults: the paper's CRNN-MRI).
+
+    Attributes
+    ----------
+    n_filters : hidden channels of every layer (paper: 64; 16 is a usable CPU-sized choice).
+    n_iterations : unrolled iterations, weights shared over them (paper: 5 for SMS-CRNN).
+    kernel_size : odd convolution kernel size (paper: 3).
+    n_crnn_layers : CRNN-i layers after the BCRNN layer (paper: 3, i.e. ``nd = 5`` layers in all).
+    """
+
+    n_filters: int = 64
+    n_iterations: int = 5
+    kernel_size: int = 3
+    n_crnn_layers: int = 3
+
+    def __post_init__(self):
+        _need(self.n_filters >= 1, "n_filters", f"must be >= 1, got {self.n_filters}")
+        _need(self.n_iterations >= 1, "n_iterations", f"must be >= 1, got {self.n_iterations}")
+        _need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size",
+              f"must be odd and >= 1 (same-size padding), got {self.kernel_size}")
+        _need(self.n_crnn_layers >= 0, "n_crnn_layers", f"must be >= 0, got {self.n_crnn_layers}")
+
+
+def check_dc_config(dc_noise_lambda: float | None, learn_lambda: bool) -> None:
+    """Validate the data-consistency fields shared by the models that have DC."""
+    _need(dc_noise_lambda is None or dc_noise_lambda >= 0, "dc_noise_lambda",
+          f"must be None (hard data consistency) or >= 0, got {dc_noise_lambda}")
+    _need(not learn_lambda or (dc_noise_lambda is not None and dc_noise_lambda > 0), "learn_lambda",
+          f"learning lambda needs a starting value dc_noise_lambda > 0 (e.g. 1.0), got {dc_noise_lambda}")
+
+
+def _conv(ndim: int, c_in: int, c_out: int, kernel_size: int) -> nn.Module:
+    # "same" padding for odd kernels keeps any (odd or even) image size and any M >= 1
+    return _CONV[ndim](c_in, c_out, kernel_size, padding=kernel_size // 2)
+
+
+def _bias(conv: nn.Module, ndim: int) -> Tensor:
+    """A convolution's output for an all-zero input: its bias, broadcastable to (N, C, *S)."""
+    return conv.bias.view(1, -1, *([1] * ndim))
+
+
+class BCRNNLayer(nn.Module):
+    """Bidirectional convolutional RNN over time, with a recurrence over iterations.
+
+    ``forward(x, h_iter)``: ``x`` real (N, T, C_in, *S), ``h_iter`` real (N, T, F, *S) (this
+    layer's output at the previous iteration) or None at the first iteration; returns real
+    (N, T, F, *S), the sum of the forward and backward passes.
+
+    The input-to-hidden and iteration-to-hidden convolutions do not depend on the time
+    recurrence, so they run once over all frames (time folded into the batch); only the
+    hidden-to-hidden convolution is sequential.  This is the reference ``CRNNcell`` reordered,
+    not a different model.
+    """
+
+    def __init__(self, c_in: int, n_filters: int, kernel_size: int, ndim: int = 2):
+        super().__init__()
+        self.ndim = ndim
+        self.i2h = _conv(ndim, c_in, n_filters, kernel_size)  # input -> hidden
+        self.h2h = _conv(ndim, n_filters, n_filters, kernel_size)  # hidden(t -/+ 1) -> hidden(t)
+        self.ih2ih = _conv(ndim, n_filters, n_filters, kernel_size)  # hidden(iteration - 1) -> hidden
+
+    def forward(self, x: Tensor, h_iter: Tensor | None) -> Tensor:
+        n, t = x.shape[:2]
+        pre = self.i2h(x.flatten(0, 1))
+        pre = pre + (_bias(self.ih2ih, self.ndim) if h_iter is None else self.ih2ih(h_iter.flatten(0, 1)))
+        pre = pre.unflatten(0, (n, t))
+        h0 = _bias(self.h2h, self.ndim)
+
+        def sweep(frames):
+            h, out = None, {}
+            for f in frames:
+                h = F.relu(pre[:, f] + (h0 if h is None else self.h2h(h)))
+                out[f] = h
+            return out
+
+        fwd = sweep(range(t))
+        bwd = sweep(reversed(range(t)))
+        return torch.stack([fwd[f] + bwd[f] for f in range(t)], dim=1)
+
+
+class CRNNiLayer(nn.Module):
+    """Convolution with a recurrence over iterations (CRNN-i): ``ReLU(W_l * x + W_i * h_iter)``.
+
+    ``x`` real (N, T, F, *S); ``h_iter`` real (N, T, F, *S) or None; returns (N, T, F, *S).
+    """
+
+    def __init__(self, n_filters: int, kernel_size: int, ndim: int = 2):
+        super().__init__()
+        self.ndim = ndim
+        self.conv_x = _conv(ndim, n_filters, n_filters, kernel_size)
+        self.conv_h = _conv(ndim, n_filters, n_filters, kernel_size)
+
+    def forward(self, x: Tensor, h_iter: Tensor | None) -> Tensor:
+        n, t = x.shape[:2]
+        a = self.conv_x(x.flatten(0, 1))
+        a = a + (_bias(self.conv_h, self.ndim) if h_iter is None else self.conv_h(h_iter.flatten(0, 1)))
+        return F.relu(a).unflatten(0, (n, t))
+
+
+class CRNNBlock(nn.Module):
+    """One CRNN-MRI iteration without data consistency: BCRNN, CRNN-i layers, conv, residual.
+
+    Parameters
+    ----------
+    n_filters : hidden channels F (paper: 64).
+    kernel_size : odd kernel size (paper: 3).
+    n_crnn_layers : number of CRNN-i layers between the BCRNN and the output conv (paper: 3).
+    ndim : 2 for (Y, X) convolutions, 3 for (M, Y, X) (or any 3 spatial axes).
+    n_channels : real channels of the image (2: real and imaginary part).
+
+    ``forward(x, state)``: ``x`` real (N, T, n_channels, *S); ``state`` the list of hidden
+    states returned by the previous iteration (None at the first).  Returns ``(x + residual,
+    new_state)``; the same block (same weights) is called at every iteration.
+    """
+
+    def __init__(self, n_filters: int, kernel_size: int, n_crnn_layers: int, ndim: int = 2, n_channels: int = 2):
+        super().__init__()
+        self.ndim = ndim
+        self.bcrnn = BCRNNLayer(n_channels, n_filters, kernel_size, ndim)
+        self.crnn_i = nn.ModuleList(CRNNiLayer(n_filters, kernel_size, ndim) for _ in range(n_crnn_layers))
+        self.out = _conv(ndim, n_filters, n_channels, kernel_size)
+
+    def forward(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+        prev = state if state is not None else [None] * (1 + len(self.crnn_i))
+        h = self.bcrnn(x, prev[0])
+        new_state = [h]
+        for layer, h_iter in zip(self.crnn_i, prev[1:]):
+            h = layer(h, h_iter)
+            new_state.append(h)
+        n, t = x.shape[:2]
+        r = self.out(h.flatten(0, 1)).unflatten(0, (n, t))
+        return x + r, new_state
+
+
+class SpatioTemporalConv(nn.Module):
+    """Residual 2D+time (3D) convolution over (T, Y, X), applied before data consistency.
+
+    SMS-CRNN adds "a 2D+time 3D convolution before DC" to CRNN-MRI.  ``n_layers = 1`` is a
+    single ``Conv3d(C, C, k)``; ``n_layers >= 2`` is ``Conv3d(C, F) - ReLU - ... - Conv3d(F, C)``
+    with ``n_layers - 2`` hidden ``Conv3d(F, F)``.  The output is added to its input (residual),
+    like the CRNN's own output, so it refines the image rather than replacing it.
+
+    ``forward(x)``: real (N, T, C, Y, X) -> (N, T, C, Y, X).
+    """
+
+    def __init__(self, n_channels: int, n_filters: int, kernel_size: int, n_layers: int):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"SpatioTemporalConv needs n_layers >= 1, got {n_layers}")
+        widths = [n_channels] + [n_filters] * (n_layers - 1) + [n_channels]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            if i:
+                layers.append(nn.ReLU())
+            layers.append(nn.Conv3d(a, b, kernel_size, padding=kernel_size // 2))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Conv3d wants (N, C, D=T, H=Y, W=X)
+        return x + self.net(x.transpose(1, 2)).transpose(1, 2)
+
+
+class DataConsistency(nn.Module):
+    r"""Data consistency in 3D k-space, :func:`zoo.physics.data_consistency`, with optional learnt λ.
+
+    ``noise_lambda=None`` replaces the sampled entries by the measurements (noiseless data);
+    a float λ >= 0 weighs them against the network's estimate, ``(k + λ k3) / (1 + λ)``
+    (Schlemper et al., IEEE TMI 2018; λ = 0 leaves the estimate unchanged).  With
+    ``learn=True``, λ is a parameter, kept positive as ``exp(log_lambda)`` and initialised to
+    ``noise_lambda``; one λ serves every iteration, like the other weights.
+
+    ``forward(x, k3, mask3)``: complex (B, M, T, Y, X), (B, Kz, T, Ky, Kx), bool (B, Kz, T, Ky, 1)
+    -> complex (B, M, T, Y, X).
+    """
+
+    def __init__(self, noise_lambda: float | None = None, learn: bool = False):
+        super().__init__()
+        check_dc_config(noise_lambda, learn)
+        self.noise_lambda = noise_lambda
+        self.log_lambda = nn.Parameter(torch.tensor(math.log(noise_lambda))) if learn else None
+
+    def lam(self) -> Tensor | float | None:
+        return self.noise_lambda if self.log_lambda is None else self.log_lambda.exp()
+
+    def forward(self, x: Tensor, k3: Tensor, mask3: Tensor) -> Tensor:
+        return data_consistency(x, k3, mask3, noise_lambda=self.lam())

@@ -1,0 +1,302 @@
+r"""SMS/CAIPI acquisition physics in PyTorch: differentiable, complex64, CPU or CUDA.
+
+The torch twin of :mod:`synth.sms` and :mod:`synth.fft`, with the same conventions (the store's
+``conventions`` attribute; ``docs/store-format.md``).  Models call these operators; they never
+inline FFTs.
+
+Layouts
+-------
+image            ``(B, M, T, Y, X)`` complex, slice axis ``M`` at dim -4
+3D k-space       ``(B, Kz=M, T, Ky, Kx)`` complex, kz at dim -4
+collapsed data   ``(B, T, Ky, Kx)`` complex (what the scanner measures, per coil)
+in-plane mask    ``(B, T, Ky)`` bool, True where ky row ``n`` of frame ``t`` is sampled
+3D mask          ``(B, M, T, Ky, 1)`` bool
+
+``B`` stands for any leading dims: a coil axis may be folded into it or kept as an extra leading
+dim, ``(B, C, M, T, Y, X)``, because every operator acts on the trailing dims only.  Ky and Kx are
+on the image grid (Ky = Y, Kx = X).
+
+Forward model (CAIPI with sign ``s = -1``; ``n`` is the ky **array index** of the centred k-space,
+DC row ``Ky // 2``)
+--------------------------------------------------------------------------------------------------
+.. math::
+
+    y[t, n, :] = \sum_{i=0}^{M-1} e^{-j 2\pi i n / M}\, \mathrm{fft2c}(x_i)[t, n, :]
+               = \sqrt{M}\, (F_z\, \mathrm{fft2c}\, x)[n \bmod M, t, n, :]
+
+with :math:`F_z` the orthonormal, unshifted DFT over the slice axis: the collapsed data are the 3D
+Fourier transform of the slice stack sampled at one kz per ky row (the paper's supplement).  So
+reconstruction is a 3D-Fourier problem with the sampling mask
+``mask3[kz, t, n] = row_mask[t, n] & (kz == n mod M)``, and data consistency is done in 3D k-space
+(Schlemper et al., "A deep cascade of convolutional neural networks for dynamic MR image
+reconstruction", IEEE TMI 2018 / arXiv 2017):
+
+.. math::
+
+    x^{(n+1)} = F_{3D}^{-1}\big(Y_u + (1 - U)\, F_{3D}\, G(x^{(n)})\big).
+
+Scaling: ``to_3d_data`` stores ``y / sqrt(M)`` so that the zero-filled 3D k-space holds the true 3D
+k-space values on the sampled entries; then ``ifft3`` of a fully sampled 3D k-space is the image
+itself, and ``zero_filled(to_3d_data(y, mask, M)) = SmsOperator(mask, M).adjoint(y) / M``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_DIMS = (-2, -1)
+_SLICE = -4  # slice / kz axis of the image and 3D k-space layouts
+_SLICE_3 = -3  # slice axis of per-slice k-space (..., M, Ky, Kx) as taken by ``collapse``
+CAIPI_SIGN = -1
+
+
+# --- centred 2D FFT ---------------------------------------------------------------------------
+
+
+def fft2c(x: Tensor) -> Tensor:
+    """Centred orthonormal 2D FFT over dims (-2, -1): (..., Y, X) -> (..., Ky, Kx).
+
+    ``fftshift(fft2(ifftshift(x), norm="ortho"))``, DC at ``(Ky // 2, Kx // 2)``; equals
+    :func:`synth.fft.fft2c`.
+    """
+    x = torch.fft.ifftshift(x, dim=_DIMS)
+    return torch.fft.fftshift(torch.fft.fft2(x, dim=_DIMS, norm="ortho"), dim=_DIMS)
+
+
+def ifft2c(k: Tensor) -> Tensor:
+    """Inverse (and adjoint) of :func:`fft2c`: (..., Ky, Kx) -> (..., Y, X)."""
+    k = torch.fft.ifftshift(k, dim=_DIMS)
+    return torch.fft.fftshift(torch.fft.ifft2(k, dim=_DIMS, norm="ortho"), dim=_DIMS)
+
+
+# --- CAIPI collapse ---------------------------------------------------------------------------
+
+
+def caipi_phase(m: int, ny: int, device=None, dtype: torch.dtype = torch.complex64) -> Tensor:
+    """CAIPI phase factors ``exp(-2j*pi * i * n / M)``, complex (M, Ny); equals :func:`synth.sms.caipi_phase`.
+
+    ``dtype`` defaults to complex64; the operators ask for the dtype of their input so that
+    complex128 (e.g. ``gradcheck``) stays in double precision.
+    """
+    i = torch.arange(m, device=device)[:, None]
+    n = torch.arange(ny, device=device)[None, :]
+    # i*n reduced modulo M in integers before the float phase, so large n loses nothing
+    angle = (CAIPI_SIGN * 2 * math.pi / m) * ((i * n) % m).to(torch.float64)
+    return torch.polar(torch.ones_like(angle), angle).to(dtype)
+
+
+def _phase_like(m: int, ny: int, t: Tensor) -> Tensor:
+    dtype = t.dtype if t.is_complex() else torch.complex64
+    return caipi_phase(m, ny, device=t.device, dtype=dtype)
+
+
+def collapse(k: Tensor) -> Tensor:
+    """CAIPI-collapse per-slice k-space: (..., M, Ky, Kx) -> (..., Ky, Kx).
+
+    ``y[..., n, :] = sum_i exp(-2j*pi*i*n/M) * k[..., i, n, :]``; equals :func:`synth.sms.collapse`.
+    Note the slice axis is dim -3 here (as in ``synth``), not -4 as in the image layout.
+    """
+    m, ny = k.shape[-3], k.shape[-2]
+    return (k * _phase_like(m, ny, k)[:, :, None]).sum(dim=-3)
+
+
+def expand(y: Tensor, m: int) -> Tensor:
+    """Adjoint of :func:`collapse`: (..., Ky, Kx) -> (..., M, Ky, Kx)."""
+    p = _phase_like(m, y.shape[-2], y).conj()
+    return y[..., None, :, :] * p[:, :, None]
+
+
+# --- 3D Fourier view --------------------------------------------------------------------------
+
+
+def fft3(x: Tensor) -> Tensor:
+    """Image (..., M, T, Y, X) -> 3D k-space (..., Kz=M, T, Ky, Kx).
+
+    ``F_z ∘ fft2c``: the orthonormal **unshifted** DFT over the slice axis (dim -4) after the
+    centred 2D FFT over (Y, X).  Unitary.
+    """
+    return torch.fft.fft(fft2c(x), dim=_SLICE, norm="ortho")
+
+
+def ifft3(k3: Tensor) -> Tensor:
+    """Inverse (= adjoint) of :func:`fft3`: (..., Kz=M, T, Ky, Kx) -> (..., M, T, Y, X)."""
+    return ifft2c(torch.fft.ifft(k3, dim=_SLICE, norm="ortho"))
+
+
+def _kz_one_hot(m: int, ny: int, device) -> Tensor:
+    """bool (M, 1, Ky, 1): True at ``kz == n mod M`` (broadcasts against (..., M, T, Ky, Kx))."""
+    kz = torch.arange(ny, device=device) % m
+    return (kz[None, :] == torch.arange(m, device=device)[:, None])[:, None, :, None]
+
+
+def kz_mask(m: int, row_mask: Tensor) -> Tensor:
+    """3D sampling mask from the in-plane mask: row ``n`` is sampled at ``kz = n mod M`` only.
+
+    Parameters
+    ----------
+    m : int
+        M, slices per SMS excitation.
+    row_mask : bool (..., T, Ky)
+        In-plane sampled rows (the store's ``mask`` is (T, Ky); batched (B, T, Ky)).
+
+    Returns
+    -------
+    mask3 : bool (..., M, T, Ky, 1)
+        ``mask3[..., kz, t, n, 0] = row_mask[..., t, n] & (kz == n mod M)``; same as
+        :func:`synth.sms.kz_mask` up to the axis order.
+    """
+    row_mask = row_mask.to(torch.bool)
+    one_hot = _kz_one_hot(m, row_mask.shape[-1], row_mask.device)  # (M, 1, Ky, 1)
+    return row_mask[..., None, :, :, None] & one_hot
+
+
+def to_3d_data(y: Tensor, row_mask: Tensor | None, m: int) -> tuple[Tensor, Tensor]:
+    """Place measured collapsed data into zero-filled 3D k-space.
+
+    Parameters
+    ----------
+    y : complex (..., T, Ky, Kx)
+        Collapsed k-space (the store's ``kspace`` rows; unsampled rows are ignored).
+    row_mask : bool (..., T, Ky), or None for all rows
+        In-plane mask; leading dims broadcast against ``y``'s.
+    m : int
+        M.
+
+    Returns
+    -------
+    k3 : complex (..., M, T, Ky, Kx)
+        ``y[..., t, n, :] / sqrt(M)`` at ``kz = n mod M`` on sampled rows, 0 elsewhere.
+    mask3 : bool (..., M, T, Ky, 1)
+        :func:`kz_mask` of ``row_mask`` (with ``row_mask``'s leading dims, not ``y``'s).
+
+    Notes
+    -----
+    A right inverse of ``mask * from_3d_data``: ``from_3d_data(k3) == row_mask * y``.  As a linear
+    map of ``y`` it is ``from_3d_data^H ∘ mask / M``.
+    """
+    if row_mask is None:
+        row_mask = torch.ones(y.shape[-3:-1], dtype=torch.bool, device=y.device)
+    mask3 = kz_mask(m, row_mask)
+    k3 = (y / math.sqrt(m))[..., None, :, :, :] * mask3.to(y.dtype)
+    return k3, mask3
+
+
+def from_3d_data(k3: Tensor) -> Tensor:
+    """Collapsed data from 3D k-space: (..., M, T, Ky, Kx) -> (..., T, Ky, Kx).
+
+    ``y[..., t, n, :] = sqrt(M) * k3[..., n mod M, t, n, :]`` (no in-plane mask applied), so
+    ``from_3d_data(fft3(x))`` is the CAIPI collapse of ``fft2c(x)`` (the paper's 3D identity).
+    """
+    m, ny = k3.shape[_SLICE], k3.shape[-2]
+    one_hot = _kz_one_hot(m, ny, k3.device).to(k3.dtype)
+    return math.sqrt(m) * (k3 * one_hot).sum(dim=_SLICE)
+
+
+def zero_filled(k3: Tensor) -> Tensor:
+    """The zero-filled 3D reconstruction ``ifft3(k3)``: (..., M, T, Ky, Kx) -> (..., M, T, Y, X)."""
+    return ifft3(k3)
+
+
+def data_consistency(
+    x: Tensor, k3: Tensor, mask3: Tensor, noise_lambda: float | Tensor | None = None
+) -> Tensor:
+    r"""Data consistency in 3D k-space (Schlemper et al. 2017, "deep cascade" DC layer).
+
+    Parameters
+    ----------
+    x : complex (..., M, T, Y, X)
+        Current image estimate (e.g. a network's output).
+    k3 : complex (..., M, T, Ky, Kx)
+        Measured 3D k-space, zeros off the mask (:func:`to_3d_data`).
+    mask3 : bool (..., M, T, Ky, 1)
+        3D sampling mask; broadcasts against ``k3``.
+    noise_lambda : None, float or real Tensor
+        None (or ``inf``): hard DC, sampled entries are replaced by ``k3``.  ``λ >= 0``: the
+        noise-weighted variant, sampled entries become :math:`(k + λ k_3) / (1 + λ)` with
+        ``k = fft3(x)``; ``λ = 0`` leaves ``x`` unchanged.  A tensor (e.g. a learnable
+        ``nn.Parameter``, shape () or broadcastable to ``k3``) receives gradients.
+
+    Returns
+    -------
+    complex (..., M, T, Y, X)
+        ``ifft3(mask3 * k_dc + (1 - mask3) * fft3(x))``.
+    """
+    k = fft3(x)
+    if noise_lambda is None or (not isinstance(noise_lambda, Tensor) and math.isinf(noise_lambda)):
+        sampled = k3
+    else:
+        # k3 + (k - k3)/(1+λ) == (k + λ k3)/(1+λ), written so that a tensor λ = inf gives k3 exactly
+        sampled = k3 + (k - k3) / (1 + noise_lambda)
+    return ifft3(torch.where(mask3.to(torch.bool), sampled, k))
+
+
+# --- the full acquisition operator ------------------------------------------------------------
+
+
+class SmsOperator:
+    r"""The SMS acquisition of one batch as a linear operator with adjoint.
+
+    .. math:: A x = P \cdot \mathrm{collapse}(\mathrm{fft2c}\, x)
+
+    ``x`` complex (..., M, T, Y, X) -> ``y`` complex (..., T, Ky, Kx), with ``P`` the in-plane row
+    mask.  Equals :class:`synth.sms.SmsForward` with the coil axis as the leading dim.
+
+    Parameters
+    ----------
+    row_mask : bool (..., T, Ky), or None for every row
+        Broadcast against the data's leading dims (e.g. (B, T, Ky), or (B, 1, T, Ky) for
+        (B, C, M, T, Y, X) images).
+    m : int
+        M, slices per excitation.
+    """
+
+    def __init__(self, row_mask: Tensor | None, m: int):
+        if m < 1:
+            raise ValueError(f"SmsOperator: m (slices per excitation) must be >= 1, got {m}")
+        self.m = int(m)
+        self.row_mask = None if row_mask is None else row_mask.to(torch.bool)[..., None]
+
+    def _mask(self, y: Tensor) -> Tensor:
+        return y if self.row_mask is None else y * self.row_mask.to(y.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., M, T, Y, X) -> (..., T, Ky, Kx)."""
+        if x.shape[_SLICE] != self.m:
+            raise ValueError(f"SmsOperator: expected {self.m} slices at dim -4, got shape {tuple(x.shape)}")
+        k = fft2c(x).movedim(_SLICE, _SLICE_3)  # (..., T, M, Ky, Kx)
+        return self._mask(collapse(k))
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """(..., T, Ky, Kx) -> (..., M, T, Y, X)."""
+        return ifft2c(expand(self._mask(y), self.m).movedim(_SLICE_3, _SLICE))
+
+    def normal(self, x: Tensor) -> Tensor:
+        """``A^H A x``."""
+        return self.adjoint(self.forward(x))
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        mask = None if self.row_mask is None else tuple(self.row_mask.shape[:-1])
+        return f"SmsOperator(m={self.m}, row_mask={mask})"
+
+
+# --- network boundary -------------------------------------------------------------------------
+
+
+def complex_to_channels(x: Tensor, dim: int) -> Tensor:
+    """Complex (...) -> real with a new size-2 (real, imag) dim at position ``dim`` of the output.
+
+    E.g. ``(B, M, T, Y, X)`` with ``dim=1`` -> ``(B, 2, M, T, Y, X)``.  complex64 -> float32.
+    """
+    return torch.view_as_real(x).movedim(-1, dim)
+
+
+def channels_to_complex(x: Tensor, dim: int) -> Tensor:
+    """Inverse of :func:`complex_to_channels`: removes the size-2 dim ``dim``."""
+    if x.shape[dim] != 2:
+        raise ValueError(f"channels_to_complex: dim {dim} must have size 2 (real, imag), got shape {tuple(x.shape)}")
+    return torch.view_as_complex(x.movedim(dim, -1).contiguous())
