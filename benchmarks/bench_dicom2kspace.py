@@ -18,6 +18,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,27 @@ from synth.store import Store
 DEFAULT_INPUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sunnybrook-cine" / "SCD0000101"
 
 
-def floor_once(arrays: list[dict], dims: dict, out: Path, with_phase: bool) -> float:
-    """FFT the aliased coil images and write the same arrays: the unavoidable work."""
+def floor_once(arrays: list[dict], dims: dict, out: Path, with_phase: bool, overlap: bool) -> float:
+    """FFT the aliased coil images and write the same arrays: the unavoidable work.
+
+    ``overlap`` runs the writes in a writer thread, as the pipeline does, so the FFTs of the next
+    example overlap the previous write (the strict floor); otherwise FFT and write are serial.
+    """
     t0 = time.perf_counter()
-    root = zstore.create(out, dims, {"benchmark": "floor"}, with_phase=with_phase, overwrite=True)
-    for i, ex in enumerate(arrays):
-        k = fft2c(ex["_aliased"])
-        zstore.write_example(root, i, {**ex, "kspace": k})
+    root = zstore.create(out, dims, {"benchmark": "floor"}, with_phase=with_phase)
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for i, ex in enumerate(arrays):
+            k = fft2c(ex["_aliased"])
+            data = {**ex, "kspace": k}
+            if overlap:
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(zstore.write_example, root, i, data)
+            else:
+                zstore.write_example(root, i, data)
+        if pending is not None:
+            pending.result()
     return time.perf_counter() - t0
 
 
@@ -75,7 +90,7 @@ def main(argv=None):
             stages.append(dict(timer.seconds))
             n = summary.written
             if r < args.repeats - 1:
-                shutil.rmtree(out)
+                shutil.rmtree(out)  # outside the timed region
         st = Store.open(out)
         dims = st.dims
         arrays = []
@@ -84,9 +99,12 @@ def main(argv=None):
             x = ex["target"][None] * ex["csm"][:, :, None] * np.exp(1j * ex["phase"]).astype(np.complex64)
             ex["_aliased"] = collapse_images(np.moveaxis(x.astype(np.complex64), 1, 2))
             arrays.append(ex)
-        floors = []
+        floors = {"serial": [], "overlapped": []}
         for r in range(args.repeats):
-            floors.append(floor_once(arrays, dims, tmp / "floor.zarr", config.store_phase))
+            for kind in floors:
+                out_f = tmp / f"floor-{kind}-{r}.zarr"
+                floors[kind].append(floor_once(arrays, dims, out_f, config.store_phase, kind == "overlapped"))
+                shutil.rmtree(out_f)
         shape = "x".join(str(dims[k]) for k in ("C", "M", "T", "Ky", "Kx"))
         print(f"input: {src.name}  examples/run: {n}  example C x M x T x Ky x Kx = {shape}  repeats: {args.repeats}")
         print(f"{'stage':<12} {'median s/example':>18}")
@@ -94,10 +112,14 @@ def main(argv=None):
         for k in keys:
             print(f"{k:<12} {statistics.median(s.get(k, 0.0) for s in stages) / n:>18.4f}")
         pipe = statistics.median(runs) / n
-        flo = statistics.median(floors) / n
-        print(f"{'pipeline':<12} {pipe:>18.4f}")
-        print(f"{'floor':<12} {flo:>18.4f}   (FFTs of the aliased coil images + writing the same arrays)")
-        print(f"ratio pipeline/floor = {pipe / flo:.2f}   (target <= 1.3)")
+        print(f"{'pipeline':<12} {pipe:>18.4f}   (whole command, incl. scan/plan/store creation; writes overlap)")
+        for kind, label in (("serial", "FFT then write, one after the other"),
+                            ("overlapped", "FFTs overlap the previous write, as the pipeline does")):
+            flo = statistics.median(floors[kind]) / n
+            print(f"{'floor ' + kind:<12} {flo:>18.4f}   ({label})")
+        for kind in floors:
+            flo = statistics.median(floors[kind]) / n
+            print(f"ratio pipeline / floor {kind:<10} = {pipe / flo:.2f}   (target <= 1.3)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -44,7 +44,7 @@ import struct
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
@@ -116,8 +116,9 @@ class SliceInfo:
     shape : (rows, cols) as stored.
     pixel_spacing_mm : (row spacing, column spacing), mm.
     slice_thickness_mm : mm.
-    acquisition_matrix : (n_rows_acquired, n_cols_acquired) in the image's row/column
-        directions, from AcquisitionMatrix + InPlanePhaseEncodingDirection (Enhanced MR:
+    acquisition_matrix : (n_rows_acquired, n_cols_acquired): the acquired k-space extent on
+        the stored image's k-space grid, in its row/column directions, from AcquisitionMatrix +
+        InPlanePhaseEncodingDirection + PercentPhaseFieldOfView (Enhanced MR:
         MRFOVGeometrySequence); None when absent.
     """
 
@@ -294,10 +295,11 @@ class _Frame:
 
     path: str
     frame: int | None
-    study: str
-    series: str
-    patient: str  # "patient:<ID>" / "patient-name:<name>" / "" -> derived from the study
-    instance_uid: str
+    # identifiers: only ever hashed; kept out of repr so no traceback or debug print shows them
+    study: str = field(repr=False)
+    series: str = field(repr=False)
+    patient: str = field(repr=False)  # "patient:<ID>" / "patient-name:<name>" / "" (use the study)
+    instance_uid: str = field(repr=False)
     ipp: tuple[float, ...] | None
     iop: tuple[float, ...] | None
     slice_location: float | None
@@ -434,7 +436,7 @@ def _identity(ds: Dataset) -> dict:
                 instance_uid=str(_get(ds, "SOPInstanceUID") or ""), instance=_int(_get(ds, "InstanceNumber")))
 
 
-def _frames_classic(path, ds, n_frames, rows, cols) -> tuple[list[_Frame], list[str]]:
+def _frames_classic(path: str, ds: Dataset, n_frames: int, rows: int, cols: int) -> tuple[list[_Frame], list[str]]:
     kind = _complex_component_classic(ds)
     if kind:
         raise _Problem("non-image", f"{kind} image; only magnitude images are used")
@@ -457,7 +459,7 @@ def _frames_classic(path, ds, n_frames, rows, cols) -> tuple[list[_Frame], list[
     return [_Frame(frame=i, **common) for i in idx], []
 
 
-def _frames_enhanced(path, ds, n_frames, rows, cols) -> tuple[list[_Frame], list[str]]:
+def _frames_enhanced(path: str, ds: Dataset, n_frames: int, rows: int, cols: int) -> tuple[list[_Frame], list[str]]:
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") or []
     shared_seq = _get(ds, "SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
@@ -472,25 +474,22 @@ def _frames_enhanced(path, ds, n_frames, rows, cols) -> tuple[list[_Frame], list
             return _fg_item(_item, shared, kw)
 
         ftype = fg("MRImageFrameTypeSequence") or fg("CTImageFrameTypeSequence")
-        comp = str(_get(ftype, "ComplexImageComponent") or "").upper() if ftype is not None else ""
+        comp = str(_get(ftype, "ComplexImageComponent") or "").upper()
         if comp in ("PHASE", "REAL", "IMAGINARY"):
             dropped[comp] += 1
             continue
-        pos, ori, meas = fg("PlanePositionSequence"), fg("PlaneOrientationSequence"), fg("PixelMeasuresSequence")
-        content, cardiac = fg("FrameContentSequence"), fg("CardiacSynchronizationSequence")
-        date_ord, tod = _datetime(_get(content, "FrameAcquisitionDateTime")) if content is not None else (None, None)
+        content, meas = fg("FrameContentSequence"), fg("PixelMeasuresSequence")
+        date_ord, tod = _datetime(_get(content, "FrameAcquisitionDateTime"))
         frames.append(_Frame(
             path=path, frame=None if n_frames == 1 else i, **ident,
-            ipp=_floats(_get(pos, "ImagePositionPatient"), 3) if pos is not None else None,
-            iop=_iop(_get(ori, "ImageOrientationPatient")) if ori is not None else None,
+            ipp=_floats(_get(fg("PlanePositionSequence"), "ImagePositionPatient"), 3),
+            iop=_iop(_get(fg("PlaneOrientationSequence"), "ImageOrientationPatient")),
             slice_location=None,
-            trigger_ms=_float(_get(cardiac, "NominalCardiacTriggerDelayTime")) if cardiac is not None else None,
-            date_ord=date_ord, tod_ms=tod,
-            temporal_index=_int(_get(content, "TemporalPositionIndex")) if content is not None else None,
+            trigger_ms=_float(_get(fg("CardiacSynchronizationSequence"), "NominalCardiacTriggerDelayTime")),
+            date_ord=date_ord, tod_ms=tod, temporal_index=_int(_get(content, "TemporalPositionIndex")),
             shape=(rows, cols),
-            spacing=_floats(_get(meas, "PixelSpacing"), 2) if meas is not None else None,
-            thickness=_float(_get(meas, "SliceThickness")) if meas is not None else None,
-            acq_matrix=_acq_matrix_enhanced(fg("MRFOVGeometrySequence")) or top_acq,
+            spacing=_floats(_get(meas, "PixelSpacing"), 2), thickness=_float(_get(meas, "SliceThickness")),
+            acq_matrix=_acq_matrix_enhanced(fg("MRFOVGeometrySequence"), ds) or top_acq,
             enhanced=True,
         ))
     if not frames:
@@ -645,7 +644,7 @@ def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: s
     else:
         n = sum(1 for f in frames if (f.ipp is None or f.iop is None) and f.slice_location is None)
         raise _Problem("inconsistent-series", f"{n} image(s) have neither ImagePositionPatient + "
-                                              "ImageOrientationPatient nor SliceLocation; slices cannot be told apart")
+                       "ImageOrientationPatient nor SliceLocation; slices cannot be told apart")
 
     groups: list[list[int]] = []
     anchor = -math.inf
@@ -669,7 +668,8 @@ def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: s
         position = float(np.mean([pos[i] for i in g]))
         if len(shapes) > 1:
             sizes = ", ".join(f"{r}x{c}" for r, c in shapes)
-            raise _Problem("inconsistent-series", f"the frames of the slice at {position:.2f} mm differ in size ({sizes})")
+            raise _Problem("inconsistent-series",
+                           f"the frames of the slice at {position:.2f} mm differ in size ({sizes})")
         slices.append(SliceInfo(
             index=index, position_mm=position,
             frames=tuple(FrameRef(f.path, f.frame) for f in fs),
@@ -713,17 +713,18 @@ def _time_order(by_slice: list[list[_Frame]], frames: list[_Frame]):
         ("TemporalPositionIndex", [f.temporal_index for f in frames], False),
     ]
     multi = any(len(s) > 1 for s in by_slice)
-    for rank, (name, values, is_time) in enumerate(candidates):
-        if any(v is None for v in values):
-            continue
-        if multi and not all(_distinct([values[index_of[id(f)]] for f in s]) for s in by_slice):
-            continue
-        fallback = ""
-        if rank and multi:
-            fallback = f"{candidates[0][0]} missing or not distinct within a slice"
-        return name, (lambda i, v=values: v[i]), (list(values) if is_time else None), fallback
-    fallback = ("no trigger time, acquisition time or temporal index separates the frames of each slice"
-                if multi else "")
+    rejected = []
+    for name, values, is_time in candidates:
+        usable = all(v is not None for v in values) and (
+            not multi or all(_distinct([values[index_of[id(f)]] for f in s]) for s in by_slice))
+        if usable:
+            fallback = ""
+            if rejected and multi:
+                fallback = f"{' and '.join(rejected)} missing or not distinct within a slice"
+            return name, (lambda i, v=values: v[i]), (list(values) if is_time else None), fallback
+        if name != "TemporalPositionIndex" or enhanced:
+            rejected.append(name)
+    fallback = f"{', '.join(rejected)} missing or not distinct within a slice" if multi else ""
     return "InstanceNumber", (lambda i: 0), None, fallback
 
 
@@ -759,8 +760,6 @@ def load_slice(s: SliceInfo) -> np.ndarray:
     DicomError
         A frame cannot be read or decoded, or no longer matches the scanned header.
     """
-    from pydicom.pixels import pixel_array
-
     out = np.empty((s.n_frames, *s.shape), dtype=np.float32)
     cache: dict[str, Dataset] = {}  # multi-frame files are read once per call
     with _quiet_pydicom():
@@ -770,27 +769,36 @@ def load_slice(s: SliceInfo) -> np.ndarray:
                 ds = _read_full(ref.path)
                 if ref.frame is not None:
                     cache[ref.path] = ds
-            ts = UID(str(ds.file_meta.TransferSyntaxUID))
-            if ts.is_compressed:
-                try:
-                    _check_decoder(ts, ref.path)
-                except _Problem as p:
-                    raise p.exc(f"{ref.path}: {p.reason}") from None
-            try:
-                arr = pixel_array(ds, index=ref.frame)
-            except Exception as e:
-                if isinstance(e, RuntimeError) and "missing" in str(e) and "dependenc" in str(e):
-                    raise MissingDecoderError(f"{ref.path}: {_missing_decoder_message(ts)}") from None
-                where = "" if ref.frame is None else f" frame {ref.frame}"
-                raise DicomError(f"{ref.path}{where}: cannot decode the {ts.name} pixel data "
-                                 f"({type(e).__name__}: {_scrub(e)}); the file may be corrupt; "
-                                 f"{_SKIP_HINT}") from None
+            arr = _decode(ds, ref)
             if arr.shape != s.shape:
                 raise DicomError(f"{ref.path}: decoded image is {arr.shape}, the scan found {s.shape}; "
                                  "did the file change since the scan?")
             slope, intercept = _rescale(ds, ref.frame)
             out[t] = arr.astype(np.float64) * slope + intercept
     return out
+
+
+def _decode(ds: Dataset, ref: FrameRef) -> np.ndarray:
+    """Stored values of one frame, (rows, cols); errors name the file and the transfer syntax."""
+    from pydicom.pixels import pixel_array
+
+    ts = _get(getattr(ds, "file_meta", None), "TransferSyntaxUID")
+    if not ts:
+        raise DicomError(f"{ref.path}: no TransferSyntaxUID in the file meta; {_SKIP_HINT}")
+    ts = UID(str(ts))
+    if ts.is_compressed:
+        try:
+            _check_decoder(ts, ref.path)
+        except _Problem as p:
+            raise p.exc(f"{ref.path}: {p.reason}") from None
+    try:
+        return pixel_array(ds, index=ref.frame)
+    except Exception as e:
+        if isinstance(e, RuntimeError) and "missing" in str(e) and "dependenc" in str(e):
+            raise MissingDecoderError(f"{ref.path}: {_missing_decoder_message(ts)}") from None
+        where = "" if ref.frame is None else f" frame {ref.frame}"
+        raise DicomError(f"{ref.path}{where}: cannot decode the {ts.name} pixel data "
+                         f"({type(e).__name__}: {_scrub(e)}); the file may be corrupt; {_SKIP_HINT}") from None
 
 
 def _read_full(path: str) -> Dataset:
@@ -837,7 +845,7 @@ def _drop_all(record: logging.LogRecord) -> bool:
 def _scrub(e: BaseException) -> str:
     """First line of an exception message with quoted values and UIDs masked, at most 160 chars."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    msg = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", msg)
+    msg = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", msg)
     msg = re.sub(r"\b\d+(?:\.\d+){3,}\b", "<uid>", msg)
     return msg[:160]
 
@@ -909,14 +917,37 @@ def _acq_matrix_classic(ds: Dataset) -> tuple[int, int] | None:
     direction = str(_get(ds, "InPlanePhaseEncodingDirection") or "").upper()
     if direction not in ("ROW", "COL", "COLUMN"):
         direction = "COL" if fr and pc else "ROW" if fc and pr else ""
+    pct = _float(_get(ds, "PercentPhaseFieldOfView"))
+    return _in_stored_grid(freq, phase, direction, pct, ds)
+
+
+def _in_stored_grid(freq: int, phase: int, direction: str, pct: float | None, ds: Dataset) -> tuple[int, int] | None:
+    """The acquired k-space extent (rows, cols) on the stored image's k-space grid.
+
+    Phase encoding along ROW means the phase steps run along a row (across columns).  With a
+    reduced phase field of view (PercentPhaseFieldOfView p < 100) the ``phase`` steps cover only
+    p % of the frequency FOV; if the stored image still shows the full (e.g. square) FOV, the
+    acquired samples span ``phase * (stored phase FOV / (p/100 * stored frequency FOV))`` points
+    of its k-space grid (GE perfusion: 96 steps at 75 % on a square image -> 128).  When the
+    stored image itself has the reduced FOV the factor is 1.
+    """
     if direction == "ROW":
-        return freq, phase
-    if direction in ("COL", "COLUMN"):
-        return phase, freq
-    return None
+        phase_axis = 1
+    elif direction in ("COL", "COLUMN"):
+        phase_axis = 0
+    else:
+        return None
+    if pct is not None and 0 < pct < 100:
+        rows, cols = _int(_get(ds, "Rows")), _int(_get(ds, "Columns"))
+        spacing = _floats(_get(ds, "PixelSpacing"), 2) or (1.0, 1.0)
+        if rows and cols:
+            fov = (rows * spacing[0], cols * spacing[1])
+            ratio = fov[phase_axis] / fov[1 - phase_axis]
+            phase = int(round(phase * ratio / (pct / 100.0)))
+    return (freq, phase) if phase_axis == 1 else (phase, freq)
 
 
-def _acq_matrix_enhanced(geo: Dataset | None) -> tuple[int, int] | None:
+def _acq_matrix_enhanced(geo: Dataset | None, ds: Dataset) -> tuple[int, int] | None:
     """Same as :func:`_acq_matrix_classic` from MRFOVGeometrySequence (ROW / COLUMN)."""
     if geo is None:
         return None
@@ -925,11 +956,8 @@ def _acq_matrix_enhanced(geo: Dataset | None) -> tuple[int, int] | None:
     direction = str(_get(geo, "InPlanePhaseEncodingDirection") or "").upper()
     if not freq or not phase or freq <= 0 or phase <= 0:
         return None
-    if direction == "ROW":
-        return freq, phase
-    if direction in ("COL", "COLUMN"):
-        return phase, freq
-    return None
+    pct = _float(_get(geo, "PercentPhaseFieldOfView"))
+    return _in_stored_grid(freq, phase, direction, pct, ds)
 
 
 def _tod_ms(tm) -> float | None:

@@ -46,6 +46,8 @@ All randomness comes from the ``rng`` argument; the draw order is fixed (k-means
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from synth.errors import ConfigError, DicomError
@@ -232,23 +234,73 @@ def _check_magnitudes(magnitudes) -> np.ndarray:
     return mags
 
 
-def _cluster_phase(mags, n_coils, n_clusters, rng, grating=None) -> np.ndarray:
-    """Cluster phase (C, M, T, Y, X), plus ``grating(rng)`` (C, Y, X) fused in when given."""
-    c, k = int(n_coils), int(n_clusters)
-    labels = [kmeans_labels(mags[i], k, rng) for i in range(mags.shape[0])]
-    values = rng.normal(0.0, CLUSTER_SIGMA, size=(c, k)).astype(np.float32)
-    g = None if grating is None else grating(rng)  # drawn after the cluster values (fixed order)
-    out = np.empty((c,) + mags.shape, np.float32)
-    for i, lab in enumerate(labels):
-        lab = np.asarray(lab, dtype=np.intp)
-        table = values if i == 0 else values[:, _vote(lab, labels[0], k)]
-        for ci in range(c):
-            # take(..., mode="clip") writes straight into the contiguous out[ci, i] (labels are
-            # in range, so clip never acts); 3x faster than a (C, T, Y, X) fancy-index temporary
-            np.take(table[ci], lab, out=out[ci, i], mode="clip")
+@dataclass(frozen=True)
+class PhaseParts:
+    """The synthetic phase of one example in factored form.
+
+    :math:`\varphi_{c,i,t} = \text{tables}[c, i, \text{labels}_i(t, y, x)] + \text{grating}[c]`,
+    each term optional.  The factored form lets the simulator build :math:`e^{j\varphi}` from K
+    complex table entries and one (Y, X) grating phasor per coil instead of C*M*T*Y*X
+    cosines and sines (:meth:`phasor`); :meth:`phase` gives the full array for the store.
+
+    Attributes
+    ----------
+    shape : (M, T, Y, X)
+    n_coils : C
+    labels : per slice int (T, Y, X) cluster labels, or None (no cluster term)
+    tables : float32 (C, M, K) radians, cluster values after the majority vote, or None
+    grating : float32 (C, Y, X) radians, or None
+    """
+
+    shape: tuple[int, int, int, int]
+    n_coils: int
+    labels: tuple[np.ndarray, ...] | None = None
+    tables: np.ndarray | None = None
+    grating: np.ndarray | None = None
+
+    def phase(self) -> np.ndarray:
+        """float32 (C, M, T, Y, X) radians."""
+        c = self.n_coils
+        out = np.empty((c,) + tuple(self.shape), np.float32)
+        if self.labels is None:
+            out[...] = 0 if self.grating is None else self.grating[:, None, None]
+            return out
+        for i, lab in enumerate(self.labels):
+            for ci in range(c):
+                # take(..., mode="clip") writes straight into the contiguous out[ci, i] (labels are
+                # in range, so clip never acts); 3x faster than a (C, T, Y, X) fancy-index temporary
+                np.take(self.tables[ci, i], lab, out=out[ci, i], mode="clip")
+                if self.grating is not None:
+                    out[ci, i] += self.grating[ci]
+        return out
+
+    def phasor(self, coil: int) -> np.ndarray:
+        """complex64 (M, T, Y, X): ``exp(1j * phase()[coil])`` by table lookup."""
+        out = np.empty(tuple(self.shape), np.complex64)
+        g = None if self.grating is None else np.exp(1j * self.grating[coil]).astype(np.complex64)
+        if self.labels is None:
+            out[...] = 1 if g is None else g
+            return out
+        table = np.exp(1j * self.tables[coil]).astype(np.complex64)  # (M, K)
+        for i, lab in enumerate(self.labels):
+            np.take(table[i], lab, out=out[i], mode="clip")
             if g is not None:
-                out[ci, i] += g[ci]
-    return out
+                out[i] *= g
+        return out
+
+
+def _cluster_parts(mags, n_coils, n_clusters, rng, with_grating: bool) -> PhaseParts:
+    """Cluster phase (+ grating) in factored form; draw order: k-means, values, grating."""
+    c, k = int(n_coils), int(n_clusters)
+    labels = tuple(np.asarray(kmeans_labels(mags[i], k, rng), dtype=np.intp) for i in range(mags.shape[0]))
+    values = rng.normal(0.0, CLUSTER_SIGMA, size=(c, k)).astype(np.float32)
+    g = grating_phase(c, mags.shape[-2:], rng) if with_grating else None  # drawn after the values
+    tables = np.stack([values if i == 0 else values[:, _vote(lab, labels[0], k)] for i, lab in enumerate(labels)], 1)
+    return PhaseParts(tuple(mags.shape), c, labels, np.ascontiguousarray(tables), g)
+
+
+def _cluster_phase(mags, n_coils, n_clusters, rng) -> np.ndarray:
+    return _cluster_parts(mags, n_coils, n_clusters, rng, with_grating=False).phase()
 
 
 def cluster_phase(magnitudes: np.ndarray, n_coils: int, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
@@ -319,6 +371,27 @@ def grating_phase(n_coils: int, shape: tuple[int, int], rng: np.random.Generator
     return (amp[:, None, None] * np.sin(arg)).astype(np.float32)
 
 
+def phase_parts(
+    magnitudes: np.ndarray, n_coils: int, kind: str, n_clusters: int, rng: np.random.Generator
+) -> PhaseParts:
+    """The synthetic phase of one SMS example in factored form (see :class:`PhaseParts`).
+
+    Same arguments and the same random draws as :func:`synthesize_phase`;
+    ``phase_parts(...).phase()`` equals ``synthesize_phase(...)``.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"--phase: must be one of {KINDS}, got {kind!r}")
+    _check_rng(rng)
+    _check_counts(n_coils, n_clusters)
+    mags = _check_magnitudes(magnitudes)
+    c = int(n_coils)
+    if kind == "none":
+        return PhaseParts(tuple(mags.shape), c)
+    if kind == "grating":
+        return PhaseParts(tuple(mags.shape), c, grating=grating_phase(c, mags.shape[-2:], rng))
+    return _cluster_parts(mags, c, n_clusters, rng, with_grating=True)
+
+
 def synthesize_phase(
     magnitudes: np.ndarray, n_coils: int, kind: str, n_clusters: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -342,15 +415,4 @@ def synthesize_phase(
     phase : float32 (C, M, T, Y, X)
         Radians, not wrapped.
     """
-    if kind not in KINDS:
-        raise ConfigError(f"--phase: must be one of {KINDS}, got {kind!r}")
-    _check_rng(rng)
-    _check_counts(n_coils, n_clusters)
-    mags = _check_magnitudes(magnitudes)
-    c = int(n_coils)
-    if kind == "none":
-        return np.zeros((c,) + mags.shape, np.float32)
-    if kind == "grating":
-        g = grating_phase(c, mags.shape[-2:], rng)
-        return np.ascontiguousarray(np.broadcast_to(g[:, None, None], (c,) + mags.shape))
-    return _cluster_phase(mags, c, n_clusters, rng, grating=lambda r: grating_phase(c, mags.shape[-2:], r))
+    return phase_parts(magnitudes, n_coils, kind, n_clusters, rng).phase()

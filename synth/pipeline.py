@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from collections import Counter, OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,7 +45,8 @@ class Summary:
     n_series: int = 0
     n_examples: int = 0
     shape: tuple | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage; 'write' overlaps compute
+    wall_seconds: float = 0.0
 
 
 class SliceCache:
@@ -142,6 +145,11 @@ def make_plan(catalog: Catalog, config: SimConfig) -> Plan:
     return plan
 
 
+def _timed_write(root, index, arrays, timer: StageTimer) -> None:
+    with timer("write"):
+        zstore.write_example(root, index, arrays)
+
+
 def dicom2kspace(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -156,6 +164,7 @@ def dicom2kspace(
     """Convert DICOM inputs into a new store at ``out``; returns what happened."""
     timer = timer or StageTimer()
     summary = Summary()
+    t_start = time.perf_counter()
     with timer("scan"):
         catalog = scan(inputs, salt=salt, on_error=on_error)
     summary.n_files, summary.n_series = catalog.n_files, len(catalog.series)
@@ -172,22 +181,37 @@ def dicom2kspace(
     root = zstore.create(out, dims, store_attrs(config, plan, catalog), with_phase=config.store_phase, overwrite=overwrite)
 
     cache = SliceCache(config)
-    for ex in plan.examples:
-        try:
-            mags = np.stack([cache.get(s.series.key, s.slice, timer) for s in ex.sources])
-        except DicomError as e:
-            if on_error == "fail":
-                raise DicomError(f"{e} (store {out} left with example {ex.index} incomplete)") from None
-            summary.failed.append((ex.index, str(e)))
-            log.warning("example %d skipped: %s", ex.index, e)
+    # Writing (compression + I/O, which release the GIL) overlaps the next example's simulation;
+    # at most one write is pending, so memory stays at two examples.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smssynth-writer") as writer:
+        pending: Future | None = None
+
+        def finish_pending():
+            nonlocal pending
+            if pending is not None:
+                with timer("write_wait"):
+                    pending.result()
+                summary.written += 1
+                pending = None
+
+        for ex in plan.examples:
+            try:
+                mags = np.stack([cache.get(s.series.key, s.slice, timer) for s in ex.sources])
+            except DicomError as e:
+                if on_error == "fail":
+                    finish_pending()
+                    raise DicomError(f"{e} (store {out} left with example {ex.index} incomplete)") from None
+                summary.failed.append((ex.index, str(e)))
+                log.warning("example %d skipped: %s", ex.index, e)
+                if progress:
+                    progress(ex.index + 1, len(plan.examples))
+                continue
+            arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(), timer)
+            finish_pending()
+            pending = writer.submit(_timed_write, root, ex.index, arrays, timer)
             if progress:
                 progress(ex.index + 1, len(plan.examples))
-            continue
-        arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(), timer)
-        with timer("write"):
-            zstore.write_example(root, ex.index, arrays)
-        summary.written += 1
-        if progress:
-            progress(ex.index + 1, len(plan.examples))
+        finish_pending()
     summary.seconds = dict(timer.seconds)
+    summary.wall_seconds = time.perf_counter() - t_start
     return summary

@@ -31,7 +31,7 @@ def crop_kspace(images: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     Returns
     -------
     float32 (T, ny, nx) magnitudes, ``|ifft2c(crop(fft2c(images)))|``.  The orthonormal FFT
-    scales intensities by ``sqrt(ny*nx / (Y*X))``; targets are normalised later anyway.
+    scales intensities by ``sqrt(Y*X / (ny*nx))``; targets are normalised later anyway.
     """
     t, y, x = images.shape
     ny, nx = shape

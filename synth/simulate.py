@@ -24,7 +24,7 @@ from synth.config import SimConfig
 from synth.fft import fft2c
 from synth.masks import row_mask
 from synth.noise import add_noise, noise_sigma
-from synth.phase import synthesize_phase
+from synth.phase import phase_parts
 from synth.sms import collapse_images
 
 
@@ -78,16 +78,16 @@ def simulate_example(
     target = (magnitudes / np.float32(scale)).astype(np.float32)
 
     with timer("phase"):
-        phase = synthesize_phase(target, c, config.phase, config.clusters, rng_phase)
+        parts = phase_parts(target, c, config.phase, config.clusters, rng_phase)
+        phase = parts.phase()
     with timer("coils"):
         csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)
     with timer("fft_sms"):
-        # x[c, i, t] = target * csm * exp(j phase), built in one pass per coil to bound memory
+        # x[c, i, t] = target * csm * exp(j phase), one coil at a time to bound memory; the
+        # phasor comes from the factored phase (table lookup, no per-voxel cos/sin)
         kspace = np.empty((c, t, ny, nx), dtype=np.complex64)
         for ci in range(c):
-            x = np.empty((m, t, ny, nx), dtype=np.complex64)
-            np.cos(phase[ci], out=x.real)
-            np.sin(phase[ci], out=x.imag)
+            x = parts.phasor(ci)
             x *= target
             x *= csm[ci][:, None]
             aliased = collapse_images(np.moveaxis(x, 0, 1))  # (T, M, Y, X) -> (T, Y, X)

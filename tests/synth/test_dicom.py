@@ -501,7 +501,7 @@ def test_no_identifier_reaches_the_catalog_logs_or_errors(tmp_path, caplog):
 # ----------------------------------------------------------------------------- real data
 
 
-SUNNYBROOK = {"SCD0000101": (12, (224, 224)), "SCD0000201": (13, (224, 224)), "SCD0000301": (10, (256, 192))}
+SUNNYBROOK = {"SCD0000101": (12, (224, 224)), "SCD0000201": (13, (224, 224)), "SCD0000301": (10, (256, 213))}  # 192 phase steps at 90 % phase FOV on a square image
 
 
 @pytest.mark.shared_data
@@ -543,8 +543,9 @@ def test_ge_perfusion():
     assert [Path(f.path).name for f in sl.frames] == [f"I{i:02d}" for i in range(1, 80)]
     assert se.time_source == "TriggerTime" and all(b > a for a, b in zip(sl.times_ms, sl.times_ms[1:]))
     # AcquisitionMatrix [0, 128, 96, 0], phase ROW: 128 frequency samples down the columns,
-    # 96 phase steps along the rows.
-    assert sl.acquisition_matrix == (128, 96)
+    # 96 phase steps along the rows at PercentPhaseFieldOfView 75 on a square 256x256 image:
+    # the acquired samples span 96 / 0.75 = 128 points of the stored k-space grid.
+    assert sl.acquisition_matrix == (128, 128)
     assert sl.pixel_spacing_mm == pytest.approx((1.406246185, 1.40622413)) and sl.slice_thickness_mm == 8.0
     data = load_slice(sl)
     assert data.shape == (79, 256, 256) and data.dtype == np.float32
@@ -651,3 +652,25 @@ def test_all_real_data_in_one_scan():
     assert len(cat.series) == 7
     assert {s.category for s in cat.skipped} <= {"not-dicom"}  # .mat, .csv, contours, licences
     assert all(s.path.startswith(os.fspath(root)) for s in cat.skipped)
+
+
+@pytest.mark.parametrize(
+    "pct,rows,cols,spacing,expect",
+    [
+        (100, 256, 256, (1.0, 1.0), (128, 96)),  # full phase FOV: the raw matrix
+        (75, 256, 256, (1.0, 1.0), (128, 128)),  # reduced phase FOV shown on a square image
+        (75, 256, 192, (1.0, 1.0), (128, 96)),  # the stored image already has the reduced FOV
+    ],
+)
+def test_acquisition_matrix_accounts_for_phase_fov(pct, rows, cols, spacing, expect):
+    from pydicom.dataset import Dataset
+
+    from synth.dicom import _acq_matrix_classic
+
+    ds = Dataset()
+    ds.AcquisitionMatrix = [0, 128, 96, 0]
+    ds.InPlanePhaseEncodingDirection = "ROW"
+    ds.PercentPhaseFieldOfView = pct
+    ds.Rows, ds.Columns = rows, cols
+    ds.PixelSpacing = list(spacing)
+    assert _acq_matrix_classic(ds) == expect

@@ -24,6 +24,12 @@ CINE = PhantomSpec(kind="cine", n_slices=3, n_frames=10, acquired=(37, 31), matr
 PERF = PhantomSpec(kind="perfusion", n_slices=3, n_frames=30, acquired=(96, 84), matrix=(112, 112), seed=5)
 
 
+@pytest.fixture(scope="module")
+def perf():
+    """PERF's images and labels, rendered once for the perfusion tests."""
+    return phantom_images(PERF), phantom_labels(PERF)
+
+
 def read_all(paths):
     return [pydicom.dcmread(p) for p in paths]  # no force: the files must be valid Part 10
 
@@ -89,8 +95,8 @@ def test_cine_motion_is_periodic_and_slices_shrink_to_apex():
     assert np.abs(x[:, 0] - x[:, 8])[far].max() < 0.05
 
 
-def test_perfusion_first_pass_order():
-    x, lab = phantom_images(PERF), phantom_labels(PERF)
+def test_perfusion_first_pass_order(perf):
+    x, lab = perf
     peaks = {}
     for name in ("rv_blood", "lv_blood", "myocardium"):
         curves = []
@@ -105,8 +111,8 @@ def test_perfusion_first_pass_order():
     assert lv[2] < 0.15 and lv[1] > 4 * lv[2]  # dark blood before contrast (saturation recovery)
 
 
-def test_perfusion_defect_on_apical_slices():
-    x, lab = phantom_images(PERF), phantom_labels(PERF)
+def test_perfusion_defect_on_apical_slices(perf):
+    x, lab = perf
     t = 11  # around the myocardial peak
     dip = []  # how far the darkest myocardium falls below the typical one
     for s in range(PERF.n_slices):
@@ -117,8 +123,8 @@ def test_perfusion_defect_on_apical_slices():
     assert max(dip[1:]) < dip[0] - 0.08, dip
 
 
-def test_perfusion_breathing_moves_the_heart():
-    lab = phantom_labels(PERF)
+def test_perfusion_breathing_moves_the_heart(perf):
+    lab = perf[1]
     cy = [np.nonzero(lab[0, t] == LABELS["lv_blood"])[0].mean() for t in range(PERF.n_frames)]
     assert np.ptp(cy) > 0.5  # pixels
 

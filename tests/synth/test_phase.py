@@ -231,3 +231,16 @@ def test_typical_example_is_fast():
     t0 = time.perf_counter()
     synthesize_phase(mags, 8, "kmeans", 8, np.random.default_rng(1))
     assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize("kind", ["kmeans", "grating", "none"])
+def test_factored_phase_matches_full_phase(kind):
+    """phase_parts gives the same draws as synthesize_phase and a phasor equal to exp(j*phase)."""
+    from synth.phase import phase_parts
+
+    mags = np.random.default_rng(0).random((2, 3, 13, 11)).astype(np.float32)
+    full = synthesize_phase(mags, 3, kind, 4, np.random.default_rng(7))
+    parts = phase_parts(mags, 3, kind, 4, np.random.default_rng(7))
+    np.testing.assert_array_equal(parts.phase(), full)
+    for c in range(3):
+        np.testing.assert_allclose(parts.phasor(c), np.exp(1j * full[c]), atol=2e-6)
