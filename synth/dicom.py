@@ -656,6 +656,16 @@ def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: s
 
     by_slice = [[frames[i] for i in g] for g in groups]
     time_source, tkey, rel_times, fallback = _time_order(by_slice, frames)
+    if time_source == "InstanceNumber":
+        for sl in by_slice:
+            order = [(f.instance, f.frame or 0, f.path if f.frame is not None else "") for f in sl]
+            if len(sl) > 1 and (any(f.instance is None for f in sl) or len(set(o[:2] for o in order)) < len(sl)):
+                raise _Problem(
+                    "inconsistent-series",
+                    f"{len(sl)} images at one slice position cannot be ordered in time (TriggerTime, "
+                    f"AcquisitionTime and InstanceNumber missing or repeated; often the same image saved "
+                    f"several times); pass the files one at a time or only one of them",
+                )
     if fallback:
         notes.append(f"series {key}: frames ordered by {time_source} ({fallback})")
 

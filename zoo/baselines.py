@@ -79,7 +79,9 @@ def _diff_t(x: Tensor) -> Tensor:
 
 def _diff_t_adjoint(p: Tensor) -> Tensor:
     """``D_t^H``: (..., T-1, Y, X) -> (..., T, Y, X), ``q[t-1] - q[t]`` with ``q`` zero beyond the ends."""
-    z = torch.zeros_like(p.narrow(_T, 0, 1))
+    shape = list(p.shape)
+    shape[_T] = 1
+    z = p.new_zeros(shape)
     return torch.cat([z, p], dim=_T) - torch.cat([p, z], dim=_T)
 
 

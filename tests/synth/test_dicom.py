@@ -648,9 +648,12 @@ def test_enhanced_philips_field_map_frames_are_left_out():
 def test_all_real_data_in_one_scan():
     root = shared()
     cat = scan([root], salt=SALT)
-    # 3 Sunnybrook + perfusion + Siemens + Philips + the transfer-syntax image
-    assert len(cat.series) == 7
-    assert {s.category for s in cat.skipped} <= {"not-dicom"}  # .mat, .csv, contours, licences
+    # 3 Sunnybrook + perfusion + Siemens + Philips; the 9 transfer-syntax copies of one image
+    # (same position, no time, all InstanceNumber 1) cannot be ordered in time: refused as a series
+    assert len(cat.series) == 6
+    assert {s.category for s in cat.skipped} == {"not-dicom", "inconsistent-series"}  # + .mat, .csv, contours, licences
+    bad = [s for s in cat.skipped if s.category == "inconsistent-series"]
+    assert len(bad) == 1 and "cannot be ordered in time" in bad[0].reason
     assert all(s.path.startswith(os.fspath(root)) for s in cat.skipped)
 
 
