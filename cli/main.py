@@ -12,6 +12,7 @@ COMMANDS = {
     "phantom": ("cli.phantom", "phantom"),
     "dicom2kspace": ("cli.dicom2kspace", "dicom2kspace"),
     "inspect": ("cli.inspect", "inspect_cmd"),
+    "generate": ("cli.generate", "generate"),
 }
 
 

@@ -71,10 +71,28 @@ SIM_KEYS = (
 )
 
 
-def config_from_options(kwargs: dict) -> SimConfig:
-    """Pop the simulation options out of ``kwargs`` into a validated SimConfig (BadParameter on error)."""
-    values = {k: kwargs.pop(k) for k in SIM_KEYS}
-    values["store_phase"] = not kwargs.pop("no_phase")
+def config_from_options(kwargs: dict, recipe: dict | None = None) -> SimConfig:
+    """Pop the simulation options out of ``kwargs`` into a validated SimConfig.
+
+    Precedence: an option given on the command line (or by environment) > ``recipe`` > default.
+    Errors become click usage errors naming the option.
+    """
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    recipe = recipe or {}
+
+    def explicit(name: str) -> bool:
+        if ctx is None:
+            return True
+        return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+    values = {}
+    for k in SIM_KEYS:
+        v = kwargs.pop(k)
+        values[k] = v if explicit(k) or k not in recipe else recipe[k]
+    no_phase = kwargs.pop("no_phase")
+    values["store_phase"] = not no_phase if explicit("no_phase") or "store_phase" not in recipe else recipe["store_phase"]
     try:
         return SimConfig(**values)
     except ConfigError as e:
@@ -84,6 +102,9 @@ def config_from_options(kwargs: dict) -> SimConfig:
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # dask's own INFO chatter (cluster start/stop) is not the user's business
+    for name in ("distributed", "dask"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def common_run_options(f):

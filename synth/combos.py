@@ -20,6 +20,7 @@ import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,8 @@ class ExamplePlan:
     draw: int
     seed_entropy: int
     spawn_key: tuple[int, ...]
+    split: str | None = None
+    size: tuple[int, int, int] | None = None  # (T, Ny, Nx) after the resolution step
 
     @property
     def identity(self) -> str:
@@ -70,6 +73,7 @@ class ExamplePlan:
             "draw": self.draw,
             "seed": {"entropy": self.seed_entropy, "spawn_key": list(self.spawn_key)},
             "sources": [s.to_dict() for s in self.sources],
+            **({"split": self.split} if self.split is not None else {}),
         }
 
 
@@ -140,8 +144,12 @@ def _subsets(items: list[Source], m: int, config: SimConfig, rng_key: str) -> li
     return groups
 
 
-def plan_examples(catalog: Catalog, config: SimConfig) -> Plan:
-    """Every SMS example to simulate, in a deterministic order."""
+def plan_examples(catalog: Catalog, config: SimConfig, split_of: Callable[[SeriesInfo], str] | None = None) -> Plan:
+    """Every SMS example to simulate, in a deterministic order.
+
+    ``split_of`` assigns each series to a split (by patient); slices of different splits are
+    never combined, so ``across-series`` cannot leak a patient into another split.
+    """
     m = config.sms
     skipped: list[str] = []
     pools: dict[tuple, list[Source]] = defaultdict(list)
@@ -161,11 +169,12 @@ def plan_examples(catalog: Catalog, config: SimConfig) -> Plan:
                 group = (se.study_key, normal)
             else:
                 group = ("all",)
-            pools[(group, sig)].append(Source(se, sl))
+            split = split_of(se) if split_of else None
+            pools[(group, sig, split)].append(Source(se, sl))
 
     examples: list[ExamplePlan] = []
     signatures = set()
-    for (group, sig), items in sorted(pools.items(), key=lambda kv: repr(kv[0])):
+    for (group, sig, split), items in sorted(pools.items(), key=lambda kv: repr(kv[0])):
         if len(items) < m:
             where = "series" if config.combine == "within-series" else "group"
             skipped.append(
@@ -173,11 +182,11 @@ def plan_examples(catalog: Catalog, config: SimConfig) -> Plan:
                 f"slice(s) < --sms {m}"
             )
             continue
+        # the random-combination stream key leaves out the split, so adding splits does not
+        # change which combinations a group draws
         for g in _subsets(items, m, config, repr((group, sig))):
             signatures.add(sig)
             for d in range(config.draws):
                 ident = example_identity(g, d)
-                examples.append(
-                    ExamplePlan(len(examples), g, d, config.seed, key_ints(ident))
-                )
+                examples.append(ExamplePlan(len(examples), g, d, config.seed, key_ints(ident), split, sig))
     return Plan(examples, sorted(signatures), skipped)

@@ -803,7 +803,9 @@ def _decode(ds: Dataset, ref: FrameRef) -> np.ndarray:
             raise p.exc(f"{ref.path}: {p.reason}") from None
     try:
         return pixel_array(ds, index=ref.frame)
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # also decoder panics (pyo3's PanicException is a BaseException)
         if isinstance(e, RuntimeError) and "missing" in str(e) and "dependenc" in str(e):
             raise MissingDecoderError(f"{ref.path}: {_missing_decoder_message(ts)}") from None
         where = "" if ref.frame is None else f" frame {ref.frame}"

@@ -5,6 +5,7 @@ Used by ``cli/dicom2kspace.py`` and ``benchmarks/``; free of click and torch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import time
@@ -122,15 +123,23 @@ def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
     }
 
 
-def make_plan(catalog: Catalog, config: SimConfig) -> Plan:
-    """Plan and check that every example has one common (T, Ny, Nx)."""
-    plan = plan_examples(catalog, config)
+def make_plan(catalog: Catalog, config: SimConfig, split_of=None, on_mixed: str = "error") -> Plan:
+    """Plan and check that every example has one common (T, Ny, Nx).
+
+    Examples of different sizes cannot share a store.  ``on_mixed="error"`` refuses (for
+    ``dicom2kspace``, where the user named the inputs); ``"majority"`` keeps the size with the
+    most examples and reports the others as not used (for ``generate``: one odd series must not
+    stop a whole dataset).
+    """
+    plan = plan_examples(catalog, config, split_of)
     if not plan.examples:
         why = "; ".join(plan.skipped[:5]) or "no slices"
         raise NoInputError(
             f"no SMS example can be formed with --sms {config.sms} ({why}). Lower --sms, use "
             f"--combine across-series for single-slice series, or add inputs"
         )
+    if plan.shape is None and on_mixed == "majority":
+        plan = _keep_majority(plan)
     if plan.shape is None:
         sizes = ", ".join(f"{t} frames x {y}x{x}" for t, y, x in plan.signatures)
         raise ConfigError(
@@ -148,6 +157,20 @@ def make_plan(catalog: Catalog, config: SimConfig) -> Plan:
 def _timed_write(root, index, arrays, timer: StageTimer) -> None:
     with timer("write"):
         zstore.write_example(root, index, arrays)
+
+
+def _keep_majority(plan: Plan) -> Plan:
+    """Keep the examples of the most common size; report the rest (indices are renumbered)."""
+    sizes = Counter(ex.size for ex in plan.examples)
+    keep = max(sizes, key=lambda sz: (sizes[sz], sz))
+    skipped = list(plan.skipped)
+    for sz, n in sorted(sizes.items()):
+        if sz != keep:
+            skipped.append(f"{n} example(s) of {sz[0]} frames x {sz[1]}x{sz[2]} (the store holds {keep[0]} frames x "
+                           f"{keep[1]}x{keep[2]}; pass --matrix/--frames to include them)")
+    kept = [ex for ex in plan.examples if ex.size == keep]
+    kept = [dataclasses.replace(ex, index=i) for i, ex in enumerate(kept)]
+    return Plan(kept, [keep], skipped)
 
 
 def dicom2kspace(

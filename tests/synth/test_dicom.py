@@ -677,3 +677,23 @@ def test_acquisition_matrix_accounts_for_phase_fov(pct, rows, cols, spacing, exp
     ds.Rows, ds.Columns = rows, cols
     ds.PixelSpacing = list(spacing)
     assert _acq_matrix_classic(ds) == expect
+
+
+def test_decoder_panic_is_a_dicom_error(tmp_path):
+    """A corrupt RLE stream makes the Rust decoder panic (a BaseException): still a DicomError."""
+    pytest.importorskip("rle")
+    from pydicom.uid import RLELossless
+
+    from synth.phantom import PhantomSpec, write_phantom
+
+    src = write_phantom(tmp_path / "p", PhantomSpec(n_slices=1, n_frames=1, acquired=(40, 40), matrix=(40, 40)))[0]
+    ds = pydicom.dcmread(src)
+    ds.compress(RLELossless)
+    frag = bytearray(ds.PixelData)
+    frag[84:len(frag) - 8] = b"\x81" * (len(frag) - 92)  # replicate runs that overflow the frame
+    ds.PixelData = bytes(frag)
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad)
+    cat = scan([bad], salt=SALT)
+    with pytest.raises(DicomError, match="bad.dcm"):
+        load_slice(cat.series[0].slices[0])

@@ -85,7 +85,16 @@ def test_unknown_config_key_is_named(name):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"n_filters": 0}, {"kernel_size": 4}, {"n_iterations": 0}, {"n_crnn_layers": -1}],
+    [
+        {"n_filters": 0},
+        {"kernel_size": 4},
+        {"n_iterations": 0},
+        {"n_crnn_layers": -1},
+        {"n_filters": "16"},
+        {"n_conv3d_layers": 1.0},
+        {"learn_lambda": "yes"},
+        {"dc_noise_lambda": "1"},
+    ],
 )
 def test_invalid_config_values_raise(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):

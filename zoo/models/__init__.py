@@ -80,7 +80,9 @@ def make_config(name: str, config: dict[str, Any] | Any | None = None):
             f"pass a dict or {config_cls.__name__}(...)"
         )
     if not isinstance(config, dict):
-        raise ConfigError(f"model {name!r}: config must be a dict, a {config_cls.__name__} or None, got {type(config).__name__}")
+        raise ConfigError(
+            f"model {name!r}: config must be a dict, a {config_cls.__name__} or None, got {type(config).__name__}"
+        )
     known = [f.name for f in dataclasses.fields(config_cls)]
     unknown = sorted(set(config) - set(known))
     if unknown:

@@ -20,8 +20,8 @@ followed by data consistency, done by the model (:mod:`zoo.physics`).  Hidden st
 iteration 0 and before the first frame are zero (so those convolutions reduce to their bias).
 As in the reference code, the forward and backward time directions share one cell, and every
 convolution has a bias.  The paper's network has ``L = 5`` (one BCRNN, three CRNN-i, the final
-convolution), 64 filters, 3x3 kernels, and 5 (or 10) iterations with weights shared over
-iterations: 297,794 parameters in 2D.
+convolution), 64 filters, 3x3 kernels, and 5 iterations (the reference code's default) with
+weights shared over iterations: 297,794 parameters in 2D.
 
 Tensors here are **real**, laid out ``(N, T, C, *S)`` with ``S`` the spatial axes: ``(Y, X)``
 for ``ndim=2`` or e.g. ``(M, Y, X)`` for ``ndim=3``.  Complex <-> channel conversion is the
@@ -48,6 +48,13 @@ def _need(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"model config {key!r}: {msg}")
 
 
+def _need_int(config, *keys: str) -> None:
+    # a YAML/CLI string or float must not slip through to a comparison or a layer size
+    for key in keys:
+        v = getattr(config, key)
+        _need(isinstance(v, int) and not isinstance(v, bool), key, f"must be an integer, got {v!r}")
+
+
 @dataclass(frozen=True)
 class CRNNConfig:
     """The CRNN body shared by the zoo's models (defaults: the paper's CRNN-MRI).
@@ -66,6 +73,7 @@ class CRNNConfig:
     n_crnn_layers: int = 3
 
     def __post_init__(self):
+        _need_int(self, "n_filters", "n_iterations", "kernel_size", "n_crnn_layers")
         _need(self.n_filters >= 1, "n_filters", f"must be >= 1, got {self.n_filters}")
         _need(self.n_iterations >= 1, "n_iterations", f"must be >= 1, got {self.n_iterations}")
         _need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size",
@@ -75,6 +83,9 @@ class CRNNConfig:
 
 def check_dc_config(dc_noise_lambda: float | None, learn_lambda: bool) -> None:
     """Validate the data-consistency fields shared by the models that have DC."""
+    _need(isinstance(learn_lambda, bool), "learn_lambda", f"must be true or false, got {learn_lambda!r}")
+    is_number = isinstance(dc_noise_lambda, (int, float)) and not isinstance(dc_noise_lambda, bool)
+    _need(dc_noise_lambda is None or is_number, "dc_noise_lambda", f"must be None or a number, got {dc_noise_lambda!r}")
     _need(dc_noise_lambda is None or dc_noise_lambda >= 0, "dc_noise_lambda",
           f"must be None (hard data consistency) or >= 0, got {dc_noise_lambda}")
     _need(not learn_lambda or (dc_noise_lambda is not None and dc_noise_lambda > 0), "learn_lambda",

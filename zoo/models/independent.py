@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from zoo.models import register_model
-from zoo.models.crnn import CRNNBlock, CRNNConfig, SpatioTemporalConv, _need
+from zoo.models.crnn import CRNNBlock, CRNNConfig, SpatioTemporalConv, _need, _need_int
 from zoo.models.sms_crnn import per_slice_crnn
 
 
@@ -35,6 +35,7 @@ class IndependentConfig(CRNNConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        _need_int(self, "n_conv3d_layers")
         _need(self.n_conv3d_layers >= 0, "n_conv3d_layers", f"must be >= 0, got {self.n_conv3d_layers}")
 
 

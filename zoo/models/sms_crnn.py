@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from zoo.models import register_model
-from zoo.models.crnn import CRNNBlock, CRNNConfig, DataConsistency, SpatioTemporalConv, _need, check_dc_config
+from zoo.models.crnn import (
+    CRNNBlock,
+    CRNNConfig,
+    DataConsistency,
+    SpatioTemporalConv,
+    _need,
+    _need_int,
+    check_dc_config,
+)
 from zoo.physics import channels_to_complex, complex_to_channels
 
 
@@ -43,7 +51,8 @@ class SmsCrnnConfig(CRNNConfig):
         layers with ``n_filters`` channels, 0 removes it (the per-slice body is then CRNN-MRI).
     dc_noise_lambda : None for hard data consistency (noiseless data), else the weight λ > 0 of
         the measurements in noise-weighted DC.
-    learn_lambda : learn λ (starting from ``dc_noise_lambda``, which must then be set).
+    learn_lambda : learn λ (starting from ``dc_noise_lambda``, which must then be set; the
+        config keeps the starting value, the learnt one is the ``dc.log_lambda`` weight).
     """
 
     n_conv3d_layers: int = 1
@@ -52,6 +61,7 @@ class SmsCrnnConfig(CRNNConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        _need_int(self, "n_conv3d_layers")
         _need(self.n_conv3d_layers >= 0, "n_conv3d_layers", f"must be >= 0, got {self.n_conv3d_layers}")
         check_dc_config(self.dc_noise_lambda, self.learn_lambda)
 

@@ -1,0 +1,411 @@
+"""``smssynth generate``: a whole dataset with dask, from a folder tree or a manifest.
+
+Flow (the client never touches pixel data)::
+
+    discover: one scan task per top-level entry (headers only)  ->  Catalog
+    plan:     combinations x draws, patient-level split per example  ->  Plan
+    store:    created once by the client with every example's provenance (or resumed)
+    run:      one task per missing example on the workers: read DICOM, simulate, write its own
+              chunks, then its completion marker; results are small status records
+
+Guarantees: an example's arrays depend only on its identity and the root seed (1 or N workers
+give identical bytes); completion markers are written after the data, so a killed run resumes
+with only the missing examples; a failing series is recorded and skipped; a worker that dies
+is replaced and its task retried by dask (the retry rewrites every chunk of the example).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+import resource
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from synth import store as zstore
+from synth.combos import ExamplePlan, Plan
+from synth.config import SimConfig
+from synth.deid import pseudonym
+from synth.dicom import Catalog, SeriesInfo, load_slice, scan
+from synth.errors import ConfigError, NoInputError, SmssynthError, StoreError, StoreExistsError
+from synth.pipeline import make_plan, slice_offsets, store_attrs
+from synth.resolution import prepare
+from synth.simulate import simulate_example
+from synth.splits import assign_split, split_spec_str
+
+log = logging.getLogger("smssynth.generate")
+
+# Fault injection for the tests of worker death: "INDEX:MARKER" makes the worker that runs
+# example INDEX write part of it and then die (once: the marker file records that it happened).
+FAULT_ENV = "SMSSYNTH_FAULT_KILL_ONCE"
+MAX_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: str
+    patient: str
+    split: str | None = None
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """CSV with columns ``path`` (file or folder, relative to the CSV's folder), ``patient``, optional ``split``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--manifest {path}: no such file")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        if "path" not in cols or "patient" not in cols:
+            raise ConfigError(f"--manifest {path}: needs a header with columns path,patient[,split]; found {cols}")
+        rows = []
+        for n, raw in enumerate(reader, start=2):
+            r = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            if not r.get("path") or not r.get("patient"):
+                raise ConfigError(f"--manifest {path}, line {n}: empty path or patient")
+            p = Path(r["path"])
+            p = p if p.is_absolute() else path.parent / p
+            if not p.exists():
+                raise ConfigError(f"--manifest {path}, line {n}: {p} does not exist")
+            rows.append(ManifestRow(str(p), r["patient"], r.get("split") or None))
+    if not rows:
+        raise ConfigError(f"--manifest {path}: no rows")
+    return rows
+
+
+@dataclass
+class Discovery:
+    catalog: Catalog
+    split_override: dict[str, str]  # series key -> split from a manifest
+
+
+def _entries(root: Path) -> list[list[str]]:
+    """Scan units: each top-level folder of ``root``; loose files together."""
+    if root.is_file():
+        return [[str(root)]]
+    dirs = sorted(str(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = sorted(str(p) for p in root.iterdir() if p.is_file())
+    return [[d] for d in dirs] + ([files] if files else [])
+
+
+def _scan_unit(paths: list[str], salt: bytes, on_error: str) -> Catalog | None:
+    try:
+        return scan(paths, salt=salt, on_error=on_error)
+    except NoInputError:
+        return None  # a unit without images (e.g. a contours folder) is not an error
+
+
+def merge_catalogs(parts: list[Catalog]) -> Catalog:
+    series: dict[str, SeriesInfo] = {}
+    out = Catalog(series=[], skipped=[], warnings=[], n_files=0)
+    for c in parts:
+        out.skipped += c.skipped
+        out.warnings += c.warnings
+        out.n_files += c.n_files
+        for s in c.series:
+            if s.key in series:
+                raise ConfigError(
+                    f"series {s.key} is split across several top-level folders; point generate at a "
+                    f"root whose top-level folders each hold whole series (e.g. one per patient)"
+                )
+            series[s.key] = s
+    out.series = [series[k] for k in sorted(series)]
+    return out
+
+
+def discover(
+    root: str | Path | None,
+    manifest: Sequence[ManifestRow] | None,
+    *,
+    salt: bytes,
+    on_error: str,
+    mapper: Callable,
+) -> Discovery:
+    """Scan inputs in parallel (``mapper(fn, items)`` runs ``fn`` over ``items``)."""
+    override: dict[str, str] = {}
+    if manifest:
+        units = [[r.path] for r in manifest]
+    else:
+        root = Path(root)
+        if not root.exists():
+            raise NoInputError(f"{root}: no such file or folder")
+        units = _entries(root)
+    results = mapper(lambda paths: _scan_unit(paths, salt, on_error), units)
+    parts = []
+    for i, cat in enumerate(results):
+        if cat is None:
+            continue
+        if manifest:
+            row = manifest[i]
+            pk = pseudonym(f"manifest-patient:{row.patient}", salt, "pt-")
+            cat.series = [dataclasses.replace(s, patient_key=pk) for s in cat.series]
+            if row.split:
+                override.update({s.key: row.split for s in cat.series})
+        parts.append(cat)
+    if not parts:
+        where = "the manifest's paths" if manifest else str(root)
+        raise NoInputError(f"no DICOM image series found under {where}")
+    return Discovery(merge_catalogs(parts), override)
+
+
+def plan_dataset(disc: Discovery, config: SimConfig, fractions: dict[str, float] | None) -> Plan:
+    def split_of(se: SeriesInfo) -> str | None:
+        if se.key in disc.split_override:
+            return disc.split_override[se.key]
+        return assign_split(se.patient_key, fractions, config.seed) if fractions else None
+
+    use_split = bool(fractions or disc.split_override)
+    return make_plan(disc.catalog, config, split_of if use_split else None, on_mixed="majority")
+
+
+def dataset_attrs(config: SimConfig, plan: Plan, catalog: Catalog, fractions) -> dict[str, Any]:
+    attrs = store_attrs(config, plan, catalog)
+    attrs["generator"]["command"] = "generate"
+    attrs["split"] = {
+        "spec": split_spec_str(fractions),
+        "rule": "patient-level: sha256(seed, patient key) in cumulative fractions; manifest split overrides",
+        "counts": dict(Counter(ex.split for ex in plan.examples if ex.split is not None)),
+    }
+    return attrs
+
+
+def _same_dataset(old: dict, new: dict) -> list[str]:
+    """Why an existing store cannot be resumed with these parameters ([] if it can)."""
+    why = []
+    if old.get("format") != zstore.FORMAT_NAME:
+        return [f"it is not an smssynth store (format {old.get('format')!r})"]
+    for key in ("params", "dims"):
+        if old.get(key) != new.get(key):
+            diff = sorted(k for k in set(old.get(key, {})) | set(new.get(key, {}))
+                          if old.get(key, {}).get(k) != new.get(key, {}).get(k))
+            why.append(f"{key} differ ({', '.join(diff)})")
+    if [e.get("identity") for e in old.get("examples", [])] != [e.get("identity") for e in new["examples"]]:
+        why.append("the planned examples differ (other inputs or salt)")
+    if old.get("split", {}).get("spec") != new["split"]["spec"]:
+        why.append("the split differs")
+    return why
+
+
+# ---------------------------------------------------------------- worker side
+_WORKER: dict[str, Any] = {"roots": {}, "cache": OrderedDict()}
+
+
+def _worker_root(url: str, storage_options):
+    import zarr
+
+    key = (url, repr(storage_options))
+    if key not in _WORKER["roots"]:
+        _WORKER["roots"][key] = zarr.open_group(url, mode="r+", storage_options=storage_options)
+    return _WORKER["roots"][key]
+
+
+def _worker_slice(series_key, sl, config: SimConfig) -> np.ndarray:
+    cache: OrderedDict = _WORKER["cache"]
+    # workers outlive runs (--scheduler): the key includes the files' identity, so a changed file
+    # is never served from the cache
+    stamp = tuple((ref.path, *_stat(ref.path)) for ref in sl.frames)
+    key = (series_key, sl.index, stamp, config.resolution, config.matrix, config.frames, config.frames_mode)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    img = prepare(load_slice(sl), sl.acquisition_matrix, resolution=config.resolution, matrix=config.matrix,
+                  frames=config.frames, frames_mode=config.frames_mode, what=f"series {series_key} slice {sl.index}")
+    cache[key] = img
+    while len(cache) > 16:
+        cache.popitem(last=False)
+    return img
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return -1, -1
+
+
+def _maybe_die(index: int, root) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, _, marker = spec.partition(":")
+    if int(at) != index or os.path.exists(marker):
+        return
+    Path(marker).write_text("died once")
+    root["kspace"][index, 0] = np.full(root["kspace"].shape[2:], 7 + 7j, np.complex64)  # half-written
+    os._exit(17)
+
+
+def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig) -> dict[str, Any]:
+    """Simulate and write one example (runs on a worker); returns a small status record."""
+    t0 = time.perf_counter()
+    try:
+        root = _worker_root(url, storage_options)
+        _maybe_die(ex.index, root)
+        mags = np.stack([_worker_slice(s.series.key, s.slice, config) for s in ex.sources])
+        shape = mags.shape[-2:]
+        arrays = simulate_example(mags, slice_offsets(ex, config, shape), config, ex.seed_sequence())
+        zstore.write_example(root, ex.index, arrays)
+        status, reason = "written", ""
+    except SmssynthError as e:
+        status, reason = "failed", str(e)
+    except Exception as e:  # one bad input never stops the run; the reason is recorded
+        log.debug("example %d failed", ex.index, exc_info=True)
+        status, reason = "failed", f"{type(e).__name__}: {e}"
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"index": ex.index, "status": status, "reason": reason,
+            "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_mb, "pid": os.getpid()}
+
+
+# ---------------------------------------------------------------- client side
+@dataclass
+class GenerateResult:
+    planned: int = 0
+    already: int = 0
+    written: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    skipped_inputs: Counter = field(default_factory=Counter)
+    skip_reasons: list[str] = field(default_factory=list)
+    plan_skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    splits: dict[str, int] = field(default_factory=dict)
+    n_series: int = 0
+    n_files: int = 0
+    shape: tuple | None = None
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    workers: int = 0
+
+
+def open_client(workers: int | None, scheduler: str | None):
+    """A dask.distributed Client: an existing cluster at ``scheduler``, else a local one."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as e:
+            raise ConfigError(f"--scheduler {scheduler}: cannot connect ({e}); start one with `dask scheduler`") from None
+    n = workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def generate(
+    root: str | Path | None,
+    out: str,
+    config: SimConfig,
+    *,
+    salt: bytes,
+    manifest: Sequence[ManifestRow] | None = None,
+    split: dict[str, float] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    on_error: str = "skip",
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> GenerateResult:
+    """Discover, plan and write a dataset; resumes an interrupted store with the same parameters."""
+    res = GenerateResult()
+    t0 = time.perf_counter()
+    out = str(out)
+    client, cluster = open_client(workers, scheduler)
+    try:
+        res.workers = len(client.scheduler_info()["workers"])
+
+        def mapper(fn, items):
+            futs = client.map(fn, items, pure=False)
+            return client.gather(futs)
+
+        disc = discover(root, manifest, salt=salt, on_error=on_error, mapper=mapper)
+        cat = disc.catalog
+        res.n_series, res.n_files = len(cat.series), cat.n_files
+        res.skipped_inputs = Counter(s.category for s in cat.skipped)
+        res.skip_reasons = [f"{s.path}: {s.reason}" for s in cat.skipped]
+        res.warnings = list(cat.warnings)
+        plan = plan_dataset(disc, config, split)
+        res.plan_skipped = list(plan.skipped)
+        res.planned, res.shape = len(plan.examples), plan.shape
+        res.splits = dict(Counter(ex.split for ex in plan.examples if ex.split))
+        t, ny, nx = plan.shape
+        dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
+        attrs = dataset_attrs(config, plan, cat, split)
+
+        todo = _prepare_store(out, dims, attrs, config, overwrite, storage_options)
+        res.already = res.planned - len(todo)
+        if not todo:
+            res.seconds = time.perf_counter() - t0
+            return res
+        from dask.distributed import as_completed
+
+        failed: dict[int, str] = {}
+        done = 0
+        # Results can be lost when a worker dies after finishing a task (dask then recomputes it,
+        # and gathering may fail); the completion markers in the store are the truth, so any
+        # example neither complete nor failed is submitted again, at most MAX_ROUNDS times.
+        for _round in range(MAX_ROUNDS):
+            keys = {}
+            for i in todo:
+                ex = plan.examples[i]
+                fut = client.submit(run_example, out, storage_options, ex, config, retries=2, pure=False,
+                                    key=f"smssynth-example-{i}-{ex.spawn_key[0]:08x}-r{_round}")
+                keys[fut.key] = (i, fut)
+            for fut in as_completed([f for _, f in keys.values()]):
+                i = keys[fut.key][0]
+                try:
+                    r = fut.result()
+                except Exception as e:  # result lost with its worker; checked against the store below
+                    log.debug("example %d: result lost (%s: %s)", i, type(e).__name__, e)
+                    continue
+                if r["status"] != "written":
+                    failed[i] = r["reason"]
+                    log.warning("example %d failed: %s", i, r["reason"])
+                res.peak_rss_mb = max(res.peak_rss_mb, r.get("peak_rss_mb", 0))
+                done += 1
+                if progress:
+                    progress(done, res.planned - res.already, r)
+            complete = zstore.Store.open(out, storage_options).complete()
+            todo = [i for i in todo if not complete[i] and i not in failed]
+            if not todo:
+                break
+        for i in todo:
+            failed[i] = f"result lost {MAX_ROUNDS} times (workers dying?); re-run to complete it"
+        res.failed = sorted(failed.items())
+        res.written = int(complete.sum()) - res.already
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _prepare_store(out, dims, attrs, config: SimConfig, overwrite: bool, storage_options) -> list[int]:
+    """Create the store, or check an existing one and return the indices still missing."""
+    import zarr
+
+    exists = zstore._exists(out, storage_options)
+    if exists and not overwrite:
+        try:
+            old = dict(zarr.open_group(out, mode="r", storage_options=storage_options).attrs)
+        except Exception:
+            raise StoreExistsError(f"{out} exists and is not an smssynth store; pass --overwrite to replace it") from None
+        why = _same_dataset(old, {**attrs, "dims": dims})
+        if why:
+            raise StoreExistsError(
+                f"{out} exists with different parameters: {'; '.join(why)}. Pass --overwrite to replace it, "
+                f"or choose another --out"
+            )
+        st = zstore.Store.open(out, storage_options)
+        return [int(i) for i in np.flatnonzero(~st.complete())]
+    zstore.create(out, dims, attrs, with_phase=config.store_phase, overwrite=True, storage_options=storage_options)
+    return list(range(dims["N"]))
