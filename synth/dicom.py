@@ -62,7 +62,7 @@ POSITION_TOL_MM = 0.01
 ORIENTATION_TOL = 1e-4
 """Largest ``1 - cos(angle)`` between two images' normals within one series (about 0.8 deg)."""
 ON_ERROR = ("skip", "fail")
-SKIP_CATEGORIES = ("not-dicom", "non-image", "corrupt", "unsupported", "inconsistent-series")
+SKIP_CATEGORIES = ("not-dicom", "non-image", "corrupt", "unsupported", "inconsistent-series", "no-images")
 
 # Greyscale image storage classes whose pixels are magnitudes we can use.
 _IMAGE_SOP_CLASSES = frozenset({

@@ -33,7 +33,7 @@ from synth import store as zstore
 from synth.combos import ExamplePlan, Plan
 from synth.config import SimConfig
 from synth.deid import pseudonym
-from synth.dicom import Catalog, SeriesInfo, load_slice, scan
+from synth.dicom import Catalog, SeriesInfo, Skip, load_slice, scan
 from synth.errors import ConfigError, NoInputError, SmssynthError, StoreError, StoreExistsError
 from synth.pipeline import make_plan, slice_offsets, store_attrs
 from synth.resolution import prepare
@@ -95,11 +95,13 @@ def _entries(root: Path) -> list[list[str]]:
     return [[d] for d in dirs] + ([files] if files else [])
 
 
-def _scan_unit(paths: list[str], salt: bytes, on_error: str) -> Catalog | None:
+def _scan_unit(paths: list[str], salt: bytes, on_error: str) -> Catalog:
     try:
         return scan(paths, salt=salt, on_error=on_error)
-    except NoInputError:
-        return None  # a unit without images (e.g. a contours folder) is not an error
+    except NoInputError as e:  # a unit without images (e.g. a contours folder) is not an error
+        where = paths[0] if len(paths) == 1 else os.path.commonpath(paths)
+        return Catalog(series=[], skipped=[Skip(where, f"no DICOM image series ({e})", "no-images")], warnings=[],
+                       n_files=0)
 
 
 def merge_catalogs(parts: list[Catalog]) -> Catalog:
@@ -140,8 +142,6 @@ def discover(
     results = mapper(lambda paths: _scan_unit(paths, salt, on_error), units)
     parts = []
     for i, cat in enumerate(results):
-        if cat is None:
-            continue
         if manifest:
             row = manifest[i]
             pk = pseudonym(f"manifest-patient:{row.patient}", salt, "pt-")
@@ -149,7 +149,7 @@ def discover(
             if row.split:
                 override.update({s.key: row.split for s in cat.series})
         parts.append(cat)
-    if not parts:
+    if not any(c.series for c in parts):
         where = "the manifest's paths" if manifest else str(root)
         raise NoInputError(f"no DICOM image series found under {where}")
     return Discovery(merge_catalogs(parts), override)
@@ -280,6 +280,7 @@ class GenerateResult:
     n_files: int = 0
     shape: tuple | None = None
     seconds: float = 0.0
+    run_seconds: float = 0.0  # the simulate-and-write phase alone (no cluster start, scan or plan)
     peak_rss_mb: float = 0.0
     workers: int = 0
 
@@ -287,6 +288,11 @@ class GenerateResult:
 def open_client(workers: int | None, scheduler: str | None):
     """A dask.distributed Client: an existing cluster at ``scheduler``, else a local one."""
     from dask.distributed import Client, LocalCluster
+
+    # distributed configures its loggers at import; keep its start/stop chatter out of the output
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     if scheduler:
         try:
@@ -347,6 +353,7 @@ def generate(
             return res
         from dask.distributed import as_completed
 
+        t_run = time.perf_counter()
         failed: dict[int, str] = {}
         done = 0
         # Results can be lost when a worker dies after finishing a task (dask then recomputes it,
@@ -381,6 +388,7 @@ def generate(
             failed[i] = f"result lost {MAX_ROUNDS} times (workers dying?); re-run to complete it"
         res.failed = sorted(failed.items())
         res.written = int(complete.sum()) - res.already
+        res.run_seconds = time.perf_counter() - t_run
     finally:
         client.close()
         if cluster is not None:
