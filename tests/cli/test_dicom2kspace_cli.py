@@ -118,3 +118,21 @@ def test_no_patient_identifiers_in_store_or_logs(tmp_path, caplog):
     for needle in needles:
         for blob in blobs:
             assert needle.encode() not in blob, needle
+
+
+def test_corrupt_file_skip_or_fail(phantom_cine, tmp_path):
+    """pydicom's truncated MR file beside a good series: reported and skipped, or the run refuses."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    shutil.copytree(phantom_cine, src)
+    shutil.copy(get_testdata_file("MR_truncated.dcm"), src / "broken")
+    out = tmp_path / "s.zarr"
+    r = invoke("dicom2kspace", src, "--out", out, "--sms", 2, "--coils", 2, "--combos", 1)
+    assert r.exit_code == 0, r.output
+    assert "1 corrupt" in r.output and "broken" in r.output
+    r = invoke("dicom2kspace", src, "--out", tmp_path / "f.zarr", "--on-error", "fail")
+    assert r.exit_code == 1 and "broken" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "f.zarr").exists()

@@ -1,0 +1,186 @@
+r"""Evaluation metrics of the paper, on magnitude images, one value per example.
+
+Every metric takes ``pred`` and ``ref`` of shape (B, M, T, Y, X) -- B examples, M SMS slices,
+T frames, Y x X pixels -- real (magnitude) or complex (the modulus is taken), torch tensors on
+any device, and returns a float64 tensor (B,) on that device: one value per example, computed
+over all of its (M, T, Y, X).  Nothing is differentiated (inputs are detached); the training
+loss is :mod:`zoo.losses`.
+
+.. math::
+
+    \mathrm{NMSE} = \frac{\|p - r\|_2^2}{\|r\|_2^2}, \qquad
+    \mathrm{PSNR} = 10 \log_{10} \frac{L^2}{\tfrac{1}{N}\|p - r\|_2^2}\ \mathrm{dB}, \qquad
+    \mathrm{SSIM} = \frac{1}{MT} \sum_{i,t} \mathrm{SSIM}_{2D}(p_{i,t}, r_{i,t}; L)
+
+with ``p = |pred|``, ``r = |ref|``, N = M*T*Y*X and ``L`` the data range, by default the
+example's reference maximum ``max r`` (for a store's ``target``, normalised to max 1, that is 1).
+
+SSIM is Wang et al.'s ("Image quality assessment: from error visibility to structural
+similarity", IEEE TIP 2004): Gaussian window 11 x 11, sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
+population (biased) local statistics, averaged over the "valid" positions (where the window
+lies inside the image), computed per 2D frame by the maintained ``pytorch_msssim``. This is
+``skimage.metrics.structural_similarity(p, r, data_range=L, gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False)`` up to the border crop (skimage crops ``(win - 1) // 2`` pixels
+of a padded full-size map; ``pytorch_msssim`` convolves without padding: the same positions).
+
+NMSE convention.  NMSE here is the **plain ratio** (0 = perfect, 1 = as bad as an all-zero
+image).  :func:`failure_rate` counts an example as failed when its NMSE exceeds ``threshold``,
+by default 1000, literally as the project's issue states the paper's rule; whether the paper's
+NMSE column is scaled (e.g. reported in units of 1e-3) could not be verified from the paper
+text, so pass ``threshold`` explicitly if it is (e.g. ``threshold=1.0`` for "NMSE x 1e3 > 1000").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from pytorch_msssim import ssim as _msssim
+from torch import Tensor
+
+__all__ = ["SSIM_K", "SSIM_SIGMA", "SSIM_WINDOW", "failure_rate", "nmse", "psnr", "ssim", "ssim_frames", "summarize"]
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K = (0.01, 0.03)
+_EXAMPLE = (1, 2, 3, 4)  # the axes of one example in (B, M, T, Y, X)
+
+
+def _magnitudes(pred: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+    if not (isinstance(pred, Tensor) and isinstance(ref, Tensor)):
+        raise TypeError(f"pred and ref must be torch tensors, got {type(pred).__name__} and {type(ref).__name__}")
+    if pred.ndim != 5 or pred.shape != ref.shape:
+        raise ValueError(
+            f"pred and ref must both be (B, M, T, Y, X), got {tuple(pred.shape)} and {tuple(ref.shape)}"
+        )
+    pred, ref = pred.detach(), ref.detach()
+    pred = pred.abs() if pred.is_complex() else pred
+    ref = ref.abs() if ref.is_complex() else ref
+    return pred.to(torch.float64), ref.to(torch.float64)
+
+
+def _data_range(ref: Tensor, data_range) -> Tensor:
+    """(B,) float64: the given range (scalar or (B,)) or the example's reference maximum."""
+    b = ref.shape[0]
+    if data_range is None:
+        return ref.amax(dim=_EXAMPLE)
+    dr = torch.as_tensor(data_range, dtype=torch.float64, device=ref.device)
+    if dr.ndim == 0:
+        return dr.expand(b)
+    if dr.shape != (b,):
+        raise ValueError(f"data_range must be a number or a tensor of shape ({b},), got shape {tuple(dr.shape)}")
+    return dr
+
+
+def nmse(pred: Tensor, ref: Tensor) -> Tensor:
+    """Normalised MSE ``||p - r||^2 / ||r||^2`` per example, float64 (B,) (see module doc)."""
+    p, r = _magnitudes(pred, ref)
+    return ((p - r) ** 2).sum(dim=_EXAMPLE) / (r**2).sum(dim=_EXAMPLE)
+
+
+def psnr(pred: Tensor, ref: Tensor, data_range: float | Tensor | None = None) -> Tensor:
+    """PSNR in dB per example, float64 (B,): ``10 log10(L^2 / mean((p - r)^2))``.
+
+    ``data_range`` L: a number, a (B,) tensor, or None for each example's ``max |ref|``.
+    A perfect reconstruction gives ``inf``.
+    """
+    p, r = _magnitudes(pred, ref)
+    mse = ((p - r) ** 2).mean(dim=_EXAMPLE)
+    return 10 * torch.log10(_data_range(r, data_range) ** 2 / mse)
+
+
+def ssim_frames(
+    pred: Tensor,
+    ref: Tensor,
+    data_range: Tensor,
+    *,
+    win_size: int = SSIM_WINDOW,
+    sigma: float = SSIM_SIGMA,
+) -> Tensor:
+    """2D SSIM of every frame, differentiable: real (B, M, T, Y, X) x2, data_range (B,) -> (B, M*T).
+
+    The shared kernel of :func:`ssim` and :class:`zoo.losses.SmsLoss`.  Frames become channels
+    of ``pytorch_msssim.ssim`` (a depthwise Gaussian filter per channel).  Each example is divided
+    by its data range first and scored with range 1: SSIM is invariant under scaling both images
+    and ``L`` together (the constants are ``(K L)^2``), and ``pytorch_msssim`` takes one scalar
+    range only.
+    """
+    b, m, t, y, x = pred.shape
+    if win_size < 3 or win_size % 2 != 1:
+        raise ValueError(f"SSIM window must be odd and >= 3, got {win_size}")
+    if min(y, x) < win_size:
+        # pytorch_msssim would silently skip smoothing along the short axis (a different metric)
+        raise ValueError(
+            f"images of {y} x {x} pixels are smaller than the {win_size} x {win_size} SSIM window; "
+            f"use a window of at most {min(y, x) - (1 - min(y, x) % 2)} or larger images"
+        )
+    scale = torch.clamp(data_range, min=torch.finfo(data_range.dtype).tiny).reshape(b, 1, 1, 1)
+    p = pred.reshape(b, m * t, y, x) / scale
+    r = ref.reshape(b, m * t, y, x) / scale
+    per_frame = _msssim(p, r, data_range=1.0, size_average=False, win_size=win_size, win_sigma=sigma, K=SSIM_K)
+    # size_average=False averages over channels; ask per channel by moving frames into the batch
+    return per_frame if per_frame.ndim == 2 else _ssim_per_channel(p, r, win_size, sigma)
+
+
+def _ssim_per_channel(p: Tensor, r: Tensor, win_size: int, sigma: float) -> Tensor:
+    b, c, y, x = p.shape
+    out = _msssim(
+        p.reshape(b * c, 1, y, x), r.reshape(b * c, 1, y, x),
+        data_range=1.0, size_average=False, win_size=win_size, win_sigma=sigma, K=SSIM_K,
+    )
+    return out.reshape(b, c)
+
+
+def ssim(
+    pred: Tensor,
+    ref: Tensor,
+    data_range: float | Tensor | None = None,
+    *,
+    win_size: int = SSIM_WINDOW,
+    sigma: float = SSIM_SIGMA,
+) -> Tensor:
+    """Mean 2D SSIM over slices and frames per example, float64 (B,) (see module doc).
+
+    ``data_range`` L: a number, a (B,) tensor, or None for each example's ``max |ref|``.
+    """
+    p, r = _magnitudes(pred, ref)
+    return ssim_frames(p, r, _data_range(r, data_range), win_size=win_size, sigma=sigma).mean(dim=1)
+
+
+def _as_array(values) -> np.ndarray:
+    if isinstance(values, Tensor):
+        return values.detach().to("cpu", torch.float64).reshape(-1).numpy()
+    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        vals = [v.item() if isinstance(v, Tensor) else v for v in values]
+        return np.asarray(vals, dtype=np.float64).reshape(-1)
+    raise TypeError(f"values must be a tensor or an iterable of numbers, got {type(values).__name__}")
+
+
+def summarize(values) -> dict[str, float | int]:
+    """``{"mean", "sd", "n"}`` of per-example values (tensor, array or list).
+
+    ``sd`` is the sample standard deviation (ddof = 1), the "mean ± SD" of papers; 0.0 for a
+    single value.  Every value counts, non-finite ones included (a diverged example makes the
+    mean ``inf``/``nan``: report :func:`failure_rate` beside it rather than hiding it).
+    """
+    a = _as_array(values)
+    if a.size == 0:
+        raise ValueError("summarize: no values (an empty evaluation set?)")
+    sd = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    return {"mean": float(a.mean()), "sd": sd, "n": int(a.size)}
+
+
+def failure_rate(nmse_values, threshold: float = 1000.0) -> float:
+    """Fraction of examples whose NMSE exceeds ``threshold`` (NaN counts as a failure).
+
+    ``threshold`` defaults to 1000 on the plain NMSE of :func:`nmse`, as the project states the
+    paper's rule; see the module doc for the unverified scaling of the paper's NMSE.
+    """
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    a = _as_array(nmse_values)
+    if a.size == 0:
+        raise ValueError("failure_rate: no values (an empty evaluation set?)")
+    return float(np.mean(~(a <= threshold)))
