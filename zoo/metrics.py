@@ -101,8 +101,8 @@ def ssim_frames(
 ) -> Tensor:
     """2D SSIM of every frame, differentiable: real (B, M, T, Y, X) x2, data_range (B,) -> (B, M*T).
 
-    The shared kernel of :func:`ssim` and :class:`zoo.losses.SmsLoss`.  Frames become channels
-    of ``pytorch_msssim.ssim`` (a depthwise Gaussian filter per channel).  Each example is divided
+    The shared kernel of :func:`ssim` and :class:`zoo.losses.SmsLoss`.  Frames become the batch
+    of ``pytorch_msssim.ssim`` (separable Gaussian filter, "valid" positions).  Each example is divided
     by its data range first and scored with range 1: SSIM is invariant under scaling both images
     and ``L`` together (the constants are ``(K L)^2``), and ``pytorch_msssim`` takes one scalar
     range only.
@@ -116,21 +116,12 @@ def ssim_frames(
             f"images of {y} x {x} pixels are smaller than the {win_size} x {win_size} SSIM window; "
             f"use a window of at most {min(y, x) - (1 - min(y, x) % 2)} or larger images"
         )
-    scale = torch.clamp(data_range, min=torch.finfo(data_range.dtype).tiny).reshape(b, 1, 1, 1)
-    p = pred.reshape(b, m * t, y, x) / scale
-    r = ref.reshape(b, m * t, y, x) / scale
-    per_frame = _msssim(p, r, data_range=1.0, size_average=False, win_size=win_size, win_sigma=sigma, K=SSIM_K)
-    # size_average=False averages over channels; ask per channel by moving frames into the batch
-    return per_frame if per_frame.ndim == 2 else _ssim_per_channel(p, r, win_size, sigma)
-
-
-def _ssim_per_channel(p: Tensor, r: Tensor, win_size: int, sigma: float) -> Tensor:
-    b, c, y, x = p.shape
-    out = _msssim(
-        p.reshape(b * c, 1, y, x), r.reshape(b * c, 1, y, x),
-        data_range=1.0, size_average=False, win_size=win_size, win_sigma=sigma, K=SSIM_K,
-    )
-    return out.reshape(b, c)
+    scale = torch.clamp(data_range, min=torch.finfo(data_range.dtype).tiny).reshape(b, 1, 1, 1, 1)
+    # one frame per batch entry, one channel: the (B*M*T,) scores reshape back per example
+    p = (pred / scale).reshape(b * m * t, 1, y, x)
+    r = (ref / scale).reshape(b * m * t, 1, y, x)
+    scores = _msssim(p, r, data_range=1.0, size_average=False, win_size=win_size, win_sigma=sigma, K=SSIM_K)
+    return scores.reshape(b, m * t)
 
 
 def ssim(

@@ -1,0 +1,108 @@
+"""``smssynth zoo``: the pretrained weights registry (``zoo.registry``): list entries, show one."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+KEY_METRICS = ("nmse", "psnr", "ssim")
+
+
+@click.group("zoo")
+def zoo_cmd():
+    """Pretrained reconstruction models: list the registered weights, show their metadata.
+
+    Load one in Python with ``model, meta = zoo.load(NAME)``.  The registry is the package's
+    zoo/weights/registry.json, or the folder in $SMSSYNTH_WEIGHTS_DIR.
+    """
+
+
+@zoo_cmd.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry entries as JSON.")
+def list_cmd(as_json):
+    """Table of the registered weights: architecture, parameters, training data, key metrics."""
+    weights = _read()
+    if as_json:
+        click.echo(json.dumps([w.to_entry() for w in weights], indent=2))
+        return
+    if not weights:
+        click.echo("no pretrained weights registered yet (maintainers add them with "
+                   "zoo.registry.register_checkpoint)")
+        return
+    header = ("name", "architecture", "parameters", "training data", "key metrics")
+    rows = [(w.name, w.architecture, f"{w.n_parameters:,}", _data_summary(w.meta.get("data", {})),
+             _metrics_summary(w.meta.get("metrics", {}))) for w in weights]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        click.echo("  ".join(cell.ljust(wd) for cell, wd in zip(r, widths)).rstrip())
+
+
+@zoo_cmd.command("info")
+@click.argument("name")
+def info_cmd(name):
+    """Full metadata of the weights NAME (or of a checkpoint file NAME), as JSON."""
+    from zoo.errors import SmssynthError, UnknownWeightsError
+    from zoo.registry import get_weights, list_models
+
+    try:
+        if name in list_models() or not _looks_like_path(name):
+            click.echo(json.dumps(get_weights(name).to_entry(), indent=2))
+            return
+        from zoo.checkpoint import read_metadata  # imports torch: only for checkpoint files
+
+        click.echo(json.dumps(read_metadata(name), indent=2))
+    except UnknownWeightsError as e:
+        raise click.BadParameter(str(e), param_hint="NAME") from None
+    except SmssynthError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _read():
+    from zoo.errors import SmssynthError
+    from zoo.registry import read_registry
+
+    try:
+        return sorted(read_registry(), key=lambda w: w.name)
+    except SmssynthError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.endswith((".safetensors", ".json")) or os.path.exists(name)
+
+
+def _data_summary(data: dict) -> str:
+    if not isinstance(data, dict) or not data:
+        return "?"
+    parts = [str(data.get("store", "?"))]
+    extra = [str(data["split"])] if data.get("split") else []
+    if data.get("n_examples") is not None:
+        extra.append(f"{data['n_examples']} ex.")
+    return parts[0] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and "mean" not in v:
+            yield from _flatten(v, path + ".")
+        else:
+            yield path, v
+
+
+def _metrics_summary(metrics: dict) -> str:
+    """The first NMSE, PSNR and SSIM found (a number, or a summary's mean), e.g. ``val.psnr 31.2``."""
+    if not isinstance(metrics, dict):
+        return "?"
+    flat = list(_flatten(metrics))
+    shown = []
+    for key in KEY_METRICS:
+        for path, v in flat:
+            if key in path.lower().split("."):
+                v = v.get("mean") if isinstance(v, dict) else v
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    shown.append(f"{path} {v:.4g}")
+                    break
+    return ", ".join(shown) or "-"

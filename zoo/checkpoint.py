@@ -1,0 +1,399 @@
+"""Checkpoints: safetensors weights + JSON metadata, verified on load, never unpickled.
+
+A checkpoint is a pair of files with one stem::
+
+    PATH.safetensors   the model's ``state_dict`` (safetensors: a JSON header + raw tensor bytes)
+    PATH.json          metadata (below); ``PATH.json["sha256"]`` is the SHA-256 of PATH.safetensors
+
+Metadata (``format_version`` 1.0; readers accept 1.x)::
+
+    format          "smssynth-checkpoint"
+    format_version  "1.0"
+    model           {"name", "config", "n_parameters"}: build with zoo.models.build_model(name, config)
+    training        what the trainer passes: epochs, steps, seconds, optimizer, lr, loss config, seed, device...
+    data            the training data: store basename, store format and version, dims, params,
+                    n_examples, split (see :func:`describe_store`)
+    metrics         what the trainer passes (e.g. validation NMSE/PSNR/SSIM summaries)
+    software        {"smssynth", "torch", "python", "safetensors"} versions
+    sha256          hex SHA-256 of PATH.safetensors
+    created         ISO 8601 time (UTC) of writing
+
+The safetensors header metadata (str -> str) repeats ``format``, ``format_version``,
+``model_name`` and ``model_config`` (JSON), so the weights file alone says what it holds, and
+``tensors_sha256``: a SHA-256 over the tensors themselves (name, dtype, shape and bytes, in name
+order).  The file's own hash cannot be inside the file; the tensor hash is what ties the
+header to the payload, and :func:`load_checkpoint` checks it after decoding.
+
+Loading (:func:`load_checkpoint`) recomputes the file's SHA-256 and refuses a mismatch
+(:class:`~zoo.errors.ChecksumError`), builds the architecture from the metadata (so weights and
+code cannot drift: torchvision's ``WeightsEnum`` builder, STYLE practice 6), and loads the
+tensors strictly with ``safetensors.torch.load_file``.  Nothing is ever unpickled:
+``torch.load`` is not used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from synth.errors import ConfigError
+from zoo.errors import CheckpointError, ChecksumError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "checkpoint_paths",
+    "describe_store",
+    "load_checkpoint",
+    "read_metadata",
+    "save_checkpoint",
+    "sha256_file",
+    "tensors_sha256",
+]
+
+FORMAT = "smssynth-checkpoint"
+FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+REQUIRED_KEYS = ("format", "format_version", "model", "training", "data", "metrics", "software", "sha256", "created")
+MODEL_KEYS = ("name", "config", "n_parameters")
+_SUFFIX = ".safetensors"
+_CHUNK = 1 << 20
+
+
+# --- paths and hashes ---------------------------------------------------------------------------
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(PATH.safetensors, PATH.json)`` for a path given without suffix or with either suffix."""
+    p = Path(path)
+    name = p.name
+    for suffix in (_SUFFIX, ".json"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    stem = p.with_name(name)
+    # append, never with_suffix: a stem like "run.v2" must keep its dot
+    return stem.with_name(name + _SUFFIX), stem.with_name(name + ".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over tensors' names, dtypes, shapes and bytes, in name order (device-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        # a uint8 view gives the raw bytes of every dtype (bfloat16 and complex included)
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+def _jsonable(obj: Any) -> Any:
+    """``json.dumps`` fallback for values trainers naturally pass (configs, paths, numbers)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.generic,)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _dump_json(meta: dict) -> str:
+    try:
+        return json.dumps(meta, indent=2, sort_keys=False, default=_jsonable)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint metadata cannot be written as JSON ({e}); pass numbers, strings, lists, dicts, "
+            f"dataclasses, paths or tensors in training/data/metrics"
+        ) from None
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: no half-written file ever."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _software() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {"smssynth": ver("smssynth"), "torch": torch.__version__, "python": platform.python_version(),
+            "safetensors": ver("safetensors")}
+
+
+# --- save ---------------------------------------------------------------------------------------
+
+
+def _check_buildable(model: nn.Module, model_name: str, model_config: dict, state: dict) -> None:
+    """Refuse at save time what load time could not rebuild (a wrong name or config)."""
+    from zoo.models import build_model
+
+    if getattr(model, "name", model_name) != model_name:
+        raise CheckpointError(f"model_name {model_name!r} but the model is a registered {model.name!r}; pass {model.name!r}")
+    try:
+        rebuilt = build_model(model_name, dict(model_config))
+    except ConfigError as e:
+        raise CheckpointError(f"model_name/model_config cannot rebuild the model: {e}") from None
+    want = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        diff = sorted(set(want.items()) ^ set(have.items()))[:6]
+        raise CheckpointError(
+            f"build_model({model_name!r}, model_config) has other weights than the model being saved "
+            f"(first differences: {diff}); pass the config the model was built with "
+            f"(zoo.models.model_config_dict(model))"
+        )
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    model_name: str,
+    model_config: dict,
+    training: dict,
+    data: dict,
+    metrics: dict,
+) -> Path:
+    """Write ``PATH.safetensors`` and ``PATH.json``; return the ``.safetensors`` path.
+
+    Parameters
+    ----------
+    path : the checkpoint's path without suffix, or ending in ``.safetensors``; the folder is created.
+    model : the module; its ``state_dict`` (parameters and persistent buffers) is saved, on CPU.
+    model_name, model_config : the registered architecture and its config dict
+        (:func:`zoo.models.model_config_dict`); checked here to rebuild the model's exact weights.
+    training, data, metrics : JSON-able dicts stored verbatim (dataclasses, paths, numpy and
+        tensor values are converted); see the module doc for the expected content.
+
+    Each file is written to a temporary name and renamed, weights first: an interrupted save
+    leaves the previous checkpoint or a pair whose hash check fails, never a silent mix.
+    """
+    for key, value in (("model_config", model_config), ("training", training), ("data", data), ("metrics", metrics)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"save_checkpoint: {key} must be a dict, got {type(value).__name__}")
+    st_path, json_path = checkpoint_paths(path)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    _check_buildable(model, model_name, model_config, state)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "model_config": json.dumps(model_config, sort_keys=True, default=_jsonable),
+        "tensors_sha256": tensors_sha256(state),
+    }
+    _write_atomic(st_path, lambda tmp: save_file(state, tmp, metadata=header))
+
+    from zoo.models import count_parameters
+
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model_name, "config": model_config, "n_parameters": count_parameters(model)},
+        "training": training,
+        "data": data,
+        "metrics": metrics,
+        "software": _software(),
+        "sha256": sha256_file(st_path),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    text = _dump_json(meta) + "\n"
+    _write_atomic(json_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return st_path
+
+
+def describe_store(store_path: str | Path, *, split: str | None = None, n_examples: int | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    """The ``data`` entry of a checkpoint for a model trained on an smssynth store.
+
+    Reads the store's documented attributes only (``docs/store-format.md``): ``store`` (the
+    path's basename: full paths may name people or sites), ``format``, ``format_version``,
+    ``dims``, ``params``, plus ``split`` and ``n_examples`` (the examples actually used; default
+    the store's complete examples) and any ``extra`` items (e.g. ``data_config``).
+    """
+    from synth.store import Store
+
+    st = Store.open(store_path)
+    attrs = st.attrs
+    out = {
+        "store": Path(str(store_path).rstrip("/")).name,
+        "format": attrs.get("format"),
+        "format_version": attrs.get("format_version"),
+        "dims": st.dims,
+        "params": st.params,
+        "split": split,
+        "n_examples": int(st.complete().sum()) if n_examples is None else int(n_examples),
+    }
+    out.update(extra)
+    return out
+
+
+# --- read and load ------------------------------------------------------------------------------
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The JSON metadata of a checkpoint (path with or without suffix), validated for its keys.
+
+    Raises CheckpointError, naming the file and what to do, when the JSON is missing, garbled,
+    of another format or major version, or lacks a required key.
+    """
+    st_path, json_path = checkpoint_paths(path)
+    fix = f"a checkpoint is {st_path.name} + {json_path.name} as written by zoo.checkpoint.save_checkpoint"
+    try:
+        text = json_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{json_path}: metadata file missing; {fix} (copy both files together)") from None
+    except OSError as e:
+        raise CheckpointError(f"{json_path}: cannot read the metadata ({e})") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{json_path}: metadata is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+            f"the file is corrupt: restore it from the source of the checkpoint, or re-save the checkpoint"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{json_path}: metadata must be a JSON object, found {type(meta).__name__}; {fix}")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: format {meta.get('format')!r}, expected {FORMAT!r}; {fix}")
+    version = str(meta.get("format_version", ""))
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise CheckpointError(f"{json_path}: unreadable format_version {version!r}; {fix}") from None
+    if major != SUPPORTED_MAJOR:
+        raise CheckpointError(
+            f"{json_path}: checkpoint format version {version}, this smssynth reads {SUPPORTED_MAJOR}.x; "
+            f"upgrade smssynth"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    model = meta.get("model")
+    if isinstance(model, dict):
+        missing += [f"model.{k}" for k in MODEL_KEYS if k not in model]
+    elif "model" not in missing:
+        missing.append("model (must be an object)")
+    if missing:
+        raise CheckpointError(f"{json_path}: metadata lacks {missing}; {fix}")
+    return meta
+
+
+def _verify_hash(st_path: Path, expected: str, source: str) -> None:
+    actual = sha256_file(st_path)
+    if actual != str(expected).lower():
+        raise ChecksumError(
+            f"{st_path}: SHA-256 mismatch: expected {expected} ({source}), found {actual}. The file is "
+            f"corrupt, truncated or not the one recorded; restore it (or download it again) and do not use it as is"
+        )
+
+
+def load_checkpoint(
+    path: str | Path, *, device: str | torch.device = "cpu", expected_sha256: str | None = None
+) -> tuple[nn.Module, dict]:
+    """Verify and load a checkpoint: returns ``(model, metadata)``, the model in eval mode on ``device``.
+
+    Steps: read the metadata (:func:`read_metadata`); recompute the ``.safetensors`` SHA-256 and
+    compare it with ``expected_sha256`` (when given, e.g. by the weights registry) and with
+    ``metadata["sha256"]`` -- a mismatch raises :class:`~zoo.errors.ChecksumError` naming the
+    file and both hashes; build the architecture with ``zoo.models.build_model(name, config)``
+    from the metadata; load the tensors with ``safetensors.torch.load_file`` and
+    ``load_state_dict(strict=True)``; check the header's model name and tensor hash and the
+    parameter count.  Any mismatch with the code raises :class:`~zoo.errors.CheckpointError`.
+    """
+    from zoo.models import build_model, count_parameters
+
+    st_path, json_path = checkpoint_paths(path)
+    meta = read_metadata(path)
+    if not st_path.is_file():
+        raise CheckpointError(
+            f"{st_path}: weights file missing beside its metadata; copy {st_path.name} together with {json_path.name}"
+        )
+    if expected_sha256 is not None:
+        _verify_hash(st_path, expected_sha256, "expected by the caller")
+    _verify_hash(st_path, meta["sha256"], f"recorded in {json_path.name}")
+
+    name, config = meta["model"]["name"], meta["model"]["config"]
+    try:
+        model = build_model(name, config)
+    except ConfigError as e:
+        raise CheckpointError(
+            f"{st_path}: this smssynth cannot build the checkpoint's architecture ({e}); "
+            f"use the smssynth version that wrote it ({meta['software'].get('smssynth', '?')}) or a newer one"
+        ) from None
+
+    try:
+        with safe_open(str(st_path), framework="pt") as f:
+            header = f.metadata() or {}
+        state = load_file(str(st_path), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError for a malformed file
+        raise CheckpointError(f"{st_path}: not a readable safetensors file ({e}); restore the file") from None
+    if header.get("model_name", name) != name:
+        raise CheckpointError(
+            f"{st_path}: weights are of model {header['model_name']!r} but the metadata says {name!r}; "
+            f"the .json belongs to another checkpoint"
+        )
+    if "tensors_sha256" in header and tensors_sha256(state) != header["tensors_sha256"]:
+        raise ChecksumError(
+            f"{st_path}: tensor hash mismatch: expected {header['tensors_sha256']} (file header), "
+            f"found {tensors_sha256(state)}; the file is corrupt, restore it"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{st_path}: weights do not fit build_model({name!r}, config) of this smssynth: {e}"
+        ) from None
+    n = count_parameters(model)
+    if n != meta["model"]["n_parameters"]:
+        raise CheckpointError(
+            f"{st_path}: the rebuilt model has {n} parameters, the metadata records "
+            f"{meta['model']['n_parameters']}; the checkpoint and this smssynth's model code disagree"
+        )
+    return model.to(device).eval(), meta
