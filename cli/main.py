@@ -13,6 +13,7 @@ COMMANDS = {
     "dicom2kspace": ("cli.dicom2kspace", "dicom2kspace"),
     "inspect": ("cli.inspect", "inspect_cmd"),
     "generate": ("cli.generate", "generate"),
+    "zoo": ("cli.zoo", "zoo_cmd"),
 }
 
 

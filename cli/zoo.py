@@ -14,7 +14,7 @@ KEY_METRICS = ("nmse", "psnr", "ssim")
 def zoo_cmd():
     """Pretrained reconstruction models: list the registered weights, show their metadata.
 
-    Load one in Python with ``model, meta = zoo.load(NAME)``.  The registry is the package's
+    Load one in Python with: model, meta = zoo.load(NAME).  The registry is the package's
     zoo/weights/registry.json, or the folder in $SMSSYNTH_WEIGHTS_DIR.
     """
 

@@ -59,6 +59,7 @@ __all__ = [
     "checkpoint_paths",
     "describe_store",
     "load_checkpoint",
+    "n_parameters",
     "read_metadata",
     "save_checkpoint",
     "sha256_file",
@@ -108,6 +109,15 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         # a uint8 view gives the raw bytes of every dtype (bfloat16 and complex included)
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def n_parameters(model: nn.Module) -> int:
+    """Number of parameter scalars, trainable or frozen: ``meta["model"]["n_parameters"]``.
+
+    Not ``zoo.models.count_parameters`` (trainable only): a model fine-tuned with frozen layers
+    must record the count that the rebuilt architecture has.
+    """
+    return sum(p.numel() for p in model.parameters())
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -175,7 +185,9 @@ def _check_buildable(model: nn.Module, model_name: str, model_config: dict, stat
     from zoo.models import build_model
 
     if getattr(model, "name", model_name) != model_name:
-        raise CheckpointError(f"model_name {model_name!r} but the model is a registered {model.name!r}; pass {model.name!r}")
+        raise CheckpointError(
+            f"model_name {model_name!r} but the model is a registered {model.name!r}; pass {model.name!r}"
+        )
     try:
         rebuilt = build_model(model_name, dict(model_config))
     except ConfigError as e:
@@ -232,12 +244,10 @@ def save_checkpoint(
     }
     _write_atomic(st_path, lambda tmp: save_file(state, tmp, metadata=header))
 
-    from zoo.models import count_parameters
-
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {"name": model_name, "config": model_config, "n_parameters": count_parameters(model)},
+        "model": {"name": model_name, "config": model_config, "n_parameters": n_parameters(model)},
         "training": training,
         "data": data,
         "metrics": metrics,
@@ -257,12 +267,21 @@ def describe_store(store_path: str | Path, *, split: str | None = None, n_exampl
     Reads the store's documented attributes only (``docs/store-format.md``): ``store`` (the
     path's basename: full paths may name people or sites), ``format``, ``format_version``,
     ``dims``, ``params``, plus ``split`` and ``n_examples`` (the examples actually used; default
-    the store's complete examples) and any ``extra`` items (e.g. ``data_config``).
+    the store's complete examples, of ``split`` when given) and any ``extra`` items (e.g.
+    ``data_config``).
     """
     from synth.store import Store
 
     st = Store.open(store_path)
     attrs = st.attrs
+    if n_examples is None:
+        done = st.complete()
+        if split is None:
+            n_examples = int(done.sum())
+        else:
+            examples = attrs.get("examples", [])
+            n_examples = sum(1 for j, e in enumerate(examples)
+                             if e.get("split") == split and done[int(e.get("index", j))])
     out = {
         "store": Path(str(store_path).rstrip("/")).name,
         "format": attrs.get("format"),
@@ -270,7 +289,7 @@ def describe_store(store_path: str | Path, *, split: str | None = None, n_exampl
         "dims": st.dims,
         "params": st.params,
         "split": split,
-        "n_examples": int(st.complete().sum()) if n_examples is None else int(n_examples),
+        "n_examples": int(n_examples),
     }
     out.update(extra)
     return out
@@ -347,7 +366,7 @@ def load_checkpoint(
     ``load_state_dict(strict=True)``; check the header's model name and tensor hash and the
     parameter count.  Any mismatch with the code raises :class:`~zoo.errors.CheckpointError`.
     """
-    from zoo.models import build_model, count_parameters
+    from zoo.models import build_model
 
     st_path, json_path = checkpoint_paths(path)
     meta = read_metadata(path)
@@ -390,7 +409,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{st_path}: weights do not fit build_model({name!r}, config) of this smssynth: {e}"
         ) from None
-    n = count_parameters(model)
+    n = n_parameters(model)
     if n != meta["model"]["n_parameters"]:
         raise CheckpointError(
             f"{st_path}: the rebuilt model has {n} parameters, the metadata records "

@@ -143,7 +143,8 @@ class SmsLoss(nn.Module):
         if target.ndim != 5:
             raise ValueError(f"target must be (B, M, T, Y, X), got shape {tuple(target.shape)}")
         coil_axis = pred.ndim == 6
-        if pred.shape[coil_axis + 1:] != target.shape[1:] or pred.shape[0] != target.shape[0] or pred.ndim not in (5, 6):
+        lead_ok = pred.ndim in (5, 6) and pred.shape[0] == target.shape[0]
+        if not lead_ok or pred.shape[coil_axis + 1:] != target.shape[1:]:
             raise ValueError(
                 f"pred {tuple(pred.shape)} does not match target {tuple(target.shape)}: expected "
                 f"(B, M, T, Y, X) or (B, C, M, T, Y, X) with the target's B, M, T, Y, X"

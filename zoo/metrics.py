@@ -1,10 +1,10 @@
 r"""Evaluation metrics of the paper, on magnitude images, one value per example.
 
 Every metric takes ``pred`` and ``ref`` of shape (B, M, T, Y, X) -- B examples, M SMS slices,
-T frames, Y x X pixels -- real (magnitude) or complex (the modulus is taken), torch tensors on
-any device, and returns a float64 tensor (B,) on that device: one value per example, computed
-over all of its (M, T, Y, X).  Nothing is differentiated (inputs are detached); the training
-loss is :mod:`zoo.losses`.
+T frames, Y x X pixels -- real magnitudes (used as they are) or complex (the modulus is taken),
+torch tensors on any device, and returns a float64 tensor (B,) on that device: one value per
+example, computed over all of its (M, T, Y, X), in float64.  Nothing is differentiated (inputs
+are detached); the training loss is :mod:`zoo.losses`.
 
 .. math::
 
@@ -18,10 +18,12 @@ example's reference maximum ``max r`` (for a store's ``target``, normalised to m
 SSIM is Wang et al.'s ("Image quality assessment: from error visibility to structural
 similarity", IEEE TIP 2004): Gaussian window 11 x 11, sigma 1.5, ``K1 = 0.01``, ``K2 = 0.03``,
 population (biased) local statistics, averaged over the "valid" positions (where the window
-lies inside the image), computed per 2D frame by the maintained ``pytorch_msssim``. This is
+lies inside the image), computed per 2D frame by the maintained ``pytorch_msssim`` (with a
+window normalised in float64, see :func:`_gauss_window`).  That is what
 ``skimage.metrics.structural_similarity(p, r, data_range=L, gaussian_weights=True, sigma=1.5,
-use_sample_covariance=False)`` up to the border crop (skimage crops ``(win - 1) // 2`` pixels
-of a padded full-size map; ``pytorch_msssim`` convolves without padding: the same positions).
+use_sample_covariance=False)`` averages too (it crops the same ``(win - 1) // 2`` border);
+skimage is not a dependency: ``tests/zoo/test_metrics.py`` checks against a numpy
+transcription of the formula.
 
 NMSE convention.  NMSE here is the **plain ratio** (0 = perfect, 1 = as bad as an all-zero
 image).  :func:`failure_rate` counts an example as failed when its NMSE exceeds ``threshold``,
@@ -32,6 +34,7 @@ text, so pass ``threshold`` explicitly if it is (e.g. ``threshold=1.0`` for "NMS
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -120,8 +123,23 @@ def ssim_frames(
     # one frame per batch entry, one channel: the (B*M*T,) scores reshape back per example
     p = (pred / scale).reshape(b * m * t, 1, y, x)
     r = (ref / scale).reshape(b * m * t, 1, y, x)
-    scores = _msssim(p, r, data_range=1.0, size_average=False, win_size=win_size, win_sigma=sigma, K=SSIM_K)
+    win = _gauss_window(win_size, float(sigma)).to(pred.device)
+    scores = _msssim(p, r, data_range=1.0, size_average=False, win=win, K=SSIM_K)
     return scores.reshape(b, m * t)
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_window(win_size: int, sigma: float) -> Tensor:
+    """The Gaussian window (1, 1, 1, win) for one-channel 2D images, normalised in float64.
+
+    ``pytorch_msssim`` builds its window in float32, whose sum is 1 - 3e-8: then the local
+    variance ``G*(x^2) - (G*x)^2`` of a flat image is ~6e-8 x^2 instead of 0, which moves SSIM by
+    up to ~1e-5 (on flat regions of range-1 images).  Passed as ``win``, this one is cast to the
+    images' dtype by the package.
+    """
+    c = torch.arange(win_size, dtype=torch.float64) - win_size // 2
+    g = torch.exp(-(c**2) / (2 * sigma**2))
+    return (g / g.sum()).reshape(1, 1, 1, win_size)
 
 
 def ssim(

@@ -62,6 +62,7 @@ _PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_KEYS = {"name", "file", "sha256", "meta", "url"}
+_URL_SCHEMES = ("https://", "http://", "file://")
 
 # metadata an entry must carry: the checkpoint's keys (zoo.checkpoint.REQUIRED_KEYS) + licence, description
 REQUIRED_META = (
@@ -149,8 +150,8 @@ def _entry_to_weights(entry: Any, where: Path, i: int) -> Weights:
         raise bad(f"sha256 {sha!r} must be 64 lower-case hex digits")
     if not (isinstance(meta, dict) and isinstance(meta.get("model"), dict)):
         raise bad("meta must be an object with a 'model' object")
-    if url is not None and not isinstance(url, str):
-        raise bad(f"url must be a string or null, got {url!r}")
+    if url is not None and not (isinstance(url, str) and url.startswith(_URL_SCHEMES)):
+        raise bad(f"url must be null or start with one of {_URL_SCHEMES}, got {url!r}")
     return Weights(name=name, file=file, sha256=sha, meta=meta, url=url)
 
 
@@ -205,7 +206,8 @@ def _download(url: str, dest: Path, sha256: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310 (http/https/file by design)
+        # only _URL_SCHEMES reach here (entries are validated on read); tests use file://
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310
             for block in iter(lambda: src.read(1 << 20), b""):
                 h.update(block)
                 out.write(block)
@@ -313,13 +315,13 @@ def validate_weights(
     entry's and the shipped ``.json`` equals ``meta`` (an entry with only a ``url`` is not
     downloaded here: that is :func:`load`'s job).
     """
-    from zoo.checkpoint import sha256_file
-    from zoo.models import build_model, count_parameters
+    from zoo.checkpoint import n_parameters, sha256_file
+    from zoo.models import build_model
 
     problems = _meta_problems(weights.meta, weights.sha256)
     model_meta = weights.meta.get("model", {})
     try:
-        n = count_parameters(build_model(model_meta.get("name"), model_meta.get("config")))
+        n = n_parameters(build_model(model_meta.get("name"), model_meta.get("config")))
         if n != model_meta.get("n_parameters"):
             problems.append(f"built model has {n} parameters, meta records {model_meta.get('n_parameters')}")
     except Exception as e:  # any failure to build is a problem to report, not to raise
@@ -370,6 +372,8 @@ def register_checkpoint(
     """
     from zoo.checkpoint import checkpoint_paths, load_checkpoint
 
+    if url is not None and not (isinstance(url, str) and url.startswith(_URL_SCHEMES)):
+        raise CheckpointError(f"url must be None or start with one of {_URL_SCHEMES}, got {url!r}")
     if not (isinstance(name, str) and _NAME.match(name)):
         raise CheckpointError(f"weights name {name!r} must match {_NAME.pattern} (e.g. 'sms-crnn-cine-sms2-r4')")
     for key, value in (("licence", licence), ("description", description)):
@@ -378,7 +382,9 @@ def register_checkpoint(
     folder = resolve_weights_dir(weights_dir)
     entries = read_registry(folder)
     if any(w.name == name for w in entries) and not overwrite:
-        raise CheckpointError(f"{folder / REGISTRY_FILE}: {name!r} is already registered; pass overwrite=True to replace it")
+        raise CheckpointError(
+            f"{folder / REGISTRY_FILE}: {name!r} is already registered; pass overwrite=True to replace it"
+        )
 
     st_src, _ = checkpoint_paths(checkpoint_path)
     _, meta = load_checkpoint(checkpoint_path)  # verifies everything a user's load would

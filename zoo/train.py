@@ -103,7 +103,7 @@ from zoo.models import build_model, count_parameters, make_config, model_config_
 
 __all__ = [
     "NORM_QUANTILE", "FitResult", "RunConfig", "TrainConfig", "crop_readout", "denormalize", "example_scale",
-    "evaluate_examples", "fit", "freeze_parameters", "load_state", "load_yaml_config", "normalize_batch",
+    "evaluate_examples", "fit", "freeze_parameters", "load_parent", "load_state", "load_yaml_config", "normalize_batch",
     "resolve_run_config", "save_state", "split_examples",
 ]
 
@@ -481,6 +481,25 @@ def split_examples(store: Store, complete: list[int], val_fraction: float, seed:
 # --- parameters -------------------------------------------------------------------------------
 
 
+def load_parent(source: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Starting point of a fine-tuning run: ``(model, parent)`` from a checkpoint path or registry name.
+
+    The architecture and weights come from :func:`zoo.registry.load` (SHA-256 checked);
+    ``parent`` = ``{"source", "name", "model", "sha256"}`` is recorded in the run's config and
+    every checkpoint it writes (``name`` is the registry name, or the checkpoint's file stem).
+    """
+    from zoo.checkpoint import checkpoint_paths
+    from zoo.registry import list_models as list_weights
+    from zoo.registry import load as load_pretrained
+
+    model, meta = load_pretrained(str(source), device=device)
+    registered = isinstance(source, str) and source in list_weights()
+    name = source if registered else checkpoint_paths(source)[0].name[: -len(".safetensors")]
+    parent = {"source": str(source), "name": name, "model": meta["model"]["name"], "sha256": meta["sha256"],
+              "registry": registered}
+    return model, parent
+
+
 def freeze_parameters(model: nn.Module, patterns: tuple[str, ...] | list[str]) -> list[str]:
     """Set ``requires_grad = False`` on parameters whose names match any glob pattern; return them.
 
@@ -651,6 +670,7 @@ class FitResult:
     n_val: int = 0
     seconds: float = 0.0
     model: nn.Module | None = None
+    rank: int = 0
 
 
 class _Log:
@@ -675,12 +695,12 @@ class _Log:
             w.writerows(self.rows)
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows.append({k: _fmt(v) for k, v in row.items()})
+        self.rows.append({k: _fmt(v) for k, v in row.items()})  # strings, as read back on resume
         self._rewrite()
 
 
-def _fmt(v):
-    return f"{v:.6g}" if isinstance(v, float) else v
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def _tensorboard(run_dir: Path):
@@ -795,6 +815,9 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
 
     # model: fresh, fine-tuned, or resumed
     progress = None
+    if not resume and Path(str(last) + ".json").is_file():
+        raise ConfigError(f"--out {run_dir} already holds a run (checkpoints/last); pass --resume to continue it "
+                          f"or choose another --out")
     if resume:
         if not Path(str(last) + ".json").is_file():
             raise ConfigError(f"--resume: {run_dir} has no checkpoints/last checkpoint to resume from")
@@ -963,7 +986,7 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
         tb.close()
     return FitResult(run_dir=run_dir, epoch=epoch, step=step, history=list(log.rows) if log else [],
                      best=best, zero_filled=zf, split=how, n_train=len(train_idx), n_val=len(val_idx),
-                     seconds=time.perf_counter() - t_start, model=model)
+                     seconds=time.perf_counter() - t_start, model=model, rank=info.rank)
 
 
 def _metric_line(s: dict | None) -> str:

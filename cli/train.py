@@ -1,0 +1,184 @@
+"""``smssynth train``: train a zoo model on a store (the loop is :mod:`zoo.train`).
+
+The options shared with ``smssynth finetune`` live here too (:func:`loop_options`,
+:func:`run_loop`).  Precedence: a flag given on the command line > the ``--config`` YAML > the
+defaults of ``zoo.train.TrainConfig`` / ``zoo.data.DataConfig`` / ``zoo.losses.LossConfig``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+# options that may change when a run is resumed (everything else is fixed by its config.json)
+RESUMABLE = ("epochs", "max_steps", "num_workers", "device", "store")
+
+# click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
+LOOP_KEYS = ("epochs", "lr", "batch_size", "num_workers", "val_fraction", "crop", "seed", "max_steps", "amp",
+             "device", "coil_mode", "mask")
+
+
+def loop_options(f):
+    """The options every training command takes (defaults shown are zoo.train's)."""
+    opts = [
+        click.option("--data", "store", default=None, metavar="STORE",
+                     help="smssynth store to train on (required, except with --resume: taken from the run)."),
+        click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
+                     help="Run folder: config.json, log.csv, checkpoints/ (epoch-NNN, last, best)."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                     help="YAML with sections model, loss, data, optimizer, train (see zoo.train.load_yaml_config); "
+                          "flags given here override it."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs.  [default: 10]"),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Adam learning rate.  [default: 1e-4]"),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Examples per step (per process under torchrun).  [default: 1]"),
+        click.option("--num-workers", type=click.IntRange(min=0), default=None,
+                     help="DataLoader worker processes.  [default: 0]"),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Held-out fraction (by patient when possible) when the store has no 'val' split; "
+                          "0 = no validation.  [default: 0.1]"),
+        click.option("--crop", type=click.IntRange(min=16), default=None,
+                     help="Train on random readout (x) windows this many pixels wide, k-space recomputed "
+                          "exactly (CPU training); validation uses whole images.  [default: off]"),
+        click.option("--seed", type=click.IntRange(min=0), default=None,
+                     help="Root seed: initialisation, shuffling, fresh masks, crops, held-out split.  [default: 0]"),
+        click.option("--max-steps", type=click.IntRange(min=1), default=None,
+                     help="Stop after this many optimizer steps in all (smoke runs).  [default: none]"),
+        click.option("--device", default=None,
+                     help="cpu, cuda or cuda:N.  [default: cuda when available, else cpu]"),
+        click.option("--amp/--no-amp", default=None,
+                     help="Mixed precision for the convolutions (CUDA only).  [default: off]"),
+        click.option("--coil-mode", type=click.Choice(["virtual", "per-coil"]), default=None,
+                     help="One virtual coil from the data, or every coil as its own example.  [default: virtual]"),
+        click.option("--mask", type=click.Choice(["stored", "fresh"]), default=None,
+                     help="The store's masks, or a fresh seeded mask per epoch.  [default: stored]"),
+        click.option("--resume", is_flag=True,
+                     help="Continue the run in --out from checkpoints/last (weights, optimizer, epoch, RNG); "
+                          "--epochs/--max-steps may be raised."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def explicit_options(kwargs: dict, names) -> dict:
+    """The options among ``names`` given on the command line (or by environment)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: kwargs[k] for k in names if ctx.get_parameter_source(k) in given and kwargs[k] is not None}
+
+
+def run_loop(command: str, kwargs: dict, *, model=None, model_config=None, source=None, freeze=()):
+    """Resolve the configuration and run ``zoo.train.fit``; user errors become one-line click errors.
+
+    ``model``/``model_config``/``source`` come from ``smssynth finetune`` (the checkpoint's
+    architecture and its source); ``model`` from ``--model`` otherwise (inside ``kwargs``).
+    """
+    import json
+    from pathlib import Path
+
+    from synth.errors import SmssynthError
+    from synth.store import Store
+    from zoo import train as T
+    from zoo.models import list_models, model_config_dict
+
+    run_dir = Path(kwargs["run_dir"])
+    resume = kwargs["resume"]
+    over = explicit_options(kwargs, LOOP_KEYS)
+    if freeze:
+        over["freeze"] = tuple(freeze)
+    store = kwargs["store"]
+    try:
+        if resume:
+            cfg_path = run_dir / "config.json"
+            if not cfg_path.is_file():
+                raise click.BadParameter(f"{run_dir} holds no run to resume (no config.json)", param_hint="--out")
+            saved = T.RunConfig.from_dict(json.loads(cfg_path.read_text()))
+            if saved.command != command:
+                raise click.UsageError(f"{run_dir} is a '{saved.command}' run; resume it with `smssynth {saved.command}`")
+            fixed = {k: v for k, v in over.items() if k not in RESUMABLE}
+            if kwargs.get("config_path") or kwargs.get("model") or source or fixed:
+                named = sorted(["--" + k.replace("_", "-") for k in fixed]
+                               + [o for o, v in (("--config", kwargs.get("config_path")), ("--model", kwargs.get("model")),
+                                                 ("--from", source)) if v])
+                raise click.UsageError(f"{', '.join(named)} cannot change on --resume (the run's config.json "
+                                       f"fixes them); only --epochs, --max-steps, --num-workers, --device, --data may")
+            import dataclasses
+
+            train = dataclasses.replace(saved.train, **{k: v for k, v in over.items() if k in RESUMABLE})
+            run = dataclasses.replace(saved, train=train, store=store or saved.store)
+            init_model = None
+        else:
+            if store is None:
+                raise click.UsageError("Missing option '--data' (the store to train on).")
+            _check_store(store, Store, SmssynthError)
+            if model is None and kwargs.get("model") and kwargs["model"] not in list_models():
+                raise click.BadParameter(f"unknown model {kwargs['model']!r}; known models: {list_models()}",
+                                         param_hint="--model")
+            try:
+                sections = T.load_yaml_config(kwargs["config_path"]) if kwargs.get("config_path") else None
+            except SmssynthError as e:  # the message names --config and the file
+                raise click.UsageError(str(e)) from None
+            if kwargs.get("model"):
+                over["model"] = kwargs["model"]
+            init_model, parent = (None, None)
+            if source is not None:
+                try:
+                    init_model, parent = T.load_parent(source)
+                except SmssynthError as e:
+                    raise click.BadParameter(str(e), param_hint="--from") from None
+                model, model_config = init_model.name, model_config_dict(init_model)
+            run = T.resolve_run_config(store, yaml_sections=sections, overrides=over, model=model,
+                                       model_config=model_config, command=command, parent=parent,
+                                       source=f"--config {kwargs.get('config_path')}")
+        result = T.fit(run, run_dir, resume=resume, init_model=init_model, quiet=kwargs["quiet"], echo=click.echo)
+    except click.ClickException:
+        raise
+    except SmssynthError as e:
+        raise click.UsageError(str(e)) from None
+    summary(result)
+    return result
+
+
+def _check_store(store, Store, SmssynthError) -> None:
+    try:
+        Store.open(store)
+    except SmssynthError as e:
+        raise click.BadParameter(str(e), param_hint="--data") from None
+
+
+def summary(r) -> None:
+    if r is None or r.rank != 0:
+        return
+    line = f"done: epoch {r.epoch}, step {r.step}, {r.seconds:.1f}s; run in {r.run_dir}"
+    if r.best:
+        line += f"; best val PSNR {r.best['psnr']:.2f} dB at epoch {r.best['epoch']}"
+    if r.zero_filled:
+        line += f" (zero-filled {r.zero_filled['psnr']['mean']:.2f} dB)"
+    click.echo(line)
+
+
+@click.command("train")
+@click.option("--model", default=None, metavar="NAME",
+              help="Architecture (zoo.models: sms-crnn, independent, conv3d); or model.name in --config.")
+@loop_options
+def train(**kwargs):
+    """Train a reconstruction model on an smssynth store.
+
+    Adam, per-epoch validation (NMSE, PSNR, SSIM on the store's 'val' split, else a held-out
+    --val-fraction), a checkpoint every epoch (plus last and best by val PSNR), log.csv.
+    Multi-GPU / multi-node: start it with torchrun, e.g.
+
+        torchrun --nproc-per-node 2 -m cli.main train --data cine.zarr --model sms-crnn --out run
+    """
+    run_loop("train", kwargs)

@@ -1,0 +1,127 @@
+"""``smssynth train`` / ``smssynth finetune`` through click: runs, resume, and one-line usage errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.finetune import finetune
+from cli.train import train
+
+CFG = "model: {name: sms-crnn, config: {n_filters: 4, n_iterations: 1}}\ndata: {val_fraction: 0.34}\ntrain: {epochs: 1}\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; avoids oversubscribed OpenMP threads on a shared box
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from synth.config import SimConfig
+    from synth.phantom import PhantomSpec, write_phantom
+    from synth.pipeline import dicom2kspace
+
+    root = tmp_path_factory.mktemp("cli-train")
+    write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=4, n_frames=4, acquired=(29, 25),
+                                            matrix=(29, 25), seed=3))
+    out = root / "s.zarr"
+    dicom2kspace([root / "dcm"], out, SimConfig(sms=2, coils=2, accel=2, acs=4, seed=2), salt=b"cli-train")
+    return out
+
+
+@pytest.fixture
+def config(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(CFG)
+    return p
+
+
+def invoke(cmd, *args):
+    return CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(r, *needles):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in r.output, r.output
+
+
+def test_help():
+    r = invoke(train, "--help")
+    assert r.exit_code == 0
+    for opt in ("--data", "--model", "--config", "--epochs", "--resume", "--crop", "--amp", "--coil-mode",
+                "--mask", "--max-steps", "--val-fraction", "--device", "torchrun"):
+        assert opt in r.output, opt
+    r = invoke(finetune, "--help")
+    assert r.exit_code == 0 and "--from" in r.output and "--freeze" in r.output
+
+
+def test_train_resume_and_finetune(store, config, tmp_path):
+    out = tmp_path / "run"
+    r = invoke(train, "--data", store, "--config", config, "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    assert "done: epoch 1, step 3" in r.output and "zero-filled" in r.output
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
+
+    # the run exists: continuing needs --resume, which may raise --epochs but not change --lr
+    one_line_error(invoke(train, "--data", store, "--config", config, "--out", out), "--resume")
+    one_line_error(invoke(train, "--out", out, "--resume", "--lr", "0.1"), "--lr", "cannot change")
+    r = invoke(train, "--out", out, "--resume", "--epochs", "2", "-q")
+    assert r.exit_code == 0, r.output
+    assert "done: epoch 2, step 6" in r.output
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+
+    ft = tmp_path / "ft"
+    r = invoke(finetune, "--from", out / "checkpoints" / "best", "--data", store, "--freeze", "crnn.*",
+               "--epochs", "1", "--val-fraction", "0.34", "--out", ft, "-q")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((ft / "config.json").read_text())
+    assert cfg["command"] == "finetune" and cfg["train"]["freeze"] == ["crnn.*"]
+    assert cfg["parent"]["sha256"] == json.loads((out / "checkpoints" / "best.json").read_text())["sha256"]
+    one_line_error(invoke(finetune, "--out", ft, "--resume", "--freeze", "dc.*"), "--freeze")
+    one_line_error(invoke(train, "--out", ft, "--resume"), "smssynth finetune")
+
+
+def test_bad_inputs_are_one_line(store, config, tmp_path):
+    out = tmp_path / "run"
+    one_line_error(invoke(train, "--data", tmp_path / "missing.zarr", "--model", "sms-crnn", "--out", out),
+                   "--data", "missing.zarr")
+    one_line_error(invoke(train, "--data", store, "--model", "nope", "--out", out), "--model", "sms-crnn")
+    one_line_error(invoke(train, "--model", "sms-crnn", "--out", out), "--data")
+    one_line_error(invoke(train, "--data", store, "--out", out), "--model")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimizer: {learning_rate: 1}\n")
+    one_line_error(invoke(train, "--data", store, "--config", bad, "--out", out), "--config", "bad.yaml",
+                   "learning_rate")
+    bad.write_text("model: {name: sms-crnn, config: {n_filterz: 4}}\n")
+    one_line_error(invoke(train, "--data", store, "--config", bad, "--out", out), "n_filterz")
+    one_line_error(invoke(train, "--data", store, "--config", config, "--epochs", "0", "--out", out), "--epochs")
+    one_line_error(invoke(train, "--data", store, "--config", config, "--crop", "1000", "--out", out), "--crop")
+    one_line_error(invoke(train, "--out", tmp_path / "nothing", "--resume"), "--out", "no run to resume")
+    one_line_error(invoke(finetune, "--data", store, "--out", out), "--from")
+    one_line_error(invoke(finetune, "--from", tmp_path / "nope", "--data", store, "--out", out), "--from", "nope")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of --amp")
+def test_amp_on_cpu_is_refused(store, config, tmp_path):
+    one_line_error(invoke(train, "--data", store, "--config", config, "--amp", "--out", tmp_path / "r"),
+                   "--amp", "CUDA")
+
+
+def test_bad_freeze_pattern(store, config, tmp_path):
+    invoke(train, "--data", store, "--config", config, "--max-steps", "1", "--out", tmp_path / "p", "-q")
+    r = invoke(finetune, "--from", tmp_path / "p" / "checkpoints" / "last", "--data", store,
+               "--freeze", "cell.*", "--out", tmp_path / "ft")
+    one_line_error(r, "--freeze", "cell.*", "matches no parameter")
