@@ -49,6 +49,10 @@ def main(argv=None):
     except SmssynthError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(2)
+    except OSError as e:  # disk full, permissions, vanished files: one line, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        click.echo(f"Error: {e.strerror or e}{where}; check the path, permissions and free space", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -323,7 +323,7 @@ def generate(
     """Discover, plan and write a dataset; resumes an interrupted store with the same parameters."""
     res = GenerateResult()
     t0 = time.perf_counter()
-    out = str(out)
+    out = zstore.location(out)
     client, cluster = open_client(workers, scheduler)
     try:
         res.workers = len(client.scheduler_info()["workers"])

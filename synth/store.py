@@ -88,6 +88,12 @@ def array_shapes(n: int, c: int, m: int, t: int, ny: int, nx: int, with_phase: b
     return out
 
 
+def location(path: str | Path) -> str:
+    """A local path for ``file://`` URLs (zarr's LocalStore creates folders), else the URL as given."""
+    path = str(path)
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
 def create(
     path: str | Path,
     dims: dict[str, int],
@@ -102,7 +108,7 @@ def create(
     ``dims`` has keys N, C, M, T, Ky, Kx.  ``attrs`` must be JSON-serialisable; format name and
     version are added here.
     """
-    path = str(path)
+    path = location(path)
     if not overwrite and _exists(path, storage_options):
         raise StoreExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
     root = zarr.open_group(path, mode="w", zarr_format=3, storage_options=storage_options)
@@ -162,7 +168,7 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, storage_options: dict | None = None) -> "Store":
-        path = str(path)
+        path = location(path)
         if "://" not in path and not Path(path).exists():
             raise StoreError(f"{path}: no such store; create one with `smssynth dicom2kspace ... --out {path}`")
         try:

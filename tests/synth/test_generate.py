@@ -198,3 +198,13 @@ def test_killed_command_resumes_to_identical_store(patients, reference, cluster,
     res = run(patients, out, cluster, split=parse_split("train=0.5,val=0.25,test=0.25"))
     assert res.already == n_done and res.written == 12 - n_done
     assert files(out) == files(reference[0])
+
+
+def test_fsspec_url_store(patients, reference, cluster, tmp_path):
+    """An fsspec URL (here the local filesystem through fsspec) works for client and workers alike."""
+    out = tmp_path / "url.zarr"
+    res = run(patients, f"local://{out}", cluster, split=parse_split("train=0.5,val=0.25,test=0.25"),
+              storage_options={"auto_mkdir": True})
+    assert res.written == 12
+    assert files(out) == files(reference[0])
+    assert len(Store.open(f"local://{out}", storage_options={"auto_mkdir": True})) == 12
