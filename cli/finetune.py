@@ -28,6 +28,4 @@ def finetune(source, freeze, **kwargs):
     """
     if source is None and not kwargs["resume"]:
         raise click.UsageError("Missing option '--from' (a checkpoint path or registered weights name).")
-    if freeze and kwargs["resume"]:
-        raise click.UsageError("--freeze cannot change on --resume (the run's config.json fixes it)")
     run_loop("finetune", kwargs, source=source, freeze=freeze)

@@ -7,12 +7,7 @@ defaults of ``zoo.train.TrainConfig`` / ``zoo.data.DataConfig`` / ``zoo.losses.L
 
 from __future__ import annotations
 
-import functools
-
 import click
-
-# options that may change when a run is resumed (everything else is fixed by its config.json)
-RESUMABLE = ("epochs", "max_steps", "num_workers", "device", "store")
 
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "batch_size", "num_workers", "val_fraction", "crop", "seed", "max_steps", "amp",
@@ -61,12 +56,7 @@ def loop_options(f):
     ]
     for o in reversed(opts):
         f = o(f)
-
-    @functools.wraps(f)
-    def wrapper(*args, **kwargs):
-        return f(*args, **kwargs)
-
-    return wrapper
+    return f
 
 
 def explicit_options(kwargs: dict, names) -> dict:
@@ -78,13 +68,12 @@ def explicit_options(kwargs: dict, names) -> dict:
     return {k: kwargs[k] for k in names if ctx.get_parameter_source(k) in given and kwargs[k] is not None}
 
 
-def run_loop(command: str, kwargs: dict, *, model=None, model_config=None, source=None, freeze=()):
+def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     """Resolve the configuration and run ``zoo.train.fit``; user errors become one-line click errors.
 
-    ``model``/``model_config``/``source`` come from ``smssynth finetune`` (the checkpoint's
-    architecture and its source); ``model`` from ``--model`` otherwise (inside ``kwargs``).
+    ``source`` and ``freeze`` are ``smssynth finetune``'s (the architecture then comes from the
+    checkpoint); ``smssynth train`` takes ``--model`` (inside ``kwargs``).
     """
-    import json
     from pathlib import Path
 
     from synth.errors import SmssynthError
@@ -92,46 +81,27 @@ def run_loop(command: str, kwargs: dict, *, model=None, model_config=None, sourc
     from zoo import train as T
     from zoo.models import list_models, model_config_dict
 
-    run_dir = Path(kwargs["run_dir"])
-    resume = kwargs["resume"]
+    run_dir, store, name, config_path = Path(kwargs["run_dir"]), kwargs["store"], kwargs.get("model"), kwargs["config_path"]
     over = explicit_options(kwargs, LOOP_KEYS)
     if freeze:
         over["freeze"] = tuple(freeze)
-    store = kwargs["store"]
     try:
-        if resume:
-            cfg_path = run_dir / "config.json"
-            if not cfg_path.is_file():
-                raise click.BadParameter(f"{run_dir} holds no run to resume (no config.json)", param_hint="--out")
-            saved = T.RunConfig.from_dict(json.loads(cfg_path.read_text()))
-            if saved.command != command:
-                raise click.UsageError(f"{run_dir} is a '{saved.command}' run; resume it with `smssynth {saved.command}`")
-            fixed = {k: v for k, v in over.items() if k not in RESUMABLE}
-            if kwargs.get("config_path") or kwargs.get("model") or source or fixed:
-                named = sorted(["--" + k.replace("_", "-") for k in fixed]
-                               + [o for o, v in (("--config", kwargs.get("config_path")), ("--model", kwargs.get("model")),
-                                                 ("--from", source)) if v])
-                raise click.UsageError(f"{', '.join(named)} cannot change on --resume (the run's config.json "
-                                       f"fixes them); only --epochs, --max-steps, --num-workers, --device, --data may")
-            import dataclasses
-
-            train = dataclasses.replace(saved.train, **{k: v for k, v in over.items() if k in RESUMABLE})
-            run = dataclasses.replace(saved, train=train, store=store or saved.store)
-            init_model = None
+        if kwargs["resume"]:
+            given = {**over, **{k: v for k, v in (("config", config_path), ("model", name), ("from", source)) if v}}
+            run, init_model = T.resumed_run_config(run_dir, command, given, store=store), None
         else:
             if store is None:
                 raise click.UsageError("Missing option '--data' (the store to train on).")
-            _check_store(store, Store, SmssynthError)
-            if model is None and kwargs.get("model") and kwargs["model"] not in list_models():
-                raise click.BadParameter(f"unknown model {kwargs['model']!r}; known models: {list_models()}",
-                                         param_hint="--model")
             try:
-                sections = T.load_yaml_config(kwargs["config_path"]) if kwargs.get("config_path") else None
-            except SmssynthError as e:  # the message names --config and the file
-                raise click.UsageError(str(e)) from None
-            if kwargs.get("model"):
-                over["model"] = kwargs["model"]
-            init_model, parent = (None, None)
+                Store.open(store)
+            except SmssynthError as e:
+                raise click.BadParameter(str(e), param_hint="--data") from None
+            if name is not None and name not in list_models():
+                raise click.BadParameter(f"unknown model {name!r}; known models: {list_models()}", param_hint="--model")
+            if name is not None:
+                over["model"] = name
+            sections = T.load_yaml_config(config_path) if config_path else None  # errors name --config and the file
+            init_model = parent = model = model_config = None
             if source is not None:
                 try:
                     init_model, parent = T.load_parent(source)
@@ -140,21 +110,13 @@ def run_loop(command: str, kwargs: dict, *, model=None, model_config=None, sourc
                 model, model_config = init_model.name, model_config_dict(init_model)
             run = T.resolve_run_config(store, yaml_sections=sections, overrides=over, model=model,
                                        model_config=model_config, command=command, parent=parent,
-                                       source=f"--config {kwargs.get('config_path')}")
-        result = T.fit(run, run_dir, resume=resume, init_model=init_model, quiet=kwargs["quiet"], echo=click.echo)
-    except click.ClickException:
-        raise
+                                       source=f"--config {config_path}")
+        result = T.fit(run, run_dir, resume=kwargs["resume"], init_model=init_model, quiet=kwargs["quiet"],
+                       echo=click.echo)
     except SmssynthError as e:
         raise click.UsageError(str(e)) from None
     summary(result)
     return result
-
-
-def _check_store(store, Store, SmssynthError) -> None:
-    try:
-        Store.open(store)
-    except SmssynthError as e:
-        raise click.BadParameter(str(e), param_hint="--data") from None
 
 
 def summary(r) -> None:

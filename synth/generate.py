@@ -37,6 +37,7 @@ from synth.dicom import Catalog, SeriesInfo, Skip, load_slice, scan
 from synth.errors import ConfigError, NoInputError, SmssynthError, StoreError, StoreExistsError
 from synth.pipeline import make_plan, slice_offsets, store_attrs
 from synth.resolution import prepare
+from synth.runtime import tune_allocator
 from synth.simulate import simulate_example
 from synth.splits import assign_split, split_spec_str
 
@@ -246,6 +247,7 @@ def _maybe_die(index: int, root) -> None:
 def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig) -> dict[str, Any]:
     """Simulate and write one example (runs on a worker); returns a small status record."""
     t0 = time.perf_counter()
+    tune_allocator()
     try:
         root = _worker_root(url, storage_options)
         _maybe_die(ex.index, root)
@@ -342,6 +344,12 @@ def generate(
         res.plan_skipped = list(plan.skipped)
         res.planned, res.shape = len(plan.examples), plan.shape
         res.splits = dict(Counter(ex.split for ex in plan.examples if ex.split))
+        if split:
+            patients = {s.series.patient_key for ex in plan.examples for s in ex.sources}
+            for name in split:
+                if name not in res.splits:
+                    res.warnings.append(f"split {name!r} received no patient ({len(patients)} patient(s) in all); "
+                                        f"with few patients, pass explicit splits in a --manifest")
         t, ny, nx = plan.shape
         dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
         attrs = dataset_attrs(config, plan, cat, split)

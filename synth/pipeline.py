@@ -26,6 +26,7 @@ from synth.dicom import Catalog, SliceInfo, load_slice, scan
 from synth.errors import ConfigError, DicomError, NoInputError
 from synth.phase import PHASE_MODEL
 from synth.resolution import prepare, working_shape
+from synth.runtime import tune_allocator
 from synth.simulate import StageTimer, simulate_example
 
 log = logging.getLogger("smssynth")
@@ -188,6 +189,7 @@ def dicom2kspace(
     timer = timer or StageTimer()
     summary = Summary()
     t_start = time.perf_counter()
+    tune_allocator()
     with timer("scan"):
         catalog = scan(inputs, salt=salt, on_error=on_error)
     summary.n_files, summary.n_series = catalog.n_files, len(catalog.series)

@@ -23,7 +23,8 @@ Validation split
 If the store records per-example splits (``attrs["examples"][i]["split"]``, ``smssynth generate
 --split``) and one is ``val``, the ``val`` examples validate and the ``train`` examples train
 (all non-``val``, non-``test`` examples if there is no ``train`` split).  Otherwise a
-deterministic held-out fraction ``val_fraction`` of the store validates: whole patients (the
+deterministic held-out fraction ``val_fraction`` of the store (less any ``test`` split)
+validates: whole patients (the
 pseudonymous ``sources[0]["patient"]`` key) are held out when the store has at least two, so a
 patient's slices never reach both sides; patients (else examples) are ordered by
 ``SHA-256(seed, key)`` and taken until at least ``ceil(val_fraction * N)`` examples are held out,
@@ -103,8 +104,8 @@ from zoo.models import build_model, count_parameters, make_config, model_config_
 
 __all__ = [
     "NORM_QUANTILE", "FitResult", "RunConfig", "TrainConfig", "crop_readout", "denormalize", "example_scale",
-    "evaluate_examples", "fit", "freeze_parameters", "load_parent", "load_state", "load_yaml_config", "normalize_batch",
-    "resolve_run_config", "save_state", "split_examples",
+    "RESUMABLE", "evaluate_examples", "fit", "freeze_parameters", "load_parent", "load_state", "load_yaml_config",
+    "normalize_batch", "resolve_run_config", "resumed_run_config", "save_state", "split_examples",
 ]
 
 NORM_QUANTILE = 0.99
@@ -343,6 +344,35 @@ def resolve_run_config(
                      command=command, parent=parent)
 
 
+RESUMABLE = ("epochs", "max_steps", "num_workers", "device")
+"""Options a resumed run may change; everything else is fixed by the run's ``config.json``."""
+
+
+def resumed_run_config(run_dir: str | Path, command: str, given: dict[str, Any], store: str | None = None) -> RunConfig:
+    """The configuration of the run in ``run_dir`` with ``given`` changes (only :data:`RESUMABLE`).
+
+    ``given`` holds the options given explicitly (any other key -- ``lr``, ``config``, ``model``,
+    ``from``, ``freeze``... -- is refused, named as its flag); ``store`` re-points the data (a moved
+    store).  ConfigError for a folder without a run, or a run of another command.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"--out {run_dir}: no run to resume (no config.json); start one without --resume")
+    try:
+        saved = RunConfig.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e.msg}); the run cannot be resumed") from None
+    if saved.command != command:
+        raise ConfigError(f"--out {run_dir} is a '{saved.command}' run; resume it with `smssynth {saved.command}`")
+    fixed = sorted(k for k in given if k not in RESUMABLE)
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        raise ConfigError(f"{flags} cannot change on --resume (the run's config.json fixes them); only "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} and --data may")
+    train = dataclasses.replace(saved.train, **{k: given[k] for k in RESUMABLE if k in given})
+    return dataclasses.replace(saved, train=train, store=str(store) if store else saved.store)
+
+
 def model_config_dict_of(name: str, config: dict) -> dict:
     """The full, validated config dict of model ``name`` with ``config``'s overrides."""
     return dataclasses.asdict(make_config(name, dict(config)))
@@ -453,6 +483,10 @@ def split_examples(store: Store, complete: list[int], val_fraction: float, seed:
         if not train:
             raise ConfigError(f"{store.path}: every complete example is in the 'val' (or 'test') split; none to train on")
         return train, val, how
+    if "test" in splits.values():  # never train or validate on the test split
+        complete = [i for i in complete if splits[i] != "test"]
+        if not complete:
+            raise ConfigError(f"{store.path}: every complete example is in the 'test' split; none to train on")
     if val_fraction == 0 or len(complete) < 2:
         return list(complete), [], "no validation (val_fraction 0, or a single example)"
 
@@ -900,47 +934,17 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
         order = list(sampler)
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         n_batches = len(batches)
+        if skip and progress.get("batches_per_epoch") != n_batches:
+            raise CheckpointError(f"--resume: the interrupted epoch had {progress.get('batches_per_epoch')} batches, "
+                                  f"now {n_batches} (the store's examples or the rank count changed); it cannot be "
+                                  f"replayed")
         loader = DataLoader(train_set, batch_sampler=batches[skip:], num_workers=cfg.num_workers,
                             pin_memory=device.type == "cuda")
-        net.train()
-        sums: dict[str, float] = {}
-        n_seen = 0
-        done = skip
-        skip = 0
-        bar = tqdm(loader, total=n_batches, initial=done, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
+        bar = tqdm(loader, total=n_batches, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
                    disable=not main or quiet, dynamic_ncols=True, leave=False)
-        for batch in bar:
-            batch = _to_device(batch, device)
-            nb, _ = normalize_batch(batch)
-            if cfg.crop is not None:
-                nb = crop_readout(nb, cfg.crop, _step_generator(cfg.seed, epoch, step, info.rank))
-            x0, k3, mask3, c = _fold(nb)
-            truth = nb["truth"]
-            out = net(x0, k3, mask3)
-            if nb["x0"].ndim == 6:
-                out = out.unflatten(0, (-1, c))
-            loss, terms = loss_fn(out, truth, nb["target"])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            done += 1
-            n_b = x0.shape[0] // c
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v * n_b
-            n_seen += n_b
-            if main:
-                bar.set_postfix(loss=f"{terms['loss']:.4g}")
-                if tb is not None:
-                    for k, v in terms.items():
-                        tb.add_scalar(f"train/{k}", v, step)
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        bar.close()
+        sums, n_seen, done, step = _train_epoch(net, bar, optimizer, scaler, params, loss_fn, cfg, device, epoch,
+                                                step, skip, info.rank, tb)
+        skip = 0
         complete = done == n_batches
 
         # reductions: train terms averaged over ranks, val metrics gathered over ranks
@@ -987,6 +991,49 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
     return FitResult(run_dir=run_dir, epoch=epoch, step=step, history=list(log.rows) if log else [],
                      best=best, zero_filled=zf, split=how, n_train=len(train_idx), n_val=len(val_idx),
                      seconds=time.perf_counter() - t_start, model=model, rank=info.rank)
+
+
+def _train_epoch(net, bar, optimizer, scaler, params, loss_fn, cfg: TrainConfig, device, epoch: int, step: int,
+                 done: int, rank: int, tb):
+    """One (possibly resumed or cut short) epoch of optimizer steps over the batches of ``bar``.
+
+    Returns (sums of the loss terms weighted by examples, examples seen, batches done in the
+    epoch, global step).
+    """
+    net.train()
+    sums: dict[str, float] = {}
+    n_seen = 0
+    for batch in bar:
+        batch = _to_device(batch, device)
+        nb, _ = normalize_batch(batch)
+        if cfg.crop is not None:
+            nb = crop_readout(nb, cfg.crop, _step_generator(cfg.seed, epoch, step, rank))
+        x0, k3, mask3, c = _fold(nb)
+        out = net(x0, k3, mask3)
+        if nb["x0"].ndim == 6:  # per-coil: the loss takes (B, C, ...) and compares the RSS with target
+            out = out.unflatten(0, (-1, c))
+        loss, terms = loss_fn(out, nb["truth"], nb["target"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        done += 1
+        n_b = x0.shape[0] // c
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v * n_b
+        n_seen += n_b
+        bar.set_postfix(loss=f"{terms['loss']:.4g}", refresh=False)
+        if tb is not None:
+            for k, v in terms.items():
+                tb.add_scalar(f"train/{k}", v, step)
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+    bar.close()
+    return sums, n_seen, done, step
 
 
 def _metric_line(s: dict | None) -> str:

@@ -166,6 +166,14 @@ def test_store_val_split_wins(tmp_path):
     assert (train, val) == ([0, 3], [1, 4]) and "split" in how
 
 
+def test_test_split_never_trains(tmp_path):
+    from tests.zoo.test_data import make_store
+
+    path, _ = make_store(tmp_path / "s.zarr", n=6, splits=["train", "test", "train", "test", "train", "train"])
+    train, val, how = T.split_examples(Store.open(path), list(range(6)), 0.25, seed=0)
+    assert sorted(train + val) == [0, 2, 4, 5] and len(val) == 1 and "held out" in how
+
+
 def test_split_by_patient(tmp_path):
     from tests.zoo.test_data import make_store
 

@@ -1,0 +1,158 @@
+"""``smssynth recon``: reconstruct a store's examples into a recon store, optionally with figures.
+
+The library is :mod:`zoo.recon`; this module validates the options at the boundary (one clear
+line per bad input, exit code 2) and holds the option helpers ``smssynth evaluate`` shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+BASELINES = ("zero-filled", "cs-tfft", "cs-ttv")  # zoo.baselines.BASELINES, named without importing torch
+COIL_MODES = ("virtual", "per-coil")  # zoo.data.COIL_MODES
+
+
+class IndexList(click.ParamType):
+    """Comma-separated store indices: ``0,3,5``."""
+
+    name = "I,J,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            out = [int(v) for v in str(value).replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of example indices like 0,3,5", param, ctx)
+        if not out:
+            self.fail("no example index given (e.g. --examples 0,3,5)", param, ctx)
+        return out
+
+
+INDEX_LIST = IndexList()
+
+
+@contextlib.contextmanager
+def user_errors(hint: str):
+    """Turn the project's errors into a one-line usage error naming ``hint`` (exit code 2)."""
+    from synth.errors import SmssynthError
+
+    try:
+        yield
+    except SmssynthError as e:
+        raise click.BadParameter(str(e), param_hint=hint) from None
+
+
+def selection_options(f):
+    """``--examples``, ``--split``, ``--device``, ``--coil-mode``, ``--cs-iters`` (recon and evaluate)."""
+    opts = [
+        click.option("--examples", type=INDEX_LIST, default=None,
+                     help="Store indices to use, e.g. 0,3,5.  [default: every complete example]"),
+        click.option("--split", default=None,
+                     help="Use the examples of this split (e.g. test), as recorded by `smssynth generate --split`."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--coil-mode", type=click.Choice(COIL_MODES), default=None,
+                     help="Coil mode of the baselines (and of checkpoints that record none); a checkpoint "
+                          "runs in the coil mode it was trained in.  [default: virtual]"),
+        click.option("--cs-iters", type=click.IntRange(min=0), default=None,
+                     help="Cap the iterations of cs-tfft / cs-ttv (faster).  [default: 100 / 200]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def check_selection(examples, split) -> None:
+    if examples is not None and split is not None:
+        raise click.UsageError("--examples and --split are alternatives; give one (or neither for every example)")
+
+
+def open_checked(store: str, device: str):
+    """Validate STORE and --device; returns the torch device."""
+    from synth.store import Store
+    from zoo.recon import pick_device
+
+    with user_errors("STORE"):
+        Store.open(store)
+    with user_errors("--device"):
+        return pick_device(device)
+
+
+def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model"):
+    from zoo.recon import load_method
+
+    with user_errors(hint):
+        return load_method(spec, device=device, coil_mode=coil_mode, cs_iters=cs_iters)
+
+
+def select_checked(store: str, coil_mode: str, examples, split) -> None:
+    """Check the example selection, naming the option at fault."""
+    from zoo.recon import open_examples
+
+    with user_errors("--split" if split is not None else "STORE"):
+        open_examples(store, coil_mode, split=split)
+    if examples is not None:
+        with user_errors("--examples"):
+            open_examples(store, coil_mode, examples=examples, split=split)
+
+
+@click.command("recon")
+@click.option("--model", "spec", required=True, metavar="CHECKPOINT|NAME",
+              help="A checkpoint (PATH[.safetensors]), registered weights NAME (smssynth zoo list), "
+                   "or a baseline: zero-filled, cs-tfft, cs-ttv.")
+@click.argument("store")
+@click.option("--out", required=True, type=click.Path(file_okay=True), help="Recon store to write (Zarr v3 group).")
+@selection_options
+@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None,
+              help="Write a PNG per example and SMS slice: zero-filled, recon, truth, error maps, a few frames.")
+@click.option("--gif", "gif_dir", type=click.Path(file_okay=False), default=None,
+              help="Write an animated GIF per example and SMS slice (every frame).")
+@click.option("--complex", "save_complex", is_flag=True,
+              help="Also store the complex reconstruction (recon_complex; per coil for per-coil models).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
+def recon(spec, store, out, examples, split, device, coil_mode, cs_iters, png_dir, gif_dir, save_complex,
+          overwrite, quiet):
+    """Reconstruct examples of STORE with a model or a baseline into the recon store --out.
+
+    The recon store (readable with plain zarr) holds `recon` float32 (N, M, T, Y, X), the
+    magnitude on the store's scale, `index` (N,) the store indices, per-example `nmse`, `psnr`,
+    `ssim` and `seconds` (model forward time), and in its attributes the method (name, sha256,
+    config), the source store, coil mode, normalisation and timing; see zoo/recon.py.
+    Baselines run in --coil-mode (default virtual); a checkpoint in its own.
+    """
+    check_selection(examples, split)
+    dev = open_checked(store, device)
+    from synth.errors import SmssynthError
+    from zoo.recon import check_out, run_recon
+
+    with user_errors("--out"):
+        check_out(out, store, overwrite)
+    method = load_checked(spec, dev, coil_mode, cs_iters)
+    select_checked(store, method.coil_mode, examples, split)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=f"recon {method.label}", unit="example", disable=True if quiet else None,
+               leave=False)
+
+    def progress(rec, done, total):
+        bar.total = total
+        bar.update(1)
+
+    try:
+        attrs = run_recon(method, store, out, device=dev, examples=examples, split=split, overwrite=overwrite,
+                          save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir, progress=progress)
+    except SmssynthError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        bar.close()
+    m, t = attrs["metrics"], attrs["timing"]
+    click.echo(
+        f"recon: {method.label} ({method.coil_mode}) on {attrs['dims']['N']} examples -> {out}; "
+        f"PSNR {m['psnr']['mean']:.2f} ± {m['psnr']['sd']:.2f} dB, SSIM {m['ssim']['mean']:.4f}, "
+        f"NMSE {m['nmse']['mean']:.4g}; forward {t['mean']:.4g} ± {t['sd']:.2g} s/example on {t['device']}"
+        + (f"; PNG in {png_dir}" if png_dir else "") + (f"; GIF in {gif_dir}" if gif_dir else "")
+    )

@@ -1,0 +1,166 @@
+"""zoo.evaluate: the numbers equal training validation and zoo.metrics, tests equal scipy, output schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import ttest_rel
+
+from tests.zoo.test_data import make_store
+from tests.zoo.test_recon import SPLITS, TINY, independent_zero_filled, save_tiny
+from zoo import evaluate as E
+from zoo import recon as R
+from zoo import train as T
+from zoo.checkpoint import read_metadata
+from zoo.data import DataConfig, SmsDataset
+from zoo.metrics import nmse, psnr, ssim
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; oversubscribed OpenMP threads make them slow on a shared box
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path, _ = make_store(tmp_path_factory.mktemp("eval") / "s.zarr", n=6, m=2, splits=SPLITS, seed=3)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(store, tmp_path_factory):
+    """A tiny SMS-CRNN trained 2 steps by zoo.train.fit (train split: 2 examples, val split: 2)."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    cfg = T.resolve_run_config(store, yaml_sections={"model": {"name": "sms-crnn", "config": TINY}},
+                               overrides={"epochs": 1, "lr": 1e-2})
+    r = T.fit(cfg, out, quiet=True)
+    assert r.step == 2 and r.n_val == 2
+    return out
+
+
+def by_label(result):
+    return {m["label"]: m for m in result["methods"]}
+
+
+def test_equals_training_validation(store, run):
+    """evaluate's numbers for a checkpoint are its validation metrics on the same examples."""
+    ckpt = str(run / "checkpoints" / "last")
+    meta = read_metadata(ckpt)
+    val_idx = json.loads((run / "baseline.json").read_text())["val_indices"]
+    methods = [R.load_method(ckpt), R.load_method("zero-filled")]
+    res = E.evaluate(store, methods, examples=val_idx, device=CPU)
+    got = by_label(res)
+    assert res["indices"] == val_idx == [2, 3]
+    for metric in R.METRICS:
+        for label, recorded in ((ckpt, meta["metrics"]["val"]), ("zero-filled", meta["metrics"]["zero_filled"])):
+            s = got[label]["summary"][metric]
+            np.testing.assert_allclose([s["mean"], s["sd"]], [recorded[metric]["mean"], recorded[metric]["sd"]],
+                                       rtol=1e-5, atol=1e-9)
+            assert s["n"] == recorded[metric]["n"] == 2
+    # --split val selects the same examples
+    assert E.evaluate(store, methods[:1], split="val", device=CPU)["methods"][0]["per_example"] == \
+        [{**e, "seconds": pytest.approx(e["seconds"], abs=10)} for e in got[ckpt]["per_example"]]
+
+
+@pytest.mark.parametrize("coil_mode", ["virtual", "per-coil"])
+def test_zero_filled_equals_independent_metrics(store, coil_mode):
+    res = E.evaluate(store, [R.load_method("zero-filled", coil_mode=coil_mode)], examples=[5, 0, 2], device=CPU)
+    rows = res["methods"][0]["per_example"]
+    assert [r["index"] for r in rows] == [5, 0, 2]
+    ds = SmsDataset(store, DataConfig(coil_mode=coil_mode))
+    for r in rows:
+        zf = independent_zero_filled(store, r["index"], coil_mode)[None]
+        ref = ds[r["index"]]["target"][None]
+        for name, f in (("nmse", nmse), ("psnr", psnr), ("ssim", ssim)):
+            np.testing.assert_allclose(r[name], float(f(zf, ref)), rtol=1e-5)
+
+
+def test_per_coil_checkpoint_equals_validation_function(store, tmp_path):
+    method = R.load_method(save_tiny(tmp_path / "pc", store, coil_mode="per-coil"))
+    res = E.evaluate(store, [method], device=CPU)
+    ds = SmsDataset(store, DataConfig(coil_mode="per-coil"))
+    rows = T.evaluate_examples(method.model, ds, list(range(6)), CPU, batch_size=3, num_workers=0)
+    got = res["methods"][0]["per_example"]
+    assert [g["index"] for g in got] == [r[0] for r in rows]
+    np.testing.assert_allclose([[g[k] for k in R.METRICS] for g in got], [r[1:] for r in rows], rtol=1e-5)
+    assert res["methods"][0]["coil_mode"] == "per-coil"
+
+
+def test_paired_tests_and_table(store, tmp_path):
+    a = R.load_method(save_tiny(tmp_path / "a", store, seed=1))
+    b = R.load_method(save_tiny(tmp_path / "b", store, seed=2))
+    a.label, b.label = "A", "B"  # short labels for the table
+    methods = [a, b] + [R.load_method(n, cs_iters=3) for n in R.BASELINE_NAMES]
+    res = E.evaluate(store, methods, named=["A", "B"], split="test", device=CPU)
+    pairs = {(t["a"], t["b"]) for t in res["tests"]}
+    assert pairs == {("A", "B"), ("A", "zero-filled"), ("B", "zero-filled")}
+    assert len(res["tests"]) == 3 * 3
+    per = by_label(res)
+    for t in res["tests"]:
+        x = [e[t["metric"]] for e in per[t["a"]]["per_example"]]
+        y = [e[t["metric"]] for e in per[t["b"]]["per_example"]]
+        ref = ttest_rel(x, y)
+        np.testing.assert_allclose([t["t"], t["p"], t["mean_diff"]], [ref.statistic, ref.pvalue, np.mean(np.subtract(x, y))])
+        assert t["n"] == 2
+    table = E.format_table(res)
+    for label in ("A", "B", "zero-filled", "cs-tfft", "cs-ttv"):
+        assert any(line.startswith(label + " ") for line in table.splitlines()), label
+    assert "paired t-tests" in table and "ΔPSNR" in table
+    lines = table.splitlines()
+    tests = lines[lines.index(next(x for x in lines if x.startswith("paired t-tests"))) + 2:]  # after the header
+    assert [x.split()[:2] for x in tests] == [["A", "B"], ["A", "zero-filled"], ["B", "zero-filled"]]
+    assert "device cpu" in table and "failed" in table
+
+
+def test_pairs_rule():
+    assert E.test_pairs(["x", "y", "z"], ["x", "y", "z", "zero-filled"]) == [
+        ("x", "y"), ("x", "z"), ("y", "z"), ("x", "zero-filled"), ("y", "zero-filled"), ("z", "zero-filled")]
+    assert E.test_pairs(["x"], ["x"]) == []  # no zero-filled evaluated
+    assert E.test_pairs(["zero-filled", "x"], ["zero-filled", "x"]) == [("zero-filled", "x")]
+
+
+def test_json_schema(store, tmp_path):
+    ck = save_tiny(tmp_path / "c", store)
+    res = E.evaluate(store, [R.load_method(ck), R.load_method("zero-filled")], examples=[0], device=CPU)
+    doc = json.loads(E.to_json(res))  # strict JSON: a single example gives NaN t-tests -> null
+    assert doc["format"] == "smssynth.evaluation" and doc["format_version"] == "1.0"
+    for key in ("store", "split", "n_examples", "indices", "device", "timed", "failure_threshold_nmse", "methods",
+                "tests", "warnings"):
+        assert key in doc, key
+    assert doc["store"] == store and doc["indices"] == [0] and doc["device"].startswith("cpu")
+    m = doc["methods"][0]
+    for key in ("label", "kind", "name", "architecture", "config", "sha256", "source", "coil_mode", "normalization",
+                "summary", "per_example"):
+        assert key in m, key
+    assert m["sha256"] == read_metadata(ck)["sha256"] and doc["methods"][1]["sha256"] is None
+    assert set(m["summary"]) == {"nmse", "psnr", "ssim", "seconds", "failure_rate"}
+    assert set(m["per_example"][0]) == {"index", "nmse", "psnr", "ssim", "seconds"}
+    assert {t["metric"] for t in doc["tests"]} == {"nmse", "psnr", "ssim"}
+    assert all(t["p"] is None and t["n"] == 1 for t in doc["tests"])
+
+
+def test_mixed_coil_modes_warn(store):
+    res = E.evaluate(store, [R.load_method("zero-filled"), R.load_method("cs-tfft", coil_mode="per-coil", cs_iters=1)],
+                     examples=[1, 2], device=CPU)
+    assert res["warnings"] and "different coil modes" in res["warnings"][0]
+    assert "warning:" in E.format_table(res)
+
+
+def test_failure_rate_counts_diverged(store, monkeypatch):
+    zf = R.load_method("zero-filled")
+
+    class Blowup(torch.nn.Module):
+        def forward(self, x0, k3, mask3):
+            return x0 * 1e3  # NMSE ~ 1e6 > 1000
+
+    bad = R.Method(label="blowup", kind="checkpoint", model=Blowup(), coil_mode="virtual")
+    res = by_label(E.evaluate(store, [bad, zf], examples=[0, 1], device=CPU))
+    assert res["blowup"]["summary"]["failure_rate"] == 1.0 and res["zero-filled"]["summary"]["failure_rate"] == 0.0

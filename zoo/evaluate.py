@@ -1,0 +1,244 @@
+r"""Evaluate reconstruction methods on a store: the metrics table and paired tests of the paper.
+
+For every method (trained models, registered weights, and the classical baselines of
+:mod:`zoo.baselines`) and every chosen example, :func:`zoo.recon.reconstruct_item` computes
+NMSE, PSNR and SSIM (:mod:`zoo.metrics`) exactly as training validation does, and times the
+model's forward pass.  Per method: mean ± sd of each metric and of the time, and the failure
+rate (:func:`zoo.metrics.failure_rate`, NMSE > 1000).  Between methods: paired t-tests
+(``scipy.stats.ttest_rel``) on the per-example PSNR, SSIM and NMSE, for every pair of the
+methods the user named and each of those against ``zero-filled`` (when evaluated).
+
+Coil modes: a checkpoint runs in the coil mode it was trained in; the baselines in the one
+chosen (default ``virtual``).  The magnitude reference depends on the coil mode (``|virtual
+truth|`` or the store's target, :mod:`zoo.data`), so metrics, and tests between methods of
+different coil modes, compare against different references: :func:`evaluate` records a warning.
+
+The result (:func:`evaluate`) is one JSON-able dict, ``format`` ``smssynth.evaluation`` 1.0::
+
+    store, split, indices, n_examples, device, timed, failure_threshold_nmse
+    methods: [{label, kind, name, architecture, config, sha256, source, coil_mode, normalization,
+               summary: {nmse|psnr|ssim|seconds: {mean, sd, n}, failure_rate},
+               per_example: [{index, nmse, psnr, ssim, seconds}]}]
+    tests:   [{a, b, metric, n, mean_diff (a - b), sd_diff, t, p}]
+    warnings: [str]
+
+Non-finite numbers (a perfect PSNR, a t-test of identical values) become ``null`` in
+:func:`to_json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.metrics import failure_rate, summarize
+from zoo.recon import METRICS, TIMED, Method, check_coil_mode, device_description, open_examples, reconstruct_item
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "FAILURE_THRESHOLD", "evaluate", "format_table", "paired_tests",
+           "test_pairs", "to_json"]
+
+FORMAT = "smssynth.evaluation"
+FORMAT_VERSION = "1.0"
+FAILURE_THRESHOLD = 1000.0
+ZERO_FILLED = "zero-filled"
+
+
+def test_pairs(named: list[str], evaluated: list[str]) -> list[tuple[str, str]]:
+    """The pairs to test: all pairs of the ``named`` methods (in order), then each named method
+    against ``zero-filled`` when it was evaluated; no pair twice, no method against itself."""
+    pairs = list(combinations(named, 2))
+    if ZERO_FILLED in evaluated:
+        pairs += [(a, ZERO_FILLED) for a in named if a != ZERO_FILLED]
+    seen, out = set(), []
+    for a, b in pairs:
+        if a != b and frozenset((a, b)) not in seen:
+            seen.add(frozenset((a, b)))
+            out.append((a, b))
+    return out
+
+
+test_pairs.__test__ = False  # a library function, not a pytest test
+
+
+def paired_tests(per_example: dict[str, list[dict]], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Paired t-tests (``scipy.stats.ttest_rel``) of every metric for each pair ``(a, b)``.
+
+    ``per_example[label]`` is a list of ``{index, nmse, psnr, ssim, ...}`` in the same example
+    order for every method.  Returns one row per pair and metric: ``mean_diff`` and ``sd_diff``
+    of ``a - b`` and the two-sided ``t``, ``p`` (NaN with fewer than 2 examples or zero variance).
+    """
+    from scipy.stats import ttest_rel
+
+    rows = []
+    for a, b in pairs:
+        ia = [e["index"] for e in per_example[a]]
+        if ia != [e["index"] for e in per_example[b]]:
+            raise ValueError(f"paired_tests: {a!r} and {b!r} were evaluated on different examples")
+        for metric in METRICS:
+            x = np.asarray([e[metric] for e in per_example[a]], np.float64)
+            y = np.asarray([e[metric] for e in per_example[b]], np.float64)
+            d = x - y
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # n < 2 or zero variance: scipy warns, the result is NaN
+                res = ttest_rel(x, y) if len(d) >= 2 else None
+            rows.append({
+                "a": a, "b": b, "metric": metric, "n": int(len(d)),
+                "mean_diff": float(d.mean()) if len(d) else math.nan,
+                "sd_diff": float(d.std(ddof=1)) if len(d) > 1 else math.nan,
+                "t": float(res.statistic) if res is not None else math.nan,
+                "p": float(res.pvalue) if res is not None else math.nan,
+            })
+    return rows
+
+
+def evaluate(
+    store_path: str | Path,
+    methods: list[Method],
+    *,
+    named: list[str] | None = None,
+    examples: list[int] | None = None,
+    split: str | None = None,
+    device: torch.device,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``methods`` on the chosen examples of ``store_path`` (module doc).
+
+    Parameters
+    ----------
+    methods : loaded methods (:func:`zoo.recon.load_method`), unique labels, on ``device``.
+    named : labels of the methods the user named (the t-test pairs, :func:`test_pairs`);
+        default all non-baseline methods.
+    examples, split : the example selection (:func:`zoo.recon.open_examples`).
+    progress : called as ``progress(label, done, total)`` after each reconstruction.
+
+    Each example is read once per coil mode and reconstructed by every method of that mode.
+    """
+    labels = [mth.label for mth in methods]
+    if not methods:
+        raise ValueError("evaluate: no method given")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"evaluate: methods given twice: {sorted({x for x in labels if labels.count(x) > 1})}")
+    named = [mth.label for mth in methods if mth.kind != "baseline"] if named is None else list(named)
+
+    per_example: dict[str, list[dict]] = {label: [] for label in labels}
+    modes = list(dict.fromkeys(mth.coil_mode for mth in methods))
+    opened = {mode: open_examples(store_path, mode, examples=examples, split=split) for mode in modes}
+    selections = {mode: [ds.indices[p] for p in positions] for mode, (ds, positions) in opened.items()}
+    indices = selections[modes[0]]
+    if any(sel != indices for sel in selections.values()):  # same store and selection: cannot happen
+        raise RuntimeError(f"coil modes selected different examples: {selections}")
+    total, done = len(methods) * len(indices), 0
+    for mode, (ds, positions) in opened.items():
+        group = [mth for mth in methods if mth.coil_mode == mode]
+        for j, p in enumerate(positions):
+            item = ds[p]  # read once, reconstructed by every method of this coil mode
+            for mth in group:
+                check_coil_mode(mth, ds)
+                rec = reconstruct_item(mth, item, device, warmup=device.type == "cuda" and j == 0)
+                per_example[mth.label].append({"index": rec.index, **rec.metrics, "seconds": rec.seconds})
+                done += 1
+                if progress is not None:
+                    progress(mth.label, done, total)
+
+    out_methods = []
+    for mth in methods:
+        rows = per_example[mth.label]
+        summary = {k: summarize([r[k] for r in rows]) for k in (*METRICS, "seconds")}
+        summary["failure_rate"] = failure_rate([r["nmse"] for r in rows], FAILURE_THRESHOLD)
+        out_methods.append({**mth.describe(), "summary": summary, "per_example": rows})
+
+    warns = []
+    if len(modes) > 1:
+        by_mode = {mode: [mth.label for mth in methods if mth.coil_mode == mode] for mode in modes}
+        warns.append(f"methods use different coil modes {by_mode}: their metrics compare against different "
+                     f"references (virtual: |virtual truth|; per-coil: the store's target), and so do the "
+                     f"paired tests between them; pass --coil-mode to match the baselines to a model")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "store": str(store_path),
+        "split": split,
+        "n_examples": len(indices),
+        "indices": indices,
+        "device": device_description(device),
+        "timed": TIMED,
+        "failure_threshold_nmse": FAILURE_THRESHOLD,
+        "methods": out_methods,
+        "tests": paired_tests(per_example, test_pairs(named, labels)),
+        "warnings": warns,
+    }
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _clean(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """The result as one strict JSON document (non-finite numbers become null)."""
+    return json.dumps(_clean(result), indent=2, allow_nan=False)
+
+
+def _pm(s: dict, fmt: str) -> str:
+    return f"{s['mean']:{fmt}} ± {s['sd']:{fmt}}"
+
+
+def _p(p: float) -> str:
+    if not math.isfinite(p):
+        return "n/a"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human-readable report: header, one row per method, then the paired tests."""
+    lines = [
+        f"store {result['store']}: {result['n_examples']} examples"
+        + (f" (split {result['split']!r})" if result["split"] else "")
+        + f"; device {result['device']}",
+        "time = model forward per example (torch.no_grad, CUDA synchronised; excludes data loading)",
+        "",
+    ]
+    header = ("method", "coil", "NMSE", "PSNR (dB)", "SSIM", "failed", "time/example (s)")
+    rows = []
+    for mth in result["methods"]:
+        s = mth["summary"]
+        rows.append((mth["label"], mth["coil_mode"], _pm(s["nmse"], ".4g"), _pm(s["psnr"], ".2f"),
+                     _pm(s["ssim"], ".4f"), f"{100 * s['failure_rate']:.1f}%", _pm(s["seconds"], ".4g")))
+    lines += _columns(header, rows)
+    lines.append(f"failed: NMSE > {result['failure_threshold_nmse']:g}")
+    if result["tests"]:
+        lines += ["", f"paired t-tests (scipy.stats.ttest_rel, n = {result['n_examples']}; difference = A - B)"]
+        by_pair: dict[tuple[str, str], dict[str, dict]] = {}
+        for t in result["tests"]:
+            by_pair.setdefault((t["a"], t["b"]), {})[t["metric"]] = t
+        header = ("A", "B", "ΔPSNR (dB)", "p", "ΔSSIM", "p", "ΔNMSE", "p")
+        rows = []
+        for (a, b), t in by_pair.items():
+            rows.append((a, b, f"{t['psnr']['mean_diff']:+.2f}", _p(t["psnr"]["p"]),
+                         f"{t['ssim']['mean_diff']:+.4f}", _p(t["ssim"]["p"]),
+                         f"{t['nmse']['mean_diff']:+.4g}", _p(t["nmse"]["p"])))
+        lines += _columns(header, rows)
+    for w in result.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+
+
+def _columns(header, rows) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]

@@ -1,0 +1,566 @@
+r"""Reconstruct a store's examples with a trained model or a classical baseline.
+
+Inference runs exactly the path of training validation (:func:`zoo.train.evaluate_examples`),
+one example at a time::
+
+    SmsDataset item -> normalize_batch -> fold coils into B -> model(x0, k3, mask3)
+                    -> unfold -> denormalize -> magnitude (|x|, or RSS over coils) vs ``target``
+
+so the metrics of a checkpoint on an example equal its validation metrics on that example.
+
+Methods (:func:`load_method`)
+-----------------------------
+``zero-filled``, ``cs-tfft``, ``cs-ttv``
+    :data:`zoo.baselines.BASELINES` (``--cs-iters`` caps the CS iterations).  They have no
+    coil mode of their own: the caller picks one, by default ``virtual`` (the paper's setting
+    without coil maps; :data:`BASELINE_COIL_MODE`).
+registered weights name, or checkpoint path
+    :func:`zoo.registry.load` (SHA-256 checked, architecture from the metadata).  The coil mode
+    and the normalisation quantile come from the checkpoint's metadata (``data.data_config``,
+    ``training.normalization``), as :func:`zoo.train.fit` writes them.
+
+The examples are always read with the store's own masks (``mask="stored"``): the store is the
+acquisition being tested, and every method sees the same data, which the paired tests of
+:mod:`zoo.evaluate` need.  A checkpoint trained with ``mask="fresh"`` validated on fresh masks,
+so only checkpoints trained on stored masks reproduce their validation numbers exactly.
+
+Recon store (:func:`run_recon`), format ``smssynth.recon`` 1.0, a Zarr v3 group
+-----------------------------------------------------------------------------
+Readable with plain ``zarr.open_group(path, mode="r")``; one row ``r`` per reconstructed example,
+``index[r]`` its index in the source store; ``L = ()`` for ``virtual``, ``(C,)`` for ``per-coil``.
+
+============== ===================== ========= ==================================================
+array          dims                  dtype     meaning
+============== ===================== ========= ==================================================
+recon          (N, M, T, Y, X)       float32   magnitude of the reconstruction on the store's scale:
+                                               ``|x|`` (virtual) or the RSS over coils (per-coil)
+recon_complex  (N, *L, M, T, Y, X)   complex64 the complex reconstruction (only with ``complex=True``)
+index          (N,)                  int64     store index of row ``r``
+seconds        (N,)                  float64   model forward time of the example (see ``timing``)
+nmse/psnr/ssim (N,)                  float64   metrics of ``recon`` vs the magnitude reference
+                                               (:mod:`zoo.metrics`, as training validation)
+complete       (N,)                  bool      written after the row's data
+============== ===================== ========= ==================================================
+
+The magnitude reference is the store's ``target`` (per-coil) or ``|virtual truth|`` (virtual:
+the store's target times the virtual coil's sensitivity, :mod:`zoo.data`); it is not copied.
+Root attributes: ``format``, ``format_version``, ``dims``, ``arrays``, ``method`` (label, kind,
+architecture, config, sha256, source), ``source`` (store path, format, dims, split),
+``coil_mode``, ``reference``, ``data_config``, ``normalization``, ``timing`` (device, what is
+timed, per-example seconds, mean, sd), ``metrics`` (summaries and failure rate), ``software``,
+``created``.
+
+Figures (:func:`save_png`, :func:`save_gif`): per example and SMS slice, zero-filled,
+reconstruction and truth side by side with the error maps ``|zero-filled - truth|`` and
+``|recon - truth|`` magnified ``error_scale`` times, metrics of the slice in the titles; the PNG
+is a grid of a few frames, the GIF animates every frame (Pillow, through matplotlib's
+``PillowWriter``).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from synth.errors import ConfigError, StoreExistsError
+from zoo.baselines import BASELINES, Baseline
+from zoo.data import COIL_MODES, DataConfig, SmsDataset
+from zoo.errors import UnknownWeightsError
+from zoo.metrics import failure_rate, nmse, psnr, ssim, summarize
+
+# _fold and _magnitude are the validation path's own helpers, imported (not copied) so that
+# inference cannot drift from it; zoo.train should make them public
+from zoo.train import NORM_QUANTILE, _fold, _magnitude, denormalize, normalize_batch
+
+__all__ = [
+    "BASELINE_COIL_MODE", "BASELINE_NAMES", "FORMAT", "FORMAT_VERSION", "METRICS", "Method", "Reconstruction",
+    "check_coil_mode", "check_out", "device_description", "load_method", "open_examples", "pick_device", "reconstruct", "reconstruct_item",
+    "run_recon", "save_gif", "save_png",
+]
+
+FORMAT = "smssynth.recon"
+FORMAT_VERSION = "1.0"
+BASELINE_NAMES = tuple(BASELINES)
+BASELINE_COIL_MODE = "virtual"
+METRICS = ("nmse", "psnr", "ssim")
+TIMED = ("model forward only: torch.no_grad, eval mode, CUDA synchronised before and after; "
+         "excludes data loading, normalisation and metrics")
+REFERENCE = {
+    "virtual": "|virtual truth|: the store's target times |virtual coil sensitivity| (zoo.data, coil_mode virtual)",
+    "per-coil": "the store's target (the RSS of the coil images)",
+}
+
+
+# --- methods ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Method:
+    """A reconstruction method ready to run: ``model(x0, k3, mask3) -> x`` and how to feed it.
+
+    Attributes
+    ----------
+    label : the name the user gave (baseline name, registry name, or checkpoint path).
+    kind : ``baseline``, ``registry`` or ``checkpoint``.
+    model : the module, in eval mode, on the device it runs on.
+    coil_mode : ``virtual`` or ``per-coil`` (the checkpoint's, or the one chosen for a baseline).
+    quantile : input normalisation quantile (:func:`zoo.train.normalize_batch`).
+    info : JSON-able description: ``name``, ``architecture``, ``config``, ``sha256`` (None for a
+        baseline), ``source``, ``coil_mode_source``, ``data_config``, ``trained_on``.
+    """
+
+    label: str
+    kind: str
+    model: nn.Module
+    coil_mode: str
+    quantile: float = NORM_QUANTILE
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able record of the method (for recon stores and evaluation reports)."""
+        return {"label": self.label, "kind": self.kind, "coil_mode": self.coil_mode,
+                "normalization": {"kind": "quantile of |x0| per example", "quantile": self.quantile}, **self.info}
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` (ConfigError if absent)."""
+    from zoo.distributed import DistInfo
+    from zoo.distributed import pick_device as _pick
+
+    return _pick(requested, DistInfo())  # one process: recon and evaluate never run distributed
+
+
+def device_description(device: torch.device) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu (x86_64, 4 threads)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+
+
+def load_method(
+    spec: str,
+    *,
+    device: torch.device | str = "cpu",
+    coil_mode: str | None = None,
+    cs_iters: int | None = None,
+    weights_dir: str | Path | None = None,
+) -> Method:
+    """Resolve ``spec``: a baseline name, registered weights name, or checkpoint path (module doc).
+
+    Parameters
+    ----------
+    spec : ``zero-filled``, ``cs-tfft``, ``cs-ttv``, a registry name, or a checkpoint path.
+    device : where the model runs.
+    coil_mode : for a baseline (default :data:`BASELINE_COIL_MODE`), and for a checkpoint whose
+        metadata records none; a checkpoint's recorded coil mode always wins.
+    cs_iters : iterations of the CS baselines (default: :data:`zoo.baselines.DEFAULTS`).
+    weights_dir : registry folder (default ``$SMSSYNTH_WEIGHTS_DIR`` or the package's).
+
+    Raises UnknownWeightsError (listing the baselines, registered weights and architectures),
+    ChecksumError / CheckpointError from loading, ConfigError for a bad coil mode.
+    """
+    from zoo.registry import list_models as list_weights
+    from zoo.registry import load as load_weights
+
+    if coil_mode is not None and coil_mode not in COIL_MODES:
+        raise ConfigError(f"coil mode must be one of {COIL_MODES}, got {coil_mode!r}")
+    device = torch.device(device)
+    if spec in BASELINE_NAMES:
+        params = {} if cs_iters is None or spec == "zero-filled" else {"n_iter": int(cs_iters)}
+        model = Baseline(spec, **params).to(device).eval()
+        return Method(label=spec, kind="baseline", model=model, coil_mode=coil_mode or BASELINE_COIL_MODE,
+                      info={"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
+                            "source": "zoo.baselines",
+                            "coil_mode_source": "chosen" if coil_mode else "default for baselines"})
+    try:
+        model, meta = load_weights(spec, device=device, weights_dir=weights_dir)
+    except UnknownWeightsError as e:
+        from zoo.models import list_models as list_architectures
+
+        hint = ""
+        if spec in list_architectures():
+            hint = (f"; {spec!r} is an architecture, not trained weights: train it "
+                    f"(smssynth train --model {spec}) and pass the checkpoint")
+        raise UnknownWeightsError(f"{e}; baselines: {list(BASELINE_NAMES)}{hint}") from None
+    registered = spec in list_weights(weights_dir=weights_dir)
+    data_config = dict((meta.get("data") or {}).get("data_config") or {})
+    recorded = data_config.get("coil_mode")
+    if recorded is not None and recorded not in COIL_MODES:
+        raise ConfigError(f"{spec}: the checkpoint records coil_mode {recorded!r}, not one of {COIL_MODES}")
+    norm = (meta.get("training") or {}).get("normalization") or {}
+    quantile = float(norm.get("quantile", NORM_QUANTILE))
+    return Method(
+        label=spec, kind="registry" if registered else "checkpoint", model=model.eval(),
+        coil_mode=recorded or coil_mode or BASELINE_COIL_MODE, quantile=quantile,
+        info={"name": spec, "architecture": meta["model"]["name"], "config": meta["model"]["config"],
+              "sha256": meta["sha256"], "source": "registry" if registered else str(spec),
+              "coil_mode_source": "checkpoint" if recorded else "not recorded in the checkpoint; chosen/default",
+              "data_config": data_config, "trained_on": (meta.get("data") or {}).get("store")},
+    )
+
+
+# --- examples ---------------------------------------------------------------------------------
+
+
+def open_examples(
+    store_path: str | Path, coil_mode: str, *, examples: list[int] | None = None, split: str | None = None
+) -> tuple[SmsDataset, list[int]]:
+    """The dataset of ``coil_mode`` (stored masks) and the positions of the chosen examples in it.
+
+    ``examples`` are store indices (in the given order; each complete, in range, no repeats, and
+    in ``split`` when both are given); None = every complete example (of ``split``).  Raises
+    StoreError for the store, ConfigError naming the split or the indices.
+    """
+    ds = SmsDataset(store_path, DataConfig(coil_mode=coil_mode, mask="stored", split=split))
+    if examples is None:
+        return ds, list(range(len(ds)))
+    n = int(ds.dims["N"])
+    examples = [int(i) for i in examples]
+    if not examples:
+        raise ConfigError("no example index given")
+    out = sorted({i for i in examples if not 0 <= i < n})
+    if out:
+        raise ConfigError(f"example index {out} out of range: the store has examples 0..{n - 1}")
+    dupes = sorted({i for i in examples if examples.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"example index {dupes} given more than once")
+    pos = {s: p for p, s in enumerate(ds.indices)}
+    missing = [i for i in examples if i not in pos]
+    if missing:
+        where = f" or not in split {split!r}" if split is not None else ""
+        raise ConfigError(f"examples {missing} are incomplete (their writer did not finish){where}; "
+                          f"choose among {ds.indices[:20]}{' ...' if len(ds) > 20 else ''}")
+    return ds, [pos[i] for i in examples]
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+@dataclass
+class Reconstruction:
+    """One example reconstructed (CPU tensors, the store's scale).
+
+    ``image`` complex64 (*L, M, T, Y, X); ``magnitude``, ``target``, ``zero_filled`` float32
+    (M, T, Y, X) -- the last the magnitude of ``x0`` (RSS for per-coil); ``metrics`` NMSE, PSNR,
+    SSIM of ``magnitude`` vs ``target``; ``seconds`` the model's forward time.
+    """
+
+    index: int
+    image: Tensor
+    magnitude: Tensor
+    target: Tensor
+    zero_filled: Tensor
+    metrics: dict[str, float]
+    seconds: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def reconstruct_item(method: Method, item: dict[str, Tensor], device: torch.device,
+                     *, warmup: bool = False) -> Reconstruction:
+    """Reconstruct one :class:`~zoo.data.SmsDataset` item as training validation does (module doc).
+
+    ``warmup`` runs the forward pass once untimed first, so one-off costs (CUDA context, kernel
+    selection, allocator growth) do not land in ``seconds``.
+    """
+    batch = {k: v[None].to(device) for k, v in item.items()}
+    nb, scale = normalize_batch(batch, method.quantile)
+    x0, k3, mask3, c = _fold(nb)
+    method.model.eval()
+    if warmup:
+        method.model(x0, k3, mask3)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = method.model(x0, k3, mask3)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    pred = denormalize(out.unflatten(0, (-1, c)) if nb["x0"].ndim == 6 else out, scale)
+    mag = _magnitude(pred).float()
+    target = batch["target"]
+    metrics = {name: float(f(mag, target)[0]) for name, f in zip(METRICS, (nmse, psnr, ssim))}
+    return Reconstruction(
+        index=int(item["index"]), image=pred[0].to("cpu", torch.complex64), magnitude=mag[0].cpu(),
+        target=target[0].cpu(), zero_filled=_magnitude(batch["x0"])[0].float().cpu(), metrics=metrics,
+        seconds=seconds,
+    )
+
+
+def reconstruct(method: Method, dataset: SmsDataset, positions: list[int], device: torch.device,
+                *, warmup: bool | None = None) -> Iterator[Reconstruction]:
+    """Reconstruct ``dataset[positions]`` one example at a time (a generator).
+
+    ``warmup`` (default: on CUDA) runs the first example once untimed (:func:`reconstruct_item`).
+    """
+    check_coil_mode(method, dataset)
+    warmup = device.type == "cuda" if warmup is None else warmup
+    for j, p in enumerate(positions):
+        yield reconstruct_item(method, dataset[p], device, warmup=warmup and j == 0)
+
+
+def check_coil_mode(method: Method, dataset: SmsDataset) -> None:
+    """Refuse to feed a method a dataset of another coil mode (wrong shapes and reference)."""
+    if method.coil_mode != dataset.config.coil_mode:
+        raise ConfigError(f"{method.label}: coil mode {method.coil_mode!r}, but the dataset is "
+                          f"{dataset.config.coil_mode!r}; open the examples with the method's coil mode")
+
+
+# --- recon store ------------------------------------------------------------------------------
+
+
+def _codecs():
+    from zarr.codecs import BloscCodec
+
+    # the source store's compression (synth.store, chosen by benchmarks/bench_dicom2kspace.py)
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
+
+
+def _software() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import zarr
+
+    try:
+        ours = version("smssynth")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return {"smssynth": ours, "torch": torch.__version__, "zarr": zarr.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _out_exists(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def check_out(out: str | Path, store_path: str | Path, overwrite: bool) -> None:
+    """Refuse to write over the source store, or over anything without ``overwrite``."""
+    if _same_path(out, store_path):
+        raise ConfigError(f"{out}: the output is the source store itself; choose another --out")
+    if _out_exists(Path(out)) and not overwrite:
+        raise StoreExistsError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+
+
+def run_recon(
+    method: Method,
+    store_path: str | Path,
+    out: str | Path,
+    *,
+    device: torch.device,
+    examples: list[int] | None = None,
+    split: str | None = None,
+    overwrite: bool = False,
+    save_complex: bool = False,
+    png_dir: str | Path | None = None,
+    gif_dir: str | Path | None = None,
+    error_scale: float = 5.0,
+    png_frames: int = 4,
+    progress: Callable[[Reconstruction, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Reconstruct the chosen examples into the recon store ``out`` (module doc); draw figures.
+
+    Returns the store's root attributes (a dict).  Raises StoreExistsError when ``out`` exists
+    and ``overwrite`` is false (checked before any work), ConfigError / StoreError for bad input.
+    """
+    import zarr
+
+    check_out(out, store_path, overwrite)
+    ds, positions = open_examples(store_path, method.coil_mode, examples=examples, split=split)
+    d = ds.dims
+    n, m, t, ny, nx = len(positions), d["M"], d["T"], d["Ky"], d["Kx"]
+    lead = (d["C"],) if method.coil_mode == "per-coil" else ()
+    img_dims = ["slice", "time", "y", "x"]
+    arrays = {
+        "recon": ((n, m, t, ny, nx), (1, 1, t, ny, nx), "float32", ["example", *img_dims],
+                  "magnitude of the reconstruction, store scale (|x| virtual, RSS over coils per-coil)"),
+        "index": ((n,), (n,), "int64", ["example"], "store index of each row"),
+        "seconds": ((n,), (n,), "float64", ["example"], "model forward time of the example, seconds"),
+        **{k: ((n,), (n,), "float64", ["example"], f"{k.upper()} of recon vs the reference (zoo.metrics)")
+           for k in METRICS},
+        "complete": ((n,), (n,), "bool", ["example"], "row written completely"),
+    }
+    if save_complex:
+        arrays["recon_complex"] = ((n, *lead, m, t, ny, nx), (1, *lead, 1, t, ny, nx), "complex64",
+                                   ["example", *(["coil"] if lead else []), *img_dims],
+                                   "complex reconstruction, store scale" + (" (per coil)" if lead else ""))
+    root = zarr.open_group(str(out), mode="w", zarr_format=3)
+    for name, (shape, chunks, dtype, dims, _) in arrays.items():
+        root.create_array(name, shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims,
+                          fill_value=False if dtype == "bool" else 0,
+                          compressors=_codecs() if len(shape) > 1 else None)
+    attrs: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dims": {"N": n, **({"C": d["C"]} if lead else {}), "M": m, "T": t, "Y": ny, "X": nx},
+        "arrays": {k: {"dims": v[3], "dtype": v[2], "meaning": v[4]} for k, v in arrays.items()},
+        "method": method.describe(),
+        "source": {"store": str(store_path), "dims": dict(d), "params": ds.params, "split": split},
+        "coil_mode": method.coil_mode,
+        "reference": REFERENCE[method.coil_mode],
+        "data_config": {"coil_mode": method.coil_mode, "mask": "stored", "split": split},
+        "normalization": {"kind": "quantile of |x0| per example (zoo.train.normalize_batch)",
+                          "quantile": method.quantile},
+        "software": _software(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    root.attrs.update(attrs)
+    root["index"][:] = np.asarray([ds.indices[p] for p in positions], np.int64)
+
+    seconds, values = [], {k: [] for k in METRICS}
+    for r, rec in enumerate(reconstruct(method, ds, positions, device)):
+        root["recon"][r] = rec.magnitude.numpy()
+        if save_complex:
+            root["recon_complex"][r] = rec.image.numpy()
+        for k in METRICS:
+            root[k][r] = rec.metrics[k]
+            values[k].append(rec.metrics[k])
+        root["seconds"][r] = rec.seconds
+        root["complete"][r] = True
+        seconds.append(rec.seconds)
+        if png_dir is not None:
+            save_png(rec, png_dir, label=method.label, error_scale=error_scale, n_frames=png_frames)
+        if gif_dir is not None:
+            save_gif(rec, gif_dir, label=method.label, error_scale=error_scale)
+        if progress is not None:
+            progress(rec, r + 1, n)
+    final = {
+        "timing": {"device": device_description(device), "timed": TIMED, "warmup": device.type == "cuda",
+                   "seconds": seconds, **{k: v for k, v in summarize(seconds).items()}},
+        "metrics": {**{k: summarize(v) for k, v in values.items()}, "failure_rate": failure_rate(values["nmse"]),
+                    "failure_threshold_nmse": 1000.0},
+    }
+    root.attrs.update(final)
+    return {**attrs, **final}
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _slice_metrics(mag: Tensor, ref: Tensor) -> list[str]:
+    """Per SMS slice: NMSE, PSNR and SSIM over its frames, PSNR/SSIM with the example's data range.
+
+    ``mag``, ``ref`` float (M, T, Y, X).  The slices are scored as a batch of M one-slice examples.
+    """
+    from zoo.metrics import ssim_frames
+
+    p, r = mag[:, None].double(), ref[:, None].double()  # (M, 1, T, Y, X)
+    dr = float(ref.max()) or 1.0
+    n, ps = nmse(p, r).tolist(), psnr(p, r, dr).tolist()
+    try:
+        ss = [f"{v:.3f}" for v in ssim_frames(p, r, torch.full((len(p),), dr, dtype=torch.float64)).mean(1).tolist()]
+    except ValueError:  # images smaller than the SSIM window
+        ss = ["n/a"] * len(p)
+    return [f"NMSE {a:.3g}  PSNR {b:.2f} dB  SSIM {c}" for a, b, c in zip(n, ps, ss)]
+
+
+def _panels(rec: Reconstruction, error_scale: float):
+    """Per SMS slice: the five panels (title, (T, Y, X) stack, display maximum, colormap)."""
+    vmax = float(rec.target.max()) or 1.0
+    zf_txt, rc_txt = _slice_metrics(rec.zero_filled, rec.target), _slice_metrics(rec.magnitude, rec.target)
+    out = []
+    for i in range(rec.target.shape[0]):
+        zf, rc, tg = rec.zero_filled[i].numpy(), rec.magnitude[i].numpy(), rec.target[i].numpy()
+        out.append([
+            (f"zero-filled\n{zf_txt[i]}", zf, vmax, "gray"),
+            (f"reconstruction\n{rc_txt[i]}", rc, vmax, "gray"),
+            ("ground truth", tg, vmax, "gray"),
+            (f"|zero-filled - truth| x{error_scale:g}", np.abs(zf - tg), vmax / error_scale, "inferno"),
+            (f"|recon - truth| x{error_scale:g}", np.abs(rc - tg), vmax / error_scale, "inferno"),
+        ])
+    return out
+
+
+def _figure(n_rows: int, ny: int, nx: int):
+    from matplotlib.figure import Figure
+
+    w = 5 * 2.6
+    h = n_rows * 2.6 * ny / nx + 1.4
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+def _name(rec: Reconstruction, i: int, suffix: str) -> str:
+    return f"example-{rec.index:04d}-slice-{i}{suffix}"
+
+
+def save_png(rec: Reconstruction, out_dir: str | Path, *, label: str = "", error_scale: float = 5.0,
+             n_frames: int = 4, dpi: int = 100) -> list[Path]:
+    """One PNG per SMS slice: rows = ``n_frames`` evenly spaced frames, columns = the five panels.
+
+    Returns the paths written (``example-NNNN-slice-I.png`` in ``out_dir``, created).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m, t, ny, nx = rec.magnitude.shape
+    frames = sorted(set(np.linspace(0, t - 1, min(n_frames, t)).round().astype(int).tolist()))
+    paths = []
+    for i, panels in enumerate(_panels(rec, error_scale)):
+        fig = _figure(len(frames), ny, nx)
+        axes = fig.subplots(len(frames), len(panels), squeeze=False)
+        for r, f in enumerate(frames):
+            for c, (title, stack, vmax, cmap) in enumerate(panels):
+                ax = axes[r, c]
+                ax.imshow(stack[f], cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(title, fontsize=7)
+                if c == 0:
+                    ax.set_ylabel(f"frame {f}", fontsize=8)
+        fig.suptitle(f"{label}  example {rec.index}  SMS slice {i} of {m}", fontsize=9)
+        path = out_dir / _name(rec, i, ".png")
+        fig.savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths
+
+
+def save_gif(rec: Reconstruction, out_dir: str | Path, *, label: str = "", error_scale: float = 5.0,
+             fps: float = 5.0, dpi: int = 80) -> list[Path]:
+    """One animated GIF per SMS slice, one GIF frame per time frame (T frames), the five panels.
+
+    Returns the paths written (``example-NNNN-slice-I.gif`` in ``out_dir``, created).
+    """
+    from matplotlib.animation import PillowWriter
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m, t, ny, nx = rec.magnitude.shape
+    paths = []
+    for i, panels in enumerate(_panels(rec, error_scale)):
+        fig = _figure(1, ny, nx)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        images = []
+        for ax, (title, stack, vmax, cmap) in zip(axes, panels):
+            images.append(ax.imshow(stack[0], cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"))
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        # the frame number in the title also keeps Pillow from merging identical consecutive frames
+        sup = fig.suptitle("", fontsize=9)
+        path = out_dir / _name(rec, i, ".gif")
+        writer = PillowWriter(fps=fps)
+        with writer.saving(fig, str(path), dpi):
+            for f in range(t):
+                for im, (_, stack, _, _) in zip(images, panels):
+                    im.set_data(stack[f])
+                sup.set_text(f"{label}  example {rec.index}  SMS slice {i} of {m}  frame {f + 1}/{t}")
+                writer.grab_frame()
+        paths.append(path)
+    return paths
