@@ -14,6 +14,10 @@ COMMANDS = {
     "inspect": ("cli.inspect", "inspect_cmd"),
     "generate": ("cli.generate", "generate"),
     "zoo": ("cli.zoo", "zoo_cmd"),
+    "train": ("cli.train", "train"),
+    "finetune": ("cli.finetune", "finetune"),
+    "recon": ("cli.recon", "recon"),
+    "evaluate": ("cli.evaluate", "evaluate"),
 }
 
 

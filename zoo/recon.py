@@ -83,8 +83,8 @@ from zoo.train import NORM_QUANTILE, _fold, _magnitude, denormalize, normalize_b
 
 __all__ = [
     "BASELINE_COIL_MODE", "BASELINE_NAMES", "FORMAT", "FORMAT_VERSION", "METRICS", "Method", "Reconstruction",
-    "check_coil_mode", "check_out", "device_description", "load_method", "open_examples", "pick_device", "reconstruct", "reconstruct_item",
-    "run_recon", "save_gif", "save_png",
+    "check_coil_mode", "check_out", "device_description", "load_method", "open_examples", "pick_device",
+    "reconstruct", "reconstruct_item", "run_recon", "save_gif", "save_png",
 ]
 
 FORMAT = "smssynth.recon"
@@ -115,7 +115,8 @@ class Method:
     coil_mode : ``virtual`` or ``per-coil`` (the checkpoint's, or the one chosen for a baseline).
     quantile : input normalisation quantile (:func:`zoo.train.normalize_batch`).
     info : JSON-able description: ``name``, ``architecture``, ``config``, ``sha256`` (None for a
-        baseline), ``source``, ``coil_mode_source``, ``data_config``, ``trained_on``.
+        baseline), ``source``, ``coil_mode_source``, and for checkpoints ``training_data_config``
+        (the :class:`~zoo.data.DataConfig` it was trained with) and ``trained_on`` (store name).
     """
 
     label: str
@@ -165,8 +166,9 @@ def load_method(
     cs_iters : iterations of the CS baselines (default: :data:`zoo.baselines.DEFAULTS`).
     weights_dir : registry folder (default ``$SMSSYNTH_WEIGHTS_DIR`` or the package's).
 
-    Raises UnknownWeightsError (listing the baselines, registered weights and architectures),
-    ChecksumError / CheckpointError from loading, ConfigError for a bad coil mode.
+    Raises UnknownWeightsError (listing the baselines and registered weights, and saying so when
+    ``spec`` is an untrained architecture name), ChecksumError / CheckpointError from loading,
+    ConfigError for a bad coil mode.
     """
     from zoo.registry import list_models as list_weights
     from zoo.registry import load as load_weights
@@ -204,7 +206,7 @@ def load_method(
         info={"name": spec, "architecture": meta["model"]["name"], "config": meta["model"]["config"],
               "sha256": meta["sha256"], "source": "registry" if registered else str(spec),
               "coil_mode_source": "checkpoint" if recorded else "not recorded in the checkpoint; chosen/default",
-              "data_config": data_config, "trained_on": (meta.get("data") or {}).get("store")},
+              "training_data_config": data_config, "trained_on": (meta.get("data") or {}).get("store")},
     )
 
 

@@ -24,9 +24,9 @@ If the store records per-example splits (``attrs["examples"][i]["split"]``, ``sm
 --split``) and one is ``val``, the ``val`` examples validate and the ``train`` examples train
 (all non-``val``, non-``test`` examples if there is no ``train`` split).  Otherwise a
 deterministic held-out fraction ``val_fraction`` of the store (less any ``test`` split)
-validates: whole patients (the
-pseudonymous ``sources[0]["patient"]`` key) are held out when the store has at least two, so a
-patient's slices never reach both sides; patients (else examples) are ordered by
+validates: whole patients (the pseudonymous ``sources[0]["patient"]`` key) are held out when the
+store has at least two, so a patient's slices never reach both sides; patients (else examples) are
+ordered by
 ``SHA-256(seed, key)`` and taken until at least ``ceil(val_fraction * N)`` examples are held out,
 always leaving one group to train on.  ``val_fraction = 0`` (and no ``val`` split) trains
 without validation (and writes no ``best`` checkpoint).
@@ -51,8 +51,12 @@ the same val examples), ``checkpoints/epoch-NNN``, ``last`` and ``best`` (by val
 :func:`zoo.checkpoint.save_checkpoint` pair (``.safetensors`` + ``.json``), and
 ``checkpoints/last.state.{safetensors,json}``, the resume state: the optimizer's tensors
 (flattened, ``optimizer.<param>.<key>``) and the torch RNG states in safetensors, its scalars,
-param groups, epoch, step, best PSNR and the SHA-256 of both files in JSON (no pickle).  With
+param groups, epoch, step, best PSNR and the state file's SHA-256 in JSON (no pickle); the step
+is checked against the weights' metadata on resume.  With
 ``torch.utils.tensorboard`` importable, ``tensorboard/`` gets the same scalars per step.
+
+Resume (:func:`resumed_run_config`): the run's ``config.json`` fixes everything except
+:data:`RESUMABLE` (``epochs``, ``max_steps``, ``num_workers``, ``device``) and the store's path.
 
 Determinism: shuffling is ``DistributedSampler(seed)`` with ``set_epoch`` (also for one process),
 fresh masks and crops derive from (seed, epoch, step, rank), model initialisation from the seed
@@ -62,6 +66,10 @@ CPU it ends with the same weights as an uninterrupted one.
 Distributed (``torchrun``; :mod:`zoo.distributed`): DDP over ranks, each rank trains on its
 ``DistributedSampler`` shard and validates on its share of the val examples; losses and
 metrics are gathered; rank 0 alone writes.  ``batch_size`` is per rank.
+
+CPU: the small convolutions of these models scale poorly over threads, and on a CPU shared with
+other jobs oversubscribed OpenMP threads spin: there ``OMP_NUM_THREADS=1`` was ~3-10x faster per
+step than 2 threads on a 2-core box (torchrun sets it to 1 by default).
 
 Mixed precision (``amp``, CUDA only): the convolutions -- nearly all the FLOPs -- run under
 ``torch.autocast(float16)`` with a ``GradScaler`` and return float32; the complex physics

@@ -64,7 +64,7 @@ def test_recon_checkpoint_with_figures(store, ckpt, tmp_path):
     r = invoke(recon, "--model", ckpt, store, "--out", out, "--examples", "4", "--png", tmp_path / "png",
                "--gif", tmp_path / "gif", "-q")
     assert r.exit_code == 0, r.output
-    assert "1 examples" in r.output and "PSNR" in r.output and "cpu" in r.output
+    assert "on 1 example ->" in r.output and "PSNR" in r.output and "cpu" in r.output
     root = zarr.open_group(str(out), mode="r")
     assert list(root["index"][:]) == [4] and root["recon"].shape == (1, 2, 4, 37, 31)
     assert root.attrs["method"]["sha256"] == json.loads(open(ckpt + ".json").read())["sha256"]

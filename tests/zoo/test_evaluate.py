@@ -108,7 +108,8 @@ def test_paired_tests_and_table(store, tmp_path):
         x = [e[t["metric"]] for e in per[t["a"]]["per_example"]]
         y = [e[t["metric"]] for e in per[t["b"]]["per_example"]]
         ref = ttest_rel(x, y)
-        np.testing.assert_allclose([t["t"], t["p"], t["mean_diff"]], [ref.statistic, ref.pvalue, np.mean(np.subtract(x, y))])
+        expect = [ref.statistic, ref.pvalue, np.mean(np.subtract(x, y))]
+        np.testing.assert_allclose([t["t"], t["p"], t["mean_diff"]], expect)
         assert t["n"] == 2
     table = E.format_table(res)
     for label in ("A", "B", "zero-filled", "cs-tfft", "cs-ttv"):
