@@ -24,6 +24,7 @@ from cli.train import loop_options, run_loop
 def finetune(source, freeze, **kwargs):
     """Fine-tune a trained model (checkpoint or registry name) on an smssynth store.
 
+    \b
         smssynth finetune --from run/checkpoints/best --data perfusion.zarr --freeze 'crnn.*' --out ft
     """
     if source is None and not kwargs["resume"]:

@@ -81,7 +81,8 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     from zoo import train as T
     from zoo.models import list_models, model_config_dict
 
-    run_dir, store, name, config_path = Path(kwargs["run_dir"]), kwargs["store"], kwargs.get("model"), kwargs["config_path"]
+    run_dir, store, config_path = Path(kwargs["run_dir"]), kwargs["store"], kwargs["config_path"]
+    name = kwargs.get("model")  # train only
     over = explicit_options(kwargs, LOOP_KEYS)
     if freeze:
         over["freeze"] = tuple(freeze)
@@ -141,6 +142,7 @@ def train(**kwargs):
     --val-fraction), a checkpoint every epoch (plus last and best by val PSNR), log.csv.
     Multi-GPU / multi-node: start it with torchrun, e.g.
 
+    \b
         torchrun --nproc-per-node 2 -m cli.main train --data cine.zarr --model sms-crnn --out run
     """
     run_loop("train", kwargs)

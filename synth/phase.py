@@ -86,7 +86,9 @@ PHASE_MODEL: dict = {
     "grating_orientation_rad": [0.0, float(2 * np.pi)],
     "grating_offset_rad": [0.0, float(2 * np.pi)],
     "grating_fov": "longer side, L = max(Ny, Nx) pixels; constant over slices and frames",
-    "draw_order": ["kmeans slice 0..M-1", "cluster values (C, K)", "grating (per coil: a, f, theta, psi)"],
+    "draw_order": ["cluster values (C, K)", "grating (per coil: a, f, theta, psi)"],
+    "kmeans_seed": "per slice: SeedSequence(seed, spawn_key=sha256('kmeans|<series key>:<slice>|K')); a slice has the "
+                   "same clusters in every example, its cluster values are drawn per example",
 }
 
 
@@ -289,10 +291,15 @@ class PhaseParts:
         return out
 
 
-def _cluster_parts(mags, n_coils, n_clusters, rng, with_grating: bool) -> PhaseParts:
-    """Cluster phase (+ grating) in factored form; draw order: k-means, values, grating."""
+def _cluster_parts(mags, n_coils, n_clusters, rng, with_grating: bool, labels=None) -> PhaseParts:
+    """Cluster phase (+ grating) in factored form; draw order: k-means (unless ``labels`` are
+    given), values, grating."""
     c, k = int(n_coils), int(n_clusters)
-    labels = tuple(np.asarray(kmeans_labels(mags[i], k, rng), dtype=np.intp) for i in range(mags.shape[0]))
+    if labels is None:
+        labels = [kmeans_labels(mags[i], k, rng) for i in range(mags.shape[0])]
+    elif len(labels) != mags.shape[0] or any(np.shape(lab) != mags.shape[1:] for lab in labels):
+        raise ValueError(f"labels must be M={mags.shape[0]} arrays of shape {mags.shape[1:]}")
+    labels = tuple(np.asarray(lab, dtype=np.intp) for lab in labels)
     values = rng.normal(0.0, CLUSTER_SIGMA, size=(c, k)).astype(np.float32)
     g = grating_phase(c, mags.shape[-2:], rng) if with_grating else None  # drawn after the values
     tables = np.stack([values if i == 0 else values[:, _vote(lab, labels[0], k)] for i, lab in enumerate(labels)], 1)
@@ -372,12 +379,20 @@ def grating_phase(n_coils: int, shape: tuple[int, int], rng: np.random.Generator
 
 
 def phase_parts(
-    magnitudes: np.ndarray, n_coils: int, kind: str, n_clusters: int, rng: np.random.Generator
+    magnitudes: np.ndarray,
+    n_coils: int,
+    kind: str,
+    n_clusters: int,
+    rng: np.random.Generator,
+    labels=None,
 ) -> PhaseParts:
     """The synthetic phase of one SMS example in factored form (see :class:`PhaseParts`).
 
     Same arguments and the same random draws as :func:`synthesize_phase`;
-    ``phase_parts(...).phase()`` equals ``synthesize_phase(...)``.
+    ``phase_parts(...).phase()`` equals ``synthesize_phase(...)``.  ``labels`` (M arrays int
+    (T, Y, X)) are precomputed k-means labels of the slices: the simulator clusters each slice
+    once, with a seed of its own, and reuses the labels in every example the slice is part of
+    (the cluster values are still drawn per example from ``rng``).
     """
     if kind not in KINDS:
         raise ConfigError(f"--phase: must be one of {KINDS}, got {kind!r}")
@@ -389,7 +404,7 @@ def phase_parts(
         return PhaseParts(tuple(mags.shape), c)
     if kind == "grating":
         return PhaseParts(tuple(mags.shape), c, grating=grating_phase(c, mags.shape[-2:], rng))
-    return _cluster_parts(mags, c, n_clusters, rng, with_grating=True)
+    return _cluster_parts(mags, c, n_clusters, rng, with_grating=True, labels=labels)
 
 
 def synthesize_phase(

@@ -27,7 +27,7 @@ from synth.errors import ConfigError, DicomError, NoInputError
 from synth.phase import PHASE_MODEL
 from synth.resolution import prepare, working_shape
 from synth.runtime import tune_allocator
-from synth.simulate import StageTimer, simulate_example
+from synth.simulate import StageTimer, simulate_example, slice_labels
 
 log = logging.getLogger("smssynth")
 
@@ -52,13 +52,17 @@ class Summary:
 
 
 class SliceCache:
-    """Prepared (working) magnitudes of recently used slices; combinations reuse slices a lot."""
+    """Prepared (working) magnitudes and k-means labels of recently used slices.
+
+    Combinations reuse slices a lot (each of 12 slices is in 11 of the 66 pairs), so each slice
+    is read, resampled and clustered once.
+    """
 
     def __init__(self, config: SimConfig, size: int = 32):
         self.config, self.size = config, size
         self._data: OrderedDict = OrderedDict()
 
-    def get(self, series_key: str, sl: SliceInfo, timer: StageTimer) -> np.ndarray:
+    def get(self, series_key: str, sl: SliceInfo, timer: StageTimer) -> tuple[np.ndarray, np.ndarray | None]:
         key = (series_key, sl.index)
         if key in self._data:
             self._data.move_to_end(key)
@@ -75,10 +79,12 @@ class SliceCache:
                 frames_mode=c.frames_mode,
                 what=f"series {series_key} slice {sl.index}",
             )
-        self._data[key] = img
+        with timer("kmeans"):
+            labels = slice_labels(img, self.config, f"{series_key}:{sl.index}")
+        self._data[key] = (img, labels)
         if len(self._data) > self.size:
             self._data.popitem(last=False)
-        return img
+        return img, labels
 
 
 def slice_offsets(ex: ExamplePlan, config: SimConfig, shape: tuple[int, int]) -> np.ndarray:
@@ -221,7 +227,9 @@ def dicom2kspace(
 
         for ex in plan.examples:
             try:
-                mags = np.stack([cache.get(s.series.key, s.slice, timer) for s in ex.sources])
+                got = [cache.get(s.series.key, s.slice, timer) for s in ex.sources]
+                mags = np.stack([g[0] for g in got])
+                labels = None if got[0][1] is None else [g[1] for g in got]
             except DicomError as e:
                 if on_error == "fail":
                     finish_pending()
@@ -231,7 +239,8 @@ def dicom2kspace(
                 if progress:
                     progress(ex.index + 1, len(plan.examples))
                 continue
-            arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(), timer)
+            arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(), timer,
+                                      labels=labels)
             finish_pending()
             pending = writer.submit(_timed_write, root, ex.index, arrays, timer)
             if progress:

@@ -24,7 +24,7 @@ from synth.config import SimConfig
 from synth.fft import fft2c
 from synth.masks import row_mask
 from synth.noise import add_noise, noise_sigma
-from synth.phase import phase_parts
+from synth.phase import kmeans_labels, phase_parts
 from synth.sms import collapse_images
 
 
@@ -43,12 +43,27 @@ class StageTimer:
             self.seconds[stage] += time.perf_counter() - t0
 
 
+def slice_labels(magnitude: np.ndarray, config: SimConfig, slice_key: str) -> np.ndarray | None:
+    """k-means labels of one slice's working magnitudes (T, Y, X), seeded by the slice's identity.
+
+    ``slice_key`` is ``"<series key>:<slice index>"``.  Returns None unless ``--phase kmeans``.
+    Deterministic, so the same slice gets the same clusters in every example and every worker.
+    """
+    if config.phase != "kmeans":
+        return None
+    from synth.combos import key_ints
+
+    ss = np.random.SeedSequence(config.seed, spawn_key=key_ints(f"kmeans|{slice_key}|{config.clusters}"))
+    return kmeans_labels(magnitude, config.clusters, np.random.default_rng(ss))
+
+
 def simulate_example(
     magnitudes: np.ndarray,
     slice_offsets: np.ndarray,
     config: SimConfig,
     seed: np.random.SeedSequence,
     timer: StageTimer | None = None,
+    labels=None,
 ) -> dict[str, np.ndarray]:
     """Simulate one example.
 
@@ -61,6 +76,8 @@ def simulate_example(
     config : the simulation parameters.
     seed : the example's seed; four child streams (phase, coils, mask, noise) are spawned in
         that fixed order, so e.g. changing ``--phase`` leaves the masks unchanged.
+    labels : per slice int (T, Y, X) k-means labels (see :func:`slice_labels`); computed here
+        from the phase stream when None.
 
     Returns
     -------
@@ -78,7 +95,7 @@ def simulate_example(
     target = (magnitudes / np.float32(scale)).astype(np.float32)
 
     with timer("phase"):
-        parts = phase_parts(target, c, config.phase, config.clusters, rng_phase)
+        parts = phase_parts(target, c, config.phase, config.clusters, rng_phase, labels=labels)
         phase = parts.phase()
     with timer("coils"):
         csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)

@@ -112,6 +112,7 @@ from zoo.models import build_model, count_parameters, make_config, model_config_
 
 __all__ = [
     "NORM_QUANTILE", "FitResult", "RunConfig", "TrainConfig", "crop_readout", "denormalize", "example_scale",
+    "fold_coils", "rss_magnitude",
     "RESUMABLE", "evaluate_examples", "fit", "freeze_parameters", "load_parent", "load_state", "load_yaml_config",
     "normalize_batch", "resolve_run_config", "resumed_run_config", "save_state", "split_examples",
 ]
@@ -458,8 +459,13 @@ def crop_readout(batch: dict[str, Tensor], width: int, generator: torch.Generato
     return out
 
 
-def _fold(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Model inputs with a coil axis folded into B: (x0, k3, mask3, C) with C = 1 for virtual."""
+def fold_coils(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Model inputs with a per-coil axis folded into B: ``(x0, k3, mask3, C)``.
+
+    ``x0``/``k3`` (B, C, M, T, Y, X) become (B*C, M, T, Y, X) and ``mask3`` (B, M, T, Ky, 1) is
+    repeated per coil; virtual-coil batches (5-D) pass through with C = 1.  Undo on the model's
+    output with ``out.unflatten(0, (-1, C))`` (only for 6-D inputs).
+    """
     x0, k3, mask3 = batch["x0"], batch["k3"], batch["mask3"]
     if x0.ndim == 6:
         c = x0.shape[1]
@@ -467,15 +473,22 @@ def _fold(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
     return x0, k3, mask3, 1
 
 
-def _magnitude(x: Tensor) -> Tensor:
-    """|x| (B, M, T, Y, X), or the RSS over coils of (B, C, M, T, Y, X)."""
+def rss_magnitude(x: Tensor) -> Tensor:
+    """The magnitude compared with ``target``: ``|x|`` of (B, M, T, Y, X), or the
+    root-sum-of-squares over coils of (B, C, M, T, Y, X) (a store's per-coil target is the RSS)."""
     return torch.linalg.vector_norm(x, dim=1) if x.ndim == 6 else x.abs()
+
+
+# the names zoo.recon imported before these were public
+_fold, _magnitude = fold_coils, rss_magnitude
 
 
 # --- splits -----------------------------------------------------------------------------------
 
 
-def split_examples(store: Store, complete: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int], str]:
+def split_examples(
+    store: Store, complete: list[int], val_fraction: float, seed: int
+) -> tuple[list[int], list[int], str]:
     """Store indices of the training and validation examples, and how they were chosen (module doc)."""
     examples = store.attrs.get("examples", [])
     prov = {int(e.get("index", j)): e for j, e in enumerate(examples)}
@@ -489,7 +502,9 @@ def split_examples(store: Store, complete: list[int], val_fraction: float, seed:
             train = [i for i in complete if splits[i] not in ("val", "test")]
             how = "store split 'val'; every example not in 'val' or 'test' trains"
         if not train:
-            raise ConfigError(f"{store.path}: every complete example is in the 'val' (or 'test') split; none to train on")
+            raise ConfigError(
+                f"{store.path}: every complete example is in the 'val' (or 'test') split; none to train on"
+            )
         return train, val, how
     if "test" in splits.values():  # never train or validate on the test split
         complete = [i for i in complete if splits[i] != "test"]
@@ -784,10 +799,10 @@ def evaluate_examples(model: nn.Module | None, dataset, positions: list[int], de
             pred = batch["x0"]
         else:
             nb, scale = normalize_batch(batch)
-            x0, k3, mask3, c = _fold(nb)
+            x0, k3, mask3, c = fold_coils(nb)
             out = model(x0, k3, mask3)
             pred = denormalize(out.unflatten(0, (-1, c)) if nb["x0"].ndim == 6 else out, scale)
-        mag = _magnitude(pred).float()
+        mag = rss_magnitude(pred).float()
         target = batch["target"]
         vals = [f(mag, target).tolist() for f in (nmse, psnr, ssim)]
         rows += list(zip(batch["index"].tolist(), *vals))
@@ -893,7 +908,8 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
         run_dir.mkdir(parents=True, exist_ok=True)
         ckdir.mkdir(exist_ok=True)
         cfg_dict = {**run.to_dict(), "world_size": info.world_size, "split": how,
-                    "n_train": len(train_idx), "n_val": len(val_idx), "normalization": f"quantile {NORM_QUANTILE} of |x0|",
+                    "n_train": len(train_idx), "n_val": len(val_idx),
+                    "normalization": f"quantile {NORM_QUANTILE} of |x0|",
                     "frozen": frozen, "n_parameters": count_parameters(model),
                     "versions": {"torch": torch.__version__, "smssynth": _version()}}
         _write_json(run_dir / "config.json", cfg_dict)
@@ -988,7 +1004,8 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
                 for m in METRICS:
                     tb.add_scalar(f"val/{m}", val[m]["mean"], step)
                 tb.flush()
-        say(f"epoch {epoch}{'' if complete else ' (partial)'}  step {step}  loss {train_terms.get('loss', float('nan')):.4g}"
+        loss_mean = train_terms.get("loss", float("nan"))
+        say(f"epoch {epoch}{'' if complete else ' (partial)'}  step {step}  loss {loss_mean:.4g}"
             + (f"  val {_metric_line(val)}" if val else "") + f"  {seconds:.1f}s")
         D.barrier(info)
         if not complete:
@@ -1016,7 +1033,7 @@ def _train_epoch(net, bar, optimizer, scaler, params, loss_fn, cfg: TrainConfig,
         nb, _ = normalize_batch(batch)
         if cfg.crop is not None:
             nb = crop_readout(nb, cfg.crop, _step_generator(cfg.seed, epoch, step, rank))
-        x0, k3, mask3, c = _fold(nb)
+        x0, k3, mask3, c = fold_coils(nb)
         out = net(x0, k3, mask3)
         if nb["x0"].ndim == 6:  # per-coil: the loss takes (B, C, ...) and compares the RSS with target
             out = out.unflatten(0, (-1, c))

@@ -178,3 +178,14 @@ def test_reader_validates_format(tmp_path):
         Store.open(tmp_path / "bad.zarr")
     with pytest.raises(StoreError, match="no such store"):
         Store.open(tmp_path / "missing.zarr")
+
+
+def test_slice_labels_depend_on_slice_identity_only():
+    from synth.simulate import slice_labels
+
+    img = np.random.default_rng(0).random((4, 13, 11)).astype(np.float32)
+    cfg = SimConfig(clusters=5, seed=2)
+    a = slice_labels(img, cfg, "se-1:0")
+    np.testing.assert_array_equal(a, slice_labels(img * 3.0, cfg, "se-1:0"))  # scale-free features
+    assert a.shape == img.shape and a.max() < 5
+    assert slice_labels(img, cfg.replace(phase="grating"), "se-1:0") is None

@@ -70,14 +70,12 @@ def test_two_ranks_gloo_identical_weights(store, tmp_path):
 
 
 def test_torchrun_cli(store, tmp_path):
-    """The documented launch: torchrun running the click command (as `-m cli.main train` does)."""
-    script = tmp_path / "launch.py"
-    script.write_text("from cli.train import train\ntrain.main(prog_name='smssynth train')\n")
+    """The documented launch: ``torchrun --nproc-per-node 2 -m cli.main train ...``."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {name: sms-crnn, config: {n_filters: 4, n_iterations: 1}}\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           "--data", store, "--config", str(cfg), "--max-steps", "1", "--val-fraction", "0.34",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cli.main",
+           "train", "--data", store, "--config", str(cfg), "--max-steps", "1", "--val-fraction", "0.34",
            "--out", str(tmp_path / "run"), "-q"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
