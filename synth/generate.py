@@ -203,6 +203,10 @@ def _worker_root(url: str, storage_options):
 
     key = (url, repr(storage_options))
     if key not in _WORKER["roots"]:
+        # A dask worker here is one core (threads_per_worker=1, one worker per core): zarr's own
+        # thread pool would otherwise compress chunks on every core of the machine from every
+        # worker at once, and N workers would fight over the same cores instead of adding them.
+        zarr.config.set({"threading.max_workers": 1})
         _WORKER["roots"][key] = zarr.open_group(url, mode="r+", storage_options=storage_options)
     return _WORKER["roots"][key]
 

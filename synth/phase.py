@@ -276,6 +276,28 @@ class PhaseParts:
                     out[ci, i] += self.grating[ci]
         return out
 
+    def phasor_block(self, coil: int, t0: int, t1: int, include_grating: bool = True) -> np.ndarray:
+        """complex64 (M, t1-t0, Y, X): ``exp(1j * phase()[coil, :, t0:t1])`` by table lookup.
+
+        With ``include_grating=False`` the grating factor is left out (multiply by
+        :meth:`grating_phasor` yourself, e.g. folded into the coil map once per coil).
+        """
+        m, _, ny, nx = self.shape
+        out = np.empty((m, t1 - t0, ny, nx), np.complex64)
+        if self.labels is None:
+            out[...] = 1
+        else:
+            table = np.exp(1j * self.tables[coil]).astype(np.complex64)  # (M, K)
+            for i, lab in enumerate(self.labels):
+                np.take(table[i], lab[t0:t1], out=out[i], mode="clip")
+        if include_grating and self.grating is not None:
+            out *= self.grating_phasor(coil)
+        return out
+
+    def grating_phasor(self, coil: int) -> np.ndarray | None:
+        """complex64 (Y, X) ``exp(1j * grating[coil])``, or None without a grating."""
+        return None if self.grating is None else np.exp(1j * self.grating[coil]).astype(np.complex64)
+
     def phasor(self, coil: int) -> np.ndarray:
         """complex64 (M, T, Y, X): ``exp(1j * phase()[coil])`` by table lookup."""
         out = np.empty(tuple(self.shape), np.complex64)
