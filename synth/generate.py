@@ -357,7 +357,7 @@ def generate(
             for name in split:
                 if name not in res.splits:
                     res.warnings.append(f"split {name!r} received no patient ({len(patients)} patient(s) in all); "
-                                        f"with few patients, pass explicit splits in a --manifest")
+                                        f"with few patients, assign splits explicitly (a manifest's split column)")
         t, ny, nx = plan.shape
         dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
         attrs = dataset_attrs(config, plan, cat, split)

@@ -77,9 +77,8 @@ from zoo.data import COIL_MODES, DataConfig, SmsDataset
 from zoo.errors import UnknownWeightsError
 from zoo.metrics import failure_rate, nmse, psnr, ssim, summarize
 
-# _fold and _magnitude are the validation path's own helpers, imported (not copied) so that
-# inference cannot drift from it; zoo.train should make them public
-from zoo.train import NORM_QUANTILE, _fold, _magnitude, denormalize, normalize_batch
+# the validation path's own helpers, imported (not copied) so inference cannot drift from it
+from zoo.train import NORM_QUANTILE, denormalize, fold_coils, normalize_batch, rss_magnitude
 
 __all__ = [
     "BASELINE_COIL_MODE", "BASELINE_NAMES", "FORMAT", "FORMAT_VERSION", "METRICS", "Method", "Reconstruction",
@@ -280,7 +279,7 @@ def reconstruct_item(method: Method, item: dict[str, Tensor], device: torch.devi
     """
     batch = {k: v[None].to(device) for k, v in item.items()}
     nb, scale = normalize_batch(batch, method.quantile)
-    x0, k3, mask3, c = _fold(nb)
+    x0, k3, mask3, c = fold_coils(nb)
     method.model.eval()
     if warmup:
         method.model(x0, k3, mask3)
@@ -290,12 +289,12 @@ def reconstruct_item(method: Method, item: dict[str, Tensor], device: torch.devi
     _sync(device)
     seconds = time.perf_counter() - t0
     pred = denormalize(out.unflatten(0, (-1, c)) if nb["x0"].ndim == 6 else out, scale)
-    mag = _magnitude(pred).float()
+    mag = rss_magnitude(pred).float()
     target = batch["target"]
     metrics = {name: float(f(mag, target)[0]) for name, f in zip(METRICS, (nmse, psnr, ssim))}
     return Reconstruction(
         index=int(item["index"]), image=pred[0].to("cpu", torch.complex64), magnitude=mag[0].cpu(),
-        target=target[0].cpu(), zero_filled=_magnitude(batch["x0"])[0].float().cpu(), metrics=metrics,
+        target=target[0].cpu(), zero_filled=rss_magnitude(batch["x0"])[0].float().cpu(), metrics=metrics,
         seconds=seconds,
     )
 

@@ -479,10 +479,6 @@ def rss_magnitude(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=1) if x.ndim == 6 else x.abs()
 
 
-# the names zoo.recon imported before these were public
-_fold, _magnitude = fold_coils, rss_magnitude
-
-
 # --- splits -----------------------------------------------------------------------------------
 
 
