@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import MATRIX, common_run_options, config_from_options, setup_logging, sim_options
+from cli.options import common_run_options, config_from_options, setup_logging, sim_options
 
 
 class KeyValue(click.ParamType):

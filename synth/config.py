@@ -6,7 +6,7 @@ Precedence (issue 3 adds recipes): CLI flag > YAML recipe > the defaults below.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from synth.errors import ConfigError

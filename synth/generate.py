@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import os
 import resource
@@ -33,12 +34,11 @@ from synth import store as zstore
 from synth.combos import ExamplePlan, Plan
 from synth.config import SimConfig
 from synth.deid import pseudonym
-from synth.dicom import Catalog, SeriesInfo, Skip, load_slice, scan
-from synth.errors import ConfigError, NoInputError, SmssynthError, StoreError, StoreExistsError
-from synth.pipeline import make_plan, slice_offsets, store_attrs
-from synth.resolution import prepare
+from synth.dicom import Catalog, SeriesInfo, Skip, scan
+from synth.errors import ConfigError, NoInputError, SmssynthError, StoreExistsError
+from synth.pipeline import SliceCache, make_plan, store_attrs
 from synth.runtime import tune_allocator
-from synth.simulate import simulate_example, slice_labels
+from synth.simulate import StageTimer
 from synth.splits import assign_split, split_spec_str
 
 log = logging.getLogger("smssynth.generate")
@@ -211,31 +211,15 @@ def _worker_root(url: str, storage_options):
     return _WORKER["roots"][key]
 
 
-def _worker_slice(series_key, sl, config: SimConfig) -> tuple[np.ndarray, np.ndarray | None]:
-    """Working magnitudes and k-means labels of one slice, cached per worker process."""
-    cache: OrderedDict = _WORKER["cache"]
-    # workers outlive runs (--scheduler): the key includes the files' identity, so a changed file
-    # is never served from the cache
-    stamp = tuple((ref.path, *_stat(ref.path)) for ref in sl.frames)
-    key = (series_key, sl.index, stamp, config.resolution, config.matrix, config.frames, config.frames_mode,
-           config.phase, config.clusters, config.seed)
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    img = prepare(load_slice(sl), sl.acquisition_matrix, resolution=config.resolution, matrix=config.matrix,
-                  frames=config.frames, frames_mode=config.frames_mode, what=f"series {series_key} slice {sl.index}")
-    cache[key] = (img, slice_labels(img, config, f"{series_key}:{sl.index}"))
-    while len(cache) > 16:
-        cache.popitem(last=False)
-    return cache[key]
-
-
-def _stat(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-        return st.st_mtime_ns, st.st_size
-    except OSError:
-        return -1, -1
+def _worker_cache(config: SimConfig) -> SliceCache:
+    """One slice cache per worker process and configuration (workers outlive runs)."""
+    key = json.dumps(config.to_dict(), sort_keys=True)
+    caches: OrderedDict = _WORKER["cache"]
+    if key not in caches:
+        caches[key] = SliceCache(config, size=16)
+        while len(caches) > 2:
+            caches.popitem(last=False)
+    return caches[key]
 
 
 def _maybe_die(index: int, root) -> None:
@@ -257,11 +241,7 @@ def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig) -
     try:
         root = _worker_root(url, storage_options)
         _maybe_die(ex.index, root)
-        got = [_worker_slice(s.series.key, s.slice, config) for s in ex.sources]
-        mags = np.stack([g[0] for g in got])
-        labels = None if got[0][1] is None else [g[1] for g in got]
-        arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(),
-                                  labels=labels)
+        arrays = _worker_cache(config).simulate(ex, StageTimer())
         zstore.write_example(root, ex.index, arrays)
         status, reason = "written", ""
     except SmssynthError as e:

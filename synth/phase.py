@@ -276,6 +276,20 @@ class PhaseParts:
                     out[ci, i] += self.grating[ci]
         return out
 
+    def phase_block(self, coil: int, t0: int, t1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 (M, t1-t0, Y, X): ``phase()[coil, :, t0:t1]`` (written into ``out`` if given)."""
+        m, _, ny, nx = self.shape
+        if out is None:
+            out = np.empty((m, t1 - t0, ny, nx), np.float32)
+        if self.labels is None:
+            out[...] = 0 if self.grating is None else self.grating[coil]
+            return out
+        for i, lab in enumerate(self.labels):
+            np.take(self.tables[coil, i], lab[t0:t1], out=out[i], mode="clip")
+            if self.grating is not None:
+                out[i] += self.grating[coil]
+        return out
+
     def phasor_block(self, coil: int, t0: int, t1: int, include_grating: bool = True) -> np.ndarray:
         """complex64 (M, t1-t0, Y, X): ``exp(1j * phase()[coil, :, t0:t1])`` by table lookup.
 

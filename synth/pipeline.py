@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import time
 from collections import Counter, OrderedDict
@@ -55,7 +56,9 @@ class SliceCache:
     """Prepared (working) magnitudes and k-means labels of recently used slices.
 
     Combinations reuse slices a lot (each of 12 slices is in 11 of the 66 pairs), so each slice
-    is read, resampled and clustered once.
+    is read, resampled and clustered once.  The key includes the files' modification times and
+    sizes: ``generate``'s workers keep their cache across runs, and a changed file must never be
+    served from it.
     """
 
     def __init__(self, config: SimConfig, size: int = 32):
@@ -63,7 +66,7 @@ class SliceCache:
         self._data: OrderedDict = OrderedDict()
 
     def get(self, series_key: str, sl: SliceInfo, timer: StageTimer) -> tuple[np.ndarray, np.ndarray | None]:
-        key = (series_key, sl.index)
+        key = (series_key, sl.index, tuple((ref.path, *_stat(ref.path)) for ref in sl.frames))
         if key in self._data:
             self._data.move_to_end(key)
             return self._data[key]
@@ -85,6 +88,22 @@ class SliceCache:
         if len(self._data) > self.size:
             self._data.popitem(last=False)
         return img, labels
+
+    def simulate(self, ex: ExamplePlan, timer: StageTimer) -> dict[str, np.ndarray]:
+        """Read (or reuse) the example's slices and simulate it.  DicomError if a slice fails."""
+        got = [self.get(s.series.key, s.slice, timer) for s in ex.sources]
+        mags = np.stack([g[0] for g in got])
+        labels = None if got[0][1] is None else [g[1] for g in got]
+        offsets = slice_offsets(ex, self.config, mags.shape[-2:])
+        return simulate_example(mags, offsets, self.config, ex.seed_sequence(), timer, labels=labels)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return -1, -1
 
 
 def slice_offsets(ex: ExamplePlan, config: SimConfig, shape: tuple[int, int]) -> np.ndarray:
@@ -227,9 +246,7 @@ def dicom2kspace(
 
         for ex in plan.examples:
             try:
-                got = [cache.get(s.series.key, s.slice, timer) for s in ex.sources]
-                mags = np.stack([g[0] for g in got])
-                labels = None if got[0][1] is None else [g[1] for g in got]
+                arrays = cache.simulate(ex, timer)
             except DicomError as e:
                 if on_error == "fail":
                     finish_pending()
@@ -239,8 +256,6 @@ def dicom2kspace(
                 if progress:
                     progress(ex.index + 1, len(plan.examples))
                 continue
-            arrays = simulate_example(mags, slice_offsets(ex, config, mags.shape[-2:]), config, ex.seed_sequence(), timer,
-                                      labels=labels)
             finish_pending()
             pending = writer.submit(_timed_write, root, ex.index, arrays, timer)
             if progress:

@@ -99,24 +99,27 @@ def simulate_example(
 
     with timer("phase"):
         parts = phase_parts(target, c, config.phase, config.clusters, rng_phase, labels=labels)
-        phase = parts.phase()
     with timer("coils"):
         csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)
     with timer("fft_sms"):
-        # x[c, i, t] = target * csm * exp(j phase), one coil at a time to bound memory; the
-        # phasor comes from the factored phase (table lookup, no per-voxel cos/sin)
+        # x[c, i, t] = target * csm * exp(j phase).  Frame blocks (outer) by coils (inner): a
+        # block's labels and target stay in cache while all C coils use them, and each coil's
+        # arrays (M * block * Y * X) stay in cache through the phasor lookup, the two products,
+        # the CAIPI collapse and the FFT, so memory is streamed about once.  The stored phase is
+        # filled in the same pass; the grating phasor is folded into the coil map.
         kspace = np.empty((c, t, ny, nx), dtype=np.complex64)
-        # Frame blocks of FRAME_BLOCK keep each step's arrays (M * block * Y * X complex) in
-        # cache: the lookup, the two products, the CAIPI collapse and the FFT then stream memory
-        # once instead of five times.  The grating phasor is folded into the coil map per coil.
+        phase = np.empty((c, m, t, ny, nx), dtype=np.float32)
+        sens = []
         for ci in range(c):
             g = parts.grating_phasor(ci)
-            sens = csm[ci] if g is None else csm[ci] * g  # (M, Y, X)
-            for t0 in range(0, t, FRAME_BLOCK):
-                t1 = min(t, t0 + FRAME_BLOCK)
+            sens.append(csm[ci] if g is None else csm[ci] * g)  # (M, Y, X)
+        for t0 in range(0, t, FRAME_BLOCK):
+            t1 = min(t, t0 + FRAME_BLOCK)
+            for ci in range(c):
+                parts.phase_block(ci, t0, t1, out=phase[ci, :, t0:t1])
                 x = parts.phasor_block(ci, t0, t1, include_grating=False)  # (M, b, Y, X)
                 x *= target[:, t0:t1]
-                x *= sens[:, None]
+                x *= sens[ci][:, None]
                 kspace[ci, t0:t1] = fft2c(collapse_images(np.moveaxis(x, 0, 1)))  # (b, M, Y, X) -> (b, Y, X)
     with timer("noise_mask"):
         sigma = 0.0
