@@ -1,9 +1,7 @@
 """The dicom2kspace and inspect commands through click, plus the de-identification canary test."""
 
 import logging
-from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner

@@ -1,13 +1,10 @@
 """dicom2kspace end to end on the phantom: store contents reproduce through the documented model."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 
-from synth import sms
 from synth.config import SimConfig
 from synth.errors import ConfigError, NoInputError, StoreError, StoreExistsError
 from synth.fft import fft2c
