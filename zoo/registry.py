@@ -217,6 +217,7 @@ def _download(url: str, dest: Path, sha256: str) -> None:
                 f"{url}: downloaded file has SHA-256 {actual}, the registry expects {sha256}; it was not "
                 f"kept. The source changed or the transfer was corrupted: try again, or fix the entry's url"
             )
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as e:
         raise CheckpointError(
@@ -349,6 +350,7 @@ def _write_registry(folder: Path, entries: list[Weights]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY_FILE}.", suffix=".tmp", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the registry is package data others must read
     os.replace(tmp, folder / REGISTRY_FILE)
 
 
