@@ -44,3 +44,28 @@ def phantom_perfusion(tmp_path_factory) -> Path:
         extension="",
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One intra-op torch thread: tiny test models gain nothing from more, and on a shared CPU box
+    oversubscribed OpenMP threads spin and make them many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def phantom_store(root: Path, *, frames: int, shape: tuple[int, int], coils: int, seed: int, salt: bytes) -> Path:
+    """A small SMS-2 store (C(4,2) = 6 examples) from a 4-slice cine phantom written under ``root``."""
+    from synth.config import SimConfig
+    from synth.phantom import PhantomSpec, write_phantom
+    from synth.pipeline import dicom2kspace
+
+    write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=4, n_frames=frames, acquired=shape, matrix=shape,
+                                            seed=seed))
+    out = root / "s.zarr"
+    dicom2kspace([root / "dcm"], out, SimConfig(sms=2, coils=coils, accel=2, acs=4, seed=seed), salt=salt)
+    return out

@@ -17,12 +17,7 @@ from tests.zoo.test_data import make_store
 from tests.zoo.test_recon import SPLITS, save_tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; avoids oversubscribed OpenMP threads on a shared box
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

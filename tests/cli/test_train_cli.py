@@ -11,29 +11,18 @@ from click.testing import CliRunner
 
 from cli.finetune import finetune
 from cli.train import train
+from tests.conftest import phantom_store
 
 CFG = "model: {name: sms-crnn, config: {n_filters: 4, n_iterations: 1}}\ndata: {val_fraction: 0.34}\ntrain: {epochs: 1}\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; avoids oversubscribed OpenMP threads on a shared box
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from synth.config import SimConfig
-    from synth.phantom import PhantomSpec, write_phantom
-    from synth.pipeline import dicom2kspace
-
-    root = tmp_path_factory.mktemp("cli-train")
-    write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=4, n_frames=4, acquired=(29, 25),
-                                            matrix=(29, 25), seed=3))
-    out = root / "s.zarr"
-    dicom2kspace([root / "dcm"], out, SimConfig(sms=2, coils=2, accel=2, acs=4, seed=2), salt=b"cli-train")
+    out = phantom_store(tmp_path_factory.mktemp("cli-train"), frames=4, shape=(29, 25), coils=2, seed=3,
+                        salt=b"cli-train")
     return out
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from zoo import train as T
+from tests.conftest import phantom_store
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"n_filters": 4, "n_iterations": 2}
@@ -20,15 +21,8 @@ TINY = {"n_filters": 4, "n_iterations": 2}
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from synth.config import SimConfig
-    from synth.phantom import PhantomSpec, write_phantom
-    from synth.pipeline import dicom2kspace
-
-    root = tmp_path_factory.mktemp("ddp")
-    write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=4, n_frames=4, acquired=(29, 25),
-                                            matrix=(29, 25), seed=2))
-    out = root / "s.zarr"
-    dicom2kspace([root / "dcm"], out, SimConfig(sms=2, coils=2, accel=2, acs=4, seed=1), salt=b"ddp-tests")
+    out = phantom_store(tmp_path_factory.mktemp("ddp"), frames=4, shape=(29, 25), coils=2, seed=2,
+                        salt=b"ddp-tests")
     return str(out)
 
 

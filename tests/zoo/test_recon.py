@@ -26,13 +26,7 @@ SPLITS = ["train", "train", "val", "val", "test", "test"]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: oversubscribed OpenMP threads on a shared CPU box make tiny convs slow."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def save_tiny(path, store, coil_mode="virtual", seed=0, quantile=T.NORM_QUANTILE):

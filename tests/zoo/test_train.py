@@ -10,38 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from synth.config import SimConfig
 from synth.errors import ConfigError
-from synth.pipeline import dicom2kspace
 from synth.store import Store
 from zoo import physics as P
 from zoo import train as T
 from zoo.checkpoint import load_checkpoint, read_metadata
 from zoo.data import DataConfig, SmsDataset
+from tests.conftest import phantom_store
 
 TINY = {"n_filters": 4, "n_iterations": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a shared CPU box
-    oversubscribed OpenMP threads spin and make the loop many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """6 SMS-2 examples (4 slices, 6 frames, 31x27: odd sizes catch axis mix-ups), 3 coils, R 2."""
-    from synth.phantom import PhantomSpec, write_phantom
-
-    root = tmp_path_factory.mktemp("train")
-    write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=4, n_frames=6, acquired=(31, 27),
-                                            matrix=(31, 27), seed=1))
-    out = root / "s.zarr"
-    dicom2kspace([root / "dcm"], out, SimConfig(sms=2, coils=3, accel=2, acs=4, seed=5), salt=b"train-tests")
+    out = phantom_store(tmp_path_factory.mktemp("train"), frames=6, shape=(31, 27), coils=3, seed=5,
+                        salt=b"train-tests")
     return str(out)
 
 
