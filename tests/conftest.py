@@ -69,3 +69,18 @@ def phantom_store(root: Path, *, frames: int, shape: tuple[int, int], coils: int
     out = root / "s.zarr"
     dicom2kspace([root / "dcm"], out, SimConfig(sms=2, coils=coils, accel=2, acs=4, seed=seed), salt=salt)
     return out
+
+
+def invoke(cmd, *args):
+    """Run a click command in-process; exceptions propagate (a traceback would fail the test)."""
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(r, *needles):
+    """A usage error: exit code 2, no traceback, and every needle in the message."""
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in r.output, r.output

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from click.testing import CliRunner
 
 from cli.evaluate import evaluate
 from cli.recon import recon
 from tests.zoo.test_data import make_store
 from tests.zoo.test_recon import SPLITS, save_tiny
+from tests.conftest import invoke, one_line_error
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -29,17 +29,6 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ckpt(store, tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("ck") / "tiny", store)
-
-
-def invoke(cmd, *args):
-    return CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(r, *needles):
-    assert r.exit_code == 2, r.output
-    assert "Traceback" not in r.output
-    for n in needles:
-        assert n in r.output, r.output
 
 
 def test_help():

@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from cli.finetune import finetune
 from cli.train import train
-from tests.conftest import phantom_store
+from tests.conftest import phantom_store, invoke, one_line_error
 
 CFG = "model: {name: sms-crnn, config: {n_filters: 4, n_iterations: 1}}\ndata: {val_fraction: 0.34}\ntrain: {epochs: 1}\n"
 
@@ -31,17 +30,6 @@ def config(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(CFG)
     return p
-
-
-def invoke(cmd, *args):
-    return CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
-
-
-def one_line_error(r, *needles):
-    assert r.exit_code == 2, r.output
-    assert "Traceback" not in r.output
-    for n in needles:
-        assert n in r.output, r.output
 
 
 def test_help():
