@@ -10,9 +10,11 @@ from cli.options import common_run_options, config_from_options, setup_logging, 
 @click.command("dicom2kspace")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output Zarr store (a directory).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads that compute and write coils  [default: the CPU cores available]")
 @sim_options
 @common_run_options
-def dicom2kspace(inputs, out, salt, on_error, overwrite, quiet, **kwargs):
+def dicom2kspace(inputs, out, threads, salt, on_error, overwrite, quiet, **kwargs):
     """Simulate multi-coil complex SMS k-space from magnitude DICOM INPUTS (files or folders).
 
     Series are grouped by UID, slices by position along the slice normal, frames by trigger
@@ -38,7 +40,8 @@ def dicom2kspace(inputs, out, salt, on_error, overwrite, quiet, **kwargs):
 
     try:
         summary = run(
-            inputs, out, config, salt=resolve_salt(salt), on_error=on_error, overwrite=overwrite, progress=progress
+            inputs, out, config, salt=resolve_salt(salt), on_error=on_error, overwrite=overwrite, progress=progress,
+            threads=threads,
         )
     except SmssynthError as e:
         bar.close()
@@ -70,4 +73,4 @@ def print_summary(s, out) -> None:
         click.echo(f"warning: {w}")
     if s.seconds:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
-        click.echo(f"time {s.wall_seconds:.1f}s (stages: {stages}; writes overlap simulation)")
+        click.echo(f"time {s.wall_seconds:.1f}s (stages, summed over threads: {stages}; they overlap)")

@@ -29,3 +29,21 @@ def ifft2c(k: np.ndarray, workers: int | None = None) -> np.ndarray:
     k = scipy.fft.ifftshift(k, axes=_AXES)
     x = scipy.fft.ifft2(k, axes=_AXES, norm="ortho", workers=workers)
     return scipy.fft.fftshift(x, axes=_AXES)
+
+
+def centring_ramps(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Phase ramps that turn a plain FFT into the centred one, for any length ``n``.
+
+    With ``h = n // 2``, ``pre[m] = exp(2j*pi*h*m/n)`` and ``post[k] = exp(2j*pi*(k-h)*h/n)``::
+
+        fftshift(fft(ifftshift(x))) == post * fft(pre * x)
+
+    (for even ``n`` both are checkerboards of +-1).  Multiplying by a ramp can be folded into a
+    product the caller computes anyway, where the shifts would cost two extra copies.
+    complex128 (n,) each.
+    """
+    h = n // 2
+    idx = np.arange(n)
+    pre = np.exp(2j * np.pi * ((h * idx) % n) / n)
+    post = np.exp(2j * np.pi * (((idx - h) * h) % n) / n)
+    return pre, post

@@ -23,6 +23,7 @@ import logging
 import os
 import resource
 import time
+import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from synth.config import SimConfig
 from synth.deid import pseudonym
 from synth.dicom import Catalog, SeriesInfo, Skip, scan
 from synth.errors import ConfigError, NoInputError, SmssynthError, StoreExistsError
-from synth.pipeline import SliceCache, make_plan, store_attrs
+from synth.pipeline import CoilWriter, SliceCache, make_plan, store_attrs
 from synth.runtime import tune_allocator
 from synth.simulate import StageTimer
 from synth.splits import assign_split, split_spec_str
@@ -195,20 +196,25 @@ def _same_dataset(old: dict, new: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- worker side
-_WORKER: dict[str, Any] = {"roots": {}, "cache": OrderedDict()}
+_WORKER: dict[str, Any] = {"writers": OrderedDict(), "cache": OrderedDict()}
 
 
-def _worker_root(url: str, storage_options):
+def _worker_writer(url: str, storage_options, token: str) -> zstore.Writer:
+    """The store's writer (open array handles), kept for the run ``token``: workers outlive runs,
+    and a later run may have re-created the store at the same URL with other shapes."""
     import zarr
 
-    key = (url, repr(storage_options))
-    if key not in _WORKER["roots"]:
+    key = (url, repr(storage_options), token)
+    writers: OrderedDict = _WORKER["writers"]
+    if key not in writers:
         # A dask worker here is one core (threads_per_worker=1, one worker per core): zarr's own
         # thread pool would otherwise compress chunks on every core of the machine from every
         # worker at once, and N workers would fight over the same cores instead of adding them.
         zarr.config.set({"threading.max_workers": 1})
-        _WORKER["roots"][key] = zarr.open_group(url, mode="r+", storage_options=storage_options)
-    return _WORKER["roots"][key]
+        writers[key] = zstore.Writer(zarr.open_group(url, mode="r+", storage_options=storage_options))
+        while len(writers) > 2:
+            writers.popitem(last=False)
+    return writers[key]
 
 
 def _worker_cache(config: SimConfig) -> SliceCache:
@@ -234,15 +240,21 @@ def _maybe_die(index: int, root) -> None:
     os._exit(17)
 
 
-def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig) -> dict[str, Any]:
-    """Simulate and write one example (runs on a worker); returns a small status record."""
+def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig, token: str = "") -> dict[str, Any]:
+    """Simulate and write one example (runs on a worker); returns a small status record.
+
+    ``token`` identifies the run (the worker reuses its open store for the same token).
+    """
     t0 = time.perf_counter()
     tune_allocator()
     try:
-        root = _worker_root(url, storage_options)
-        _maybe_die(ex.index, root)
-        arrays = _worker_cache(config).simulate(ex, StageTimer())
-        zstore.write_example(root, ex.index, arrays)
+        store = _worker_writer(url, storage_options, token)
+        _maybe_die(ex.index, store.root)
+        timer = StageTimer()
+        prep = _worker_cache(config).prepare(ex, timer)
+        # one thread: each coil is written right after it is computed, while still in cache
+        writer = CoilWriter(store, 1, timer)
+        writer.finish(ex.index, prep, writer.submit(ex.index, prep))
         status, reason = "written", ""
     except SmssynthError as e:
         status, reason = "failed", str(e)
@@ -343,6 +355,7 @@ def generate(
         attrs = dataset_attrs(config, plan, cat, split)
 
         todo = _prepare_store(out, dims, attrs, config, overwrite, storage_options)
+        token = uuid.uuid4().hex  # this run's identity on the workers (see _worker_writer)
         res.already = res.planned - len(todo)
         if not todo:
             res.seconds = time.perf_counter() - t0
@@ -359,7 +372,7 @@ def generate(
             keys = {}
             for i in todo:
                 ex = plan.examples[i]
-                fut = client.submit(run_example, out, storage_options, ex, config, retries=2, pure=False,
+                fut = client.submit(run_example, out, storage_options, ex, config, token, retries=2, pure=False,
                                     key=f"smssynth-example-{i}-{ex.spawn_key[0]:08x}-r{_round}")
                 keys[fut.key] = (i, fut)
             for fut in as_completed([f for _, f in keys.values()]):

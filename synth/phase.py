@@ -223,9 +223,22 @@ def kmeans_labels(magnitude: np.ndarray, n_clusters: int, rng: np.random.Generat
     return labels
 
 
+def compact_labels(labels, n_clusters: int) -> np.ndarray:
+    """Labels in the smallest unsigned type that holds ``n_clusters`` values (uint8 for K <= 256).
+
+    The lookups that build the phase read 1 byte per voxel instead of 8, and an example's labels
+    stay in cache while all its coils go through them.  No copy if already of that type.
+    """
+    dtype = np.uint8 if n_clusters <= 1 << 8 else np.uint16 if n_clusters <= 1 << 16 else np.uint32
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, got {lab.dtype}")
+    return lab if lab.dtype == dtype else lab.astype(dtype)
+
+
 def _vote(labels_i: np.ndarray, labels_0: np.ndarray, k: int) -> np.ndarray:
     """For each cluster of slice i, the most frequent slice-0 label under it: int (K,)."""
-    counts = np.bincount((labels_i * k + labels_0).ravel(), minlength=k * k)
+    counts = np.bincount((labels_i.astype(np.intp) * k + labels_0).ravel(), minlength=k * k)
     return counts.reshape(k, k).argmax(1)  # argmax: ties (and empty clusters) -> lowest label
 
 
@@ -249,7 +262,7 @@ class PhaseParts:
     ----------
     shape : (M, T, Y, X)
     n_coils : C
-    labels : per slice int (T, Y, X) cluster labels, or None (no cluster term)
+    labels : per slice (T, Y, X) cluster labels (:func:`compact_labels`), or None (no cluster term)
     tables : float32 (C, M, K) radians, cluster values after the majority vote, or None
     grating : float32 (C, Y, X) radians, or None
     """
@@ -335,7 +348,7 @@ def _cluster_parts(mags, n_coils, n_clusters, rng, with_grating: bool, labels=No
         labels = [kmeans_labels(mags[i], k, rng) for i in range(mags.shape[0])]
     elif len(labels) != mags.shape[0] or any(np.shape(lab) != mags.shape[1:] for lab in labels):
         raise ValueError(f"labels must be M={mags.shape[0]} arrays of shape {mags.shape[1:]}")
-    labels = tuple(np.asarray(lab, dtype=np.intp) for lab in labels)
+    labels = tuple(compact_labels(lab, k) for lab in labels)
     values = rng.normal(0.0, CLUSTER_SIGMA, size=(c, k)).astype(np.float32)
     g = grating_phase(c, mags.shape[-2:], rng) if with_grating else None  # drawn after the values
     tables = np.stack([values if i == 0 else values[:, _vote(lab, labels[0], k)] for i, lab in enumerate(labels)], 1)

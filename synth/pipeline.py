@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import platform
+import threading
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +29,7 @@ from synth.errors import ConfigError, DicomError, NoInputError
 from synth.phase import PHASE_MODEL
 from synth.resolution import prepare, working_shape
 from synth.runtime import tune_allocator
-from synth.simulate import StageTimer, simulate_example, slice_labels
+from synth.simulate import Prepared, StageTimer, prepare_example, slice_labels
 
 log = logging.getLogger("smssynth")
 
@@ -89,13 +90,84 @@ class SliceCache:
             self._data.popitem(last=False)
         return img, labels
 
-    def simulate(self, ex: ExamplePlan, timer: StageTimer) -> dict[str, np.ndarray]:
-        """Read (or reuse) the example's slices and simulate it.  DicomError if a slice fails."""
+    def prepare(self, ex: ExamplePlan, timer: StageTimer) -> Prepared:
+        """Read (or reuse) the example's slices and prepare it for coil-by-coil simulation.
+
+        DicomError if a slice fails.
+        """
         got = [self.get(s.series.key, s.slice, timer) for s in ex.sources]
         mags = np.stack([g[0] for g in got])
         labels = None if got[0][1] is None else [g[1] for g in got]
         offsets = slice_offsets(ex, self.config, mags.shape[-2:])
-        return simulate_example(mags, offsets, self.config, ex.seed_sequence(), timer, labels=labels)
+        return prepare_example(mags, offsets, self.config, ex.seed_sequence(), timer, labels=labels)
+
+    def simulate(self, ex: ExamplePlan, timer: StageTimer) -> dict[str, np.ndarray]:
+        """The whole example's arrays (see :func:`synth.simulate.simulate_example`)."""
+        return self.prepare(ex, timer).full(timer)
+
+
+class CoilWriter:
+    """Simulates prepared examples coil by coil and writes each coil's chunks at once.
+
+    A coil's ``kspace`` and ``phase`` (one store chunk each) are written by the thread that
+    computed them, into the same reused buffers, so they go to the store while still in cache and
+    no whole-example array is ever built.  With ``threads > 1`` the coils run on a thread pool
+    (NumPy, SciPy's FFT and file writes release the GIL) while the caller prepares the next
+    example; with ``threads == 1`` they run in the caller's thread (``generate``'s single-core
+    workers).  ``submit`` starts an example; ``finish`` waits for its coils, then writes the
+    rest and the completion marker, so a crash leaves the example incomplete, never half-valid.
+    """
+
+    def __init__(self, store: zstore.Writer, threads: int, timer: StageTimer):
+        self.store, self.timer = store, timer
+        self.threads = max(1, int(threads))
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="smssynth-coil") if self.threads > 1 else None
+        self._local = threading.local()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+    def _buffers(self, prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        ks, ps = prep.coil_shapes
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None or bufs[0].shape != ks or bufs[1].shape != ps:
+            bufs = (np.empty(ks, np.complex64), np.empty(ps, np.float32))
+            self._local.bufs = bufs
+        return bufs
+
+    def _coil(self, index: int, prep: Prepared, ci: int) -> None:
+        with self.timer("fft_sms"):
+            k, ph = prep.coil(ci, *self._buffers(prep))
+        with self.timer("write"):
+            self.store.coil(index, ci, k, ph)
+
+    def submit(self, index: int, prep: Prepared) -> list[Future]:
+        """Start example ``index``'s coils (or, single-threaded, do them now)."""
+        if self._pool is None:
+            for ci in range(prep.n_coils):
+                self._coil(index, prep, ci)
+            return []
+        return [self._pool.submit(self._coil, index, prep, ci) for ci in range(prep.n_coils)]
+
+    def finish(self, index: int, prep: Prepared, futures: list[Future]) -> None:
+        """Wait for the example's coils, then write its other arrays and its completion marker."""
+        with self.timer("write_wait"):
+            for f in futures:
+                f.result()
+        with self.timer("write"):
+            self.store.example(index, prep.arrays, coils_written=True)
+
+
+def default_threads() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -180,11 +252,6 @@ def make_plan(catalog: Catalog, config: SimConfig, split_of=None, on_mixed: str 
     return plan
 
 
-def _timed_write(root, index, arrays, timer: StageTimer) -> None:
-    with timer("write"):
-        zstore.write_example(root, index, arrays)
-
-
 def _keep_majority(plan: Plan) -> Plan:
     """Keep the examples of the most common size; report the rest (indices are renumbered)."""
     sizes = Counter(ex.size for ex in plan.examples)
@@ -209,8 +276,12 @@ def dicom2kspace(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     timer: StageTimer | None = None,
+    threads: int | None = None,
 ) -> Summary:
-    """Convert DICOM inputs into a new store at ``out``; returns what happened."""
+    """Convert DICOM inputs into a new store at ``out``; returns what happened.
+
+    ``threads``: threads that compute and write coils (default: the CPU cores available).
+    """
     timer = timer or StageTimer()
     summary = Summary()
     t_start = time.perf_counter()
@@ -231,22 +302,22 @@ def dicom2kspace(
     root = zstore.create(out, dims, store_attrs(config, plan, catalog), with_phase=config.store_phase, overwrite=overwrite)
 
     cache = SliceCache(config)
-    # Writing (compression + I/O, which release the GIL) overlaps the next example's simulation;
-    # at most one write is pending, so memory stays at two examples.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="smssynth-writer") as writer:
-        pending: Future | None = None
+    threads = default_threads() if threads is None else threads
+    # Example n's coils are computed and written on the pool while this thread reads and
+    # prepares example n+1; then n is finished (its small arrays and marker) and n+1 submitted.
+    with CoilWriter(zstore.Writer(root), min(threads, config.coils), timer) as writer:
+        pending = None
 
         def finish_pending():
             nonlocal pending
             if pending is not None:
-                with timer("write_wait"):
-                    pending.result()
+                writer.finish(*pending)
                 summary.written += 1
                 pending = None
 
         for ex in plan.examples:
             try:
-                arrays = cache.simulate(ex, timer)
+                prep = cache.prepare(ex, timer)
             except DicomError as e:
                 if on_error == "fail":
                     finish_pending()
@@ -256,8 +327,9 @@ def dicom2kspace(
                 if progress:
                     progress(ex.index + 1, len(plan.examples))
                 continue
+            futures = writer.submit(ex.index, prep)
             finish_pending()
-            pending = writer.submit(_timed_write, root, ex.index, arrays, timer)
+            pending = (ex.index, prep, futures)
             if progress:
                 progress(ex.index + 1, len(plan.examples))
         finish_pending()

@@ -13,29 +13,36 @@ shift per slice when M divides Ny), so only C*T FFTs are needed instead of C*M*T
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 
 from synth.coils import coil_maps
 from synth.config import SimConfig
-from synth.fft import fft2c
+from synth.fft import centring_ramps, fft2c
 from synth.masks import row_mask
 from synth.noise import add_noise, noise_sigma
-from synth.phase import kmeans_labels, phase_parts
-from synth.sms import collapse_images
+from synth.phase import PhaseParts, compact_labels, kmeans_labels, phase_parts
+from synth.sms import CAIPI_SIGN, collapse_images, fov_shifts
 
 
 FRAME_BLOCK = 2
 
 
 class StageTimer:
-    """Accumulates wall time per named stage (for the summary and the benchmark)."""
+    """Accumulates wall time per named stage (for the summary and the benchmark).
+
+    Thread-safe; a stage timed in several threads at once accumulates the sum of their times.
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str):
@@ -43,7 +50,9 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            with self._lock:
+                self.seconds[stage] += dt
 
 
 def slice_labels(magnitude: np.ndarray, config: SimConfig, slice_key: str) -> np.ndarray | None:
@@ -57,7 +66,181 @@ def slice_labels(magnitude: np.ndarray, config: SimConfig, slice_key: str) -> np
     from synth.combos import key_ints
 
     ss = np.random.SeedSequence(config.seed, spawn_key=key_ints(f"kmeans|{slice_key}|{config.clusters}"))
-    return kmeans_labels(magnitude, config.clusters, np.random.default_rng(ss))
+    return compact_labels(kmeans_labels(magnitude, config.clusters, np.random.default_rng(ss)), config.clusters)
+
+
+class Encoder:
+    r"""Computes one example's k-space and stored phase coil by coil.
+
+    ``coil(ci, kspace_c, phase_c)`` fills ``kspace_c`` (T, Ky, Kx) with
+    ``fft2c(collapse_images(x[ci, :, t]))`` for every frame t, where
+    ``x[c, i, t] = target[i, t] * csm[c, i] * exp(j phase[c, i, t])``, and ``phase_c``
+    (M, T, Y, X) with ``phase[ci]``.  Coil by coil, so that a caller can hand each coil's two
+    arrays (one chunk each in the store) to the writer while they are still in cache, and reuse
+    the buffers.  Within a coil, work goes in blocks of :data:`FRAME_BLOCK` frames that stay in
+    cache from the phasor lookup to the FFT:
+
+    * ``exp(j phase)`` is a lookup in K complex table entries (:class:`synth.phase.PhaseParts`);
+      the grating phasor, the CAIPI constant of slice i and the centring ramp
+      (:func:`synth.fft.centring_ramps`) are folded into one complex map per coil and slice;
+    * the FOV shift of slice i (:func:`synth.sms.collapse_images`) is an accumulation into
+      row-shifted views, and the output ramp and the orthonormal scale are applied while the
+      FFT's result is copied out.
+
+    Falls back to the k-space route (:func:`synth.sms.collapse_images`) when M does not divide Ny.
+    """
+
+    def __init__(self, parts: PhaseParts, target: np.ndarray, csm: np.ndarray):
+        self.parts, self.target, self.csm = parts, target, csm
+        m, t, ny, nx = target.shape
+        self.shifts = fov_shifts(m, ny)
+        if self.shifts is None:
+            return
+        pre_y, post_y = centring_ramps(ny)
+        pre_x, post_x = centring_ramps(nx)
+        pre = pre_y[:, None] * pre_x[None, :]
+        self.post = (post_y[:, None] * post_x[None, :] / np.sqrt(ny * nx)).astype(np.complex64)
+        # slice i's rows land shifts[i] rows down: weigh them with the ramp of where they land
+        self.weights = [
+            np.exp(CAIPI_SIGN * 2j * np.pi * ((i * (ny // 2)) % m) / m) * np.roll(pre, -int(self.shifts[i]), axis=0)
+            for i in range(m)
+        ]
+        self.tables = None if parts.labels is None else np.exp(1j * parts.tables).astype(np.complex64)  # (C, M, K)
+
+    def coil(self, ci: int, kspace: np.ndarray, phase: np.ndarray) -> None:
+        parts, target = self.parts, self.target
+        m, t, ny, nx = target.shape
+        if self.shifts is None:
+            parts.phase_block(ci, 0, t, out=phase)
+            x = parts.phasor(ci) * target * self.csm[ci][:, None]  # (M, T, Y, X)
+            kspace[...] = fft2c(collapse_images(np.moveaxis(x, 0, 1)))
+            return
+        g = parts.grating_phasor(ci)
+        sens = [(self.csm[ci, i] if g is None else self.csm[ci, i] * g) * self.weights[i] for i in range(m)]
+        sens = [sm.astype(np.complex64) for sm in sens]
+        acc = np.empty((min(FRAME_BLOCK, t), ny, nx), np.complex64)  # per call: thread-safe
+        tmp = np.empty_like(acc)
+        for t0 in range(0, t, FRAME_BLOCK):
+            t1 = min(t, t0 + FRAME_BLOCK)
+            a, b = acc[: t1 - t0], tmp[: t1 - t0]
+            parts.phase_block(ci, t0, t1, out=phase[:, t0:t1])
+            for i in range(m):
+                dst = a if i == 0 else b
+                if self.tables is None:
+                    np.multiply(target[i, t0:t1], sens[i], out=dst)
+                else:
+                    np.take(self.tables[ci, i], parts.labels[i][t0:t1], out=dst, mode="clip")
+                    dst *= target[i, t0:t1]
+                    dst *= sens[i]
+                if i:
+                    s = int(self.shifts[i])
+                    a[:, s:] += b[:, : ny - s]
+                    if s:
+                        a[:, :s] += b[:, ny - s :]
+            f = scipy.fft.fft2(a, overwrite_x=True)
+            np.multiply(f, self.post, out=kspace[t0:t1])
+
+
+def encode(parts: PhaseParts, target: np.ndarray, csm: np.ndarray, kspace: np.ndarray, phase: np.ndarray) -> None:
+    """All coils: fill ``kspace`` (C, T, Ky, Kx) and ``phase`` (C, M, T, Y, X); see :class:`Encoder`."""
+    enc = Encoder(parts, target, csm)
+    for ci in range(kspace.shape[0]):
+        enc.coil(ci, kspace[ci], phase[ci])
+
+
+@dataclass
+class Prepared:
+    """One example with everything drawn and computed except its per-coil arrays.
+
+    ``arrays`` holds ``mask``, ``target``, ``csm``, ``scale`` and ``noise_sigma``;
+    :meth:`coil` computes coil ``ci``'s ``kspace`` (T, Ky, Kx) and ``phase`` (M, T, Y, X), which
+    are one store chunk each, so a writer can take them coil by coil while they are in cache
+    (coils are independent: any order, any thread).  :meth:`full` gives the whole example.
+    With noise (``--snr``) the noise level depends on all coils, so the k-space is computed in
+    full up front and :meth:`coil` copies from it.
+    """
+
+    encoder: Encoder
+    arrays: dict[str, np.ndarray]
+    n_coils: int
+    _full: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def coil_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of one coil's ``kspace`` (T, Ky, Kx) and ``phase`` (M, T, Y, X)."""
+        m, t, ny, nx = self.encoder.target.shape
+        return (t, ny, nx), (m, t, ny, nx)
+
+    def coil(self, ci: int, kspace: np.ndarray | None = None, phase: np.ndarray | None = None):
+        """Coil ``ci``'s (kspace, phase), written into the given buffers when given."""
+        ks, ps = self.coil_shapes
+        kspace = np.empty(ks, np.complex64) if kspace is None else kspace
+        phase = np.empty(ps, np.float32) if phase is None else phase
+        if self._full is not None:
+            kspace[...] = self._full[0][ci]
+            phase[...] = self._full[1][ci]
+        else:
+            self.encoder.coil(ci, kspace, phase)
+        return kspace, phase
+
+    def full(self, timer: StageTimer | None = None) -> dict[str, np.ndarray]:
+        """All arrays of the example (the :func:`simulate_example` dict)."""
+        if self._full is not None:
+            kspace, phase = self._full
+        else:
+            ks, ps = self.coil_shapes
+            kspace = np.empty((self.n_coils,) + ks, np.complex64)
+            phase = np.empty((self.n_coils,) + ps, np.float32)
+            with (timer or StageTimer())("fft_sms"):
+                for ci in range(self.n_coils):
+                    self.encoder.coil(ci, kspace[ci], phase[ci])
+        return {"kspace": kspace, "phase": phase, **self.arrays}
+
+
+def prepare_example(
+    magnitudes: np.ndarray,
+    slice_offsets: np.ndarray,
+    config: SimConfig,
+    seed: np.random.SeedSequence,
+    timer: StageTimer | None = None,
+    labels=None,
+) -> Prepared:
+    """Draw and compute one example up to its per-coil arrays; see :func:`simulate_example`."""
+    timer = timer or StageTimer()
+    m, t, ny, nx = magnitudes.shape
+    c = config.coils
+    rng_phase, rng_coils, rng_mask, rng_noise = (np.random.default_rng(s) for s in seed.spawn(4))
+
+    peak = float(magnitudes.max())
+    scale = peak if peak > 0 else 1.0
+    target = (magnitudes / np.float32(scale)).astype(np.float32)
+
+    with timer("phase"):
+        parts = phase_parts(target, c, config.phase, config.clusters, rng_phase, labels=labels)
+    with timer("coils"):
+        csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)
+    encoder = Encoder(parts, target, csm)
+    full = None
+    sigma = 0.0
+    if config.snr is not None:
+        kspace = np.empty((c, t, ny, nx), dtype=np.complex64)
+        phase = np.empty((c, m, t, ny, nx), dtype=np.float32)
+        with timer("fft_sms"):
+            for ci in range(c):
+                encoder.coil(ci, kspace[ci], phase[ci])
+        with timer("noise_mask"):
+            sigma = noise_sigma(kspace, config.snr)
+            full = (add_noise(kspace, config.snr, rng_noise), phase)
+    with timer("noise_mask"):
+        mask = row_mask(config.mask, t, ny, config.accel, config.acs, rng_mask)
+    arrays = {
+        "mask": mask,
+        "target": target,
+        "csm": csm,
+        "scale": np.float32(scale),
+        "noise_sigma": np.float32(sigma),
+    }
+    return Prepared(encoder, arrays, c, full)
 
 
 def simulate_example(
@@ -86,53 +269,7 @@ def simulate_example(
     -------
     dict with ``kspace`` complex64 (C, T, Ky, Kx), ``mask`` bool (T, Ky), ``target`` float32
     (M, T, Y, X), ``csm`` complex64 (C, M, Y, X), ``phase`` float32 (C, M, T, Y, X) (present even
-    when zero), ``scale`` float32 () and ``noise_sigma`` float32 ().
+    when zero), ``scale`` float32 () and ``noise_sigma`` float32 ().  :func:`prepare_example`
+    gives the same example coil by coil.
     """
-    timer = timer or StageTimer()
-    m, t, ny, nx = magnitudes.shape
-    c = config.coils
-    rng_phase, rng_coils, rng_mask, rng_noise = (np.random.default_rng(s) for s in seed.spawn(4))
-
-    peak = float(magnitudes.max())
-    scale = peak if peak > 0 else 1.0
-    target = (magnitudes / np.float32(scale)).astype(np.float32)
-
-    with timer("phase"):
-        parts = phase_parts(target, c, config.phase, config.clusters, rng_phase, labels=labels)
-    with timer("coils"):
-        csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)
-    with timer("fft_sms"):
-        # x[c, i, t] = target * csm * exp(j phase).  Frame blocks (outer) by coils (inner): a
-        # block's labels and target stay in cache while all C coils use them, and each coil's
-        # arrays (M * block * Y * X) stay in cache through the phasor lookup, the two products,
-        # the CAIPI collapse and the FFT, so memory is streamed about once.  The stored phase is
-        # filled in the same pass; the grating phasor is folded into the coil map.
-        kspace = np.empty((c, t, ny, nx), dtype=np.complex64)
-        phase = np.empty((c, m, t, ny, nx), dtype=np.float32)
-        sens = []
-        for ci in range(c):
-            g = parts.grating_phasor(ci)
-            sens.append(csm[ci] if g is None else csm[ci] * g)  # (M, Y, X)
-        for t0 in range(0, t, FRAME_BLOCK):
-            t1 = min(t, t0 + FRAME_BLOCK)
-            for ci in range(c):
-                parts.phase_block(ci, t0, t1, out=phase[ci, :, t0:t1])
-                x = parts.phasor_block(ci, t0, t1, include_grating=False)  # (M, b, Y, X)
-                x *= target[:, t0:t1]
-                x *= sens[ci][:, None]
-                kspace[ci, t0:t1] = fft2c(collapse_images(np.moveaxis(x, 0, 1)))  # (b, M, Y, X) -> (b, Y, X)
-    with timer("noise_mask"):
-        sigma = 0.0
-        if config.snr is not None:
-            sigma = noise_sigma(kspace, config.snr)
-            kspace = add_noise(kspace, config.snr, rng_noise)
-        mask = row_mask(config.mask, t, ny, config.accel, config.acs, rng_mask)
-    return {
-        "kspace": kspace,
-        "mask": mask,
-        "target": target,
-        "csm": csm,
-        "phase": phase,
-        "scale": np.float32(scale),
-        "noise_sigma": np.float32(sigma),
-    }
+    return prepare_example(magnitudes, slice_offsets, config, seed, timer, labels).full(timer)

@@ -24,14 +24,19 @@ compressed (see :func:`_codecs`).
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, BytesCodec
+from zarr.storage import LocalStore
 
 from synth.errors import StoreError, StoreExistsError
 
@@ -64,6 +69,7 @@ ARRAYS: dict[str, dict[str, Any]] = {
     "complete": {"dims": ["example"], "dtype": "bool"},
 }
 DATA_ARRAYS = ("kspace", "mask", "target", "csm", "phase", "scale", "noise_sigma")
+COIL_ARRAYS = ("kspace", "phase")  # chunked one coil per chunk; written coil by coil
 
 
 def _codecs(name: str):
@@ -156,15 +162,120 @@ def _exists(path: str, storage_options=None) -> bool:
     return fs.exists(root)
 
 
+class Writer:
+    """Writes examples into an open store; holds the array handles (opening one reads its metadata).
+
+    Thread-safe: threads may write different coils or examples at once.
+    """
+
+    def __init__(self, root: zarr.Group):
+        self.root = root
+        self.arrays = {name: root[name] for name in (*DATA_ARRAYS, "complete") if name in root}
+
+    def coil(self, index: int, coil: int, kspace: np.ndarray, phase: np.ndarray | None) -> None:
+        """Write coil ``coil`` of example ``index``: ``kspace`` (T, Ky, Kx) and ``phase``
+        (M, T, Y, X), one chunk each (``phase`` is ignored by a store without it).  The example
+        stays incomplete until :meth:`example` (``coils_written=True``) writes the rest."""
+        write_block(self.arrays["kspace"], (index, coil), kspace)
+        if "phase" in self.arrays:
+            write_block(self.arrays["phase"], (index, coil), phase)
+
+    def example(self, index: int, arrays: dict[str, np.ndarray], *, coils_written: bool = False) -> None:
+        """Write one example's arrays, then its completion marker (so readers never see half an
+        example).  ``coils_written``: ``kspace`` and ``phase`` were already written coil by coil
+        (:meth:`coil`) and are not in ``arrays``."""
+        for name in DATA_ARRAYS:
+            if name not in self.arrays or (coils_written and name in COIL_ARRAYS):
+                continue
+            if name not in arrays:
+                raise StoreError(f"example {index}: array {name!r} missing from the simulation output")
+            write_row(self.arrays[name], index, arrays[name])
+        self.arrays["complete"][index] = True
+
+
 def write_example(root: zarr.Group, index: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one example's arrays, then its completion marker (so readers never see half an example)."""
-    for name in DATA_ARRAYS:
-        if name not in root:
-            continue
-        if name not in arrays:
-            raise StoreError(f"example {index}: array {name!r} missing from the simulation output")
-        root[name][index] = arrays[name]
-    root["complete"][index] = True
+    """Write one whole example and its completion marker (see :class:`Writer` for many)."""
+    Writer(root).example(index, arrays)
+
+
+def write_row(arr: zarr.Array, index: int, value) -> None:
+    """``arr[index] = value``, chunk by chunk (see :func:`write_block`)."""
+    write_block(arr, (index,), value)
+
+
+def write_block(arr: zarr.Array, prefix: tuple[int, ...], value) -> None:
+    """Write ``arr[prefix] = value`` one chunk at a time, each as a value of exactly the chunk's shape.
+
+    ``prefix`` indexes leading axes whose chunks are 1 long (example, and coil for ``kspace`` and
+    ``phase``).  Same stored bytes as plain assignment, at about half the cost for the big arrays:
+    zarr stores a value that has exactly the chunk's shape as it is, whereas a larger value is
+    first copied into a freshly filled chunk buffer; and a chunk whose first element differs from
+    the fill value cannot be empty, so zarr's whole-chunk emptiness test (a full pass over the
+    data) is skipped for it.  All-zero chunks (e.g. ``phase`` with ``--phase none``) are still
+    left unwritten, as zarr does by default; they read back as zeros.
+    """
+    value = np.asarray(value, dtype=arr.dtype)
+    if not value.flags.c_contiguous:
+        value = value.copy()
+    k = len(prefix)
+    block_shape = tuple(arr.shape[k:])
+    if value.shape != block_shape:
+        raise StoreError(f"array {arr.basename!r}{list(prefix)}: shape {value.shape}, expected {block_shape}")
+    if any(c != 1 for c in arr.chunks[:k]):
+        raise StoreError(f"array {arr.basename!r}: chunks {arr.chunks} are not 1 long on the first {k} axes")
+    lead = tuple(slice(i, i + 1) for i in prefix)
+    if not block_shape:
+        arr[lead] = value.reshape((1,) * k)
+        return
+    chunks = tuple(arr.chunks[k:])
+    folder = direct_chunk_folder(arr)
+    fill = np.zeros((), arr.dtype)
+    grid = [range(0, n, c) for n, c in zip(block_shape, chunks)]
+    for starts in itertools.product(*grid):
+        sel = tuple(slice(s, min(s + c, n)) for s, c, n in zip(starts, chunks, block_shape))
+        block = value[sel]
+        maybe_empty = block.size == 0 or block.flat[0] == fill
+        if folder is not None and not maybe_empty and block.shape == chunks:
+            coords = tuple(prefix) + tuple(s // c for s, c in zip(starts, chunks))
+            _put_chunk(folder / arr.metadata.encode_chunk_key(coords), np.ascontiguousarray(block))
+        else:
+            dest = arr if maybe_empty else arr.with_config({"write_empty_chunks": True})
+            dest[lead + sel] = block.reshape((1,) * k + block.shape)
+
+
+def direct_chunk_folder(arr: zarr.Array) -> Path | None:
+    """The folder of ``arr``'s chunk files when they can be written without zarr, else None.
+
+    That is a Zarr v3 array in a local folder whose only codec is ``bytes`` in this machine's
+    byte order: its chunk file is then exactly the chunk's bytes in C order, named by the
+    array's own chunk-key encoding.  Writing those files directly gives the same bytes as zarr
+    does, at a fraction of its cost per chunk (zarr routes every write through its event loop,
+    which also keeps writes from several threads from running in parallel).  Anything else --
+    compressors, other stores, URLs -- goes through zarr.
+    """
+    store = arr.store_path.store
+    meta = arr.metadata
+    if not isinstance(store, LocalStore) or store.read_only or meta.zarr_format != 3:
+        return None
+    codecs = meta.codecs
+    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+        return None
+    if arr.dtype.itemsize > 1 and (codecs[0].endian is None or codecs[0].endian.value != sys.byteorder):
+        return None
+    return Path(store.root) / arr.store_path.path
+
+
+def _put_chunk(path: Path, data: np.ndarray) -> None:
+    """Write one chunk file atomically (a temporary file renamed into place, as zarr does)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(memoryview(data).cast("B"))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass

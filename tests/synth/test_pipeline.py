@@ -186,3 +186,33 @@ def test_slice_labels_depend_on_slice_identity_only():
     np.testing.assert_array_equal(a, slice_labels(img * 3.0, cfg, "se-1:0"))  # scale-free features
     assert a.shape == img.shape and a.max() < 5
     assert slice_labels(img, cfg.replace(phase="grating"), "se-1:0") is None
+
+
+def test_threads_give_identical_stores(phantom_cine, tmp_path):
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    cfg = SimConfig(sms=2, coils=3, seed=4, combos=2)
+    dicom2kspace([phantom_cine], a, cfg, salt=SALT, threads=1)
+    dicom2kspace([phantom_cine], b, cfg, salt=SALT, threads=3)
+    fa = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    fb = {p.relative_to(b): p.read_bytes() for p in b.rglob("*") if p.is_file()}
+    assert fa == fb
+
+
+def test_write_failure_in_a_coil_thread_surfaces(phantom_cine, tmp_path, monkeypatch):
+    from synth import store as zstore
+
+    real = zstore.Writer.coil
+
+    def flaky(self, index, coil, kspace, phase):
+        if index == 1 and coil == 1:
+            raise OSError(28, "No space left on device")
+        real(self, index, coil, kspace, phase)
+
+    monkeypatch.setattr(zstore.Writer, "coil", flaky)
+    out = tmp_path / "s.zarr"
+    with pytest.raises(OSError, match="No space"):
+        dicom2kspace([phantom_cine], out, SimConfig(sms=2, coils=2, combos=2), salt=SALT, threads=2)
+    st = Store.open(out)
+    assert st.complete().tolist()[:2] == [True, False]
+    with pytest.raises(StoreError, match="incomplete"):
+        st.example(1)
