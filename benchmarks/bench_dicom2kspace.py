@@ -101,6 +101,9 @@ def main(argv=None):
     ap.add_argument("--sms", type=int, default=2)
     ap.add_argument("--phase", default="kmeans")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--floor-examples", type=int, default=16,
+                    help="distinct examples the floor holds in memory and writes in turn into all N slots "
+                         "(uncompressed: the values do not change the cost; bounds memory for large N)")
     ap.add_argument("--threads", type=int, default=None, help="pipeline and parallel-floor threads (default: cores)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the stores are written (default: the system temp folder); e.g. /dev/shm "
@@ -125,12 +128,13 @@ def main(argv=None):
         n = dicom2kspace([src], first, config, salt=salt, threads=threads).written
         st = Store.open(first)
         dims = st.dims
-        arrays = []
-        for i in range(n):
-            ex = st.example(i)
+        distinct = []
+        for i in range(min(n, args.floor_examples)):
+            ex = st.example(i, ["mask", "target", "csm", "phase", "scale", "noise_sigma"])
             x = ex["target"][None] * ex["csm"][:, :, None] * np.exp(1j * ex["phase"]).astype(np.complex64)
             ex["_aliased"] = collapse_images(np.moveaxis(x.astype(np.complex64), 1, 2))
-            arrays.append(ex)
+            distinct.append(ex)
+        arrays = [distinct[i % len(distinct)] for i in range(n)]  # same shapes and bytes per example
         shutil.rmtree(first)
         runs, stages = [], []
         floors = {kind: [] for kind in FLOORS}

@@ -50,9 +50,11 @@ class StageTimer:
         try:
             yield
         finally:
-            dt = time.perf_counter() - t0
-            with self._lock:
-                self.seconds[stage] += dt
+            self.add(stage, time.perf_counter() - t0)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] += seconds
 
 
 def slice_labels(magnitude: np.ndarray, config: SimConfig, slice_key: str) -> np.ndarray | None:
@@ -102,30 +104,50 @@ class Encoder:
         self.post = (post_y[:, None] * post_x[None, :] / np.sqrt(ny * nx)).astype(np.complex64)
         # slice i's rows land shifts[i] rows down: weigh them with the ramp of where they land
         self.weights = [
-            np.exp(CAIPI_SIGN * 2j * np.pi * ((i * (ny // 2)) % m) / m) * np.roll(pre, -int(self.shifts[i]), axis=0)
+            (np.exp(CAIPI_SIGN * 2j * np.pi * ((i * (ny // 2)) % m) / m) * np.roll(pre, -int(self.shifts[i]), axis=0))
+            .astype(np.complex64)
             for i in range(m)
         ]
         self.tables = None if parts.labels is None else np.exp(1j * parts.tables).astype(np.complex64)  # (C, M, K)
 
-    def coil(self, ci: int, kspace: np.ndarray, phase: np.ndarray) -> None:
+    @property
+    def zero_phase(self) -> bool:
+        """True when the stored phase is identically zero (``--phase none``)."""
+        return self.parts.labels is None and self.parts.grating is None
+
+    def coil(self, ci: int, kspace, phase) -> None:
+        """Fill coil ``ci``'s ``kspace`` (T, Ky, Kx) and ``phase`` (M, T, Y, X).
+
+        Both are arrays, or anything that takes block assignments ``kspace[t0:t1] = block`` and
+        ``phase[i, t0:t1] = block`` (such as :class:`synth.store.ChunkFile`, which writes each
+        block straight into the chunk file while it is in cache).
+        """
         parts, target = self.parts, self.target
         m, t, ny, nx = target.shape
         if self.shifts is None:
-            parts.phase_block(ci, 0, t, out=phase)
+            for i, block in enumerate(parts.phase_block(ci, 0, t)):
+                phase[i, 0:t] = block
             x = parts.phasor(ci) * target * self.csm[ci][:, None]  # (M, T, Y, X)
-            kspace[...] = fft2c(collapse_images(np.moveaxis(x, 0, 1)))
+            kspace[0:t] = fft2c(collapse_images(np.moveaxis(x, 0, 1))).astype(np.complex64)
             return
+        direct = isinstance(kspace, np.ndarray)
         g = parts.grating_phasor(ci)
-        sens = [(self.csm[ci, i] if g is None else self.csm[ci, i] * g) * self.weights[i] for i in range(m)]
-        sens = [sm.astype(np.complex64) for sm in sens]
-        acc = np.empty((min(FRAME_BLOCK, t), ny, nx), np.complex64)  # per call: thread-safe
+        sens = [self.csm[ci, i] * self.weights[i] for i in range(m)]  # complex64 (Y, X) each
+        if g is not None:
+            for sm in sens:
+                sm *= g
+        b = min(FRAME_BLOCK, t)
+        acc = np.empty((b, ny, nx), np.complex64)  # per call: thread-safe
         tmp = np.empty_like(acc)
-        for t0 in range(0, t, FRAME_BLOCK):
-            t1 = min(t, t0 + FRAME_BLOCK)
-            a, b = acc[: t1 - t0], tmp[: t1 - t0]
-            parts.phase_block(ci, t0, t1, out=phase[:, t0:t1])
+        out = None if direct else np.empty_like(acc)
+        pbuf = np.empty((m, b, ny, nx), np.float32)
+        for t0 in range(0, t, b):
+            t1 = min(t, t0 + b)
+            a, tb = acc[: t1 - t0], tmp[: t1 - t0]
+            pb = parts.phase_block(ci, t0, t1, out=pbuf[:, : t1 - t0])
             for i in range(m):
-                dst = a if i == 0 else b
+                phase[i, t0:t1] = pb[i]
+                dst = a if i == 0 else tb
                 if self.tables is None:
                     np.multiply(target[i, t0:t1], sens[i], out=dst)
                 else:
@@ -134,11 +156,16 @@ class Encoder:
                     dst *= sens[i]
                 if i:
                     s = int(self.shifts[i])
-                    a[:, s:] += b[:, : ny - s]
+                    a[:, s:] += tb[:, : ny - s]
                     if s:
-                        a[:, :s] += b[:, ny - s :]
+                        a[:, :s] += tb[:, ny - s :]
             f = scipy.fft.fft2(a, overwrite_x=True)
-            np.multiply(f, self.post, out=kspace[t0:t1])
+            if direct:
+                np.multiply(f, self.post, out=kspace[t0:t1])
+            else:
+                o = out[: t1 - t0]
+                np.multiply(f, self.post, out=o)
+                kspace[t0:t1] = o
 
 
 def encode(parts: PhaseParts, target: np.ndarray, csm: np.ndarray, kspace: np.ndarray, phase: np.ndarray) -> None:
@@ -171,14 +198,21 @@ class Prepared:
         m, t, ny, nx = self.encoder.target.shape
         return (t, ny, nx), (m, t, ny, nx)
 
-    def coil(self, ci: int, kspace: np.ndarray | None = None, phase: np.ndarray | None = None):
-        """Coil ``ci``'s (kspace, phase), written into the given buffers when given."""
+    @property
+    def zero_phase(self) -> bool:
+        """True when the stored phase is identically zero (``--phase none``)."""
+        return self.encoder.zero_phase
+
+    def coil(self, ci: int, kspace=None, phase=None):
+        """Coil ``ci``'s (kspace, phase), written into the given targets (arrays, or block
+        targets as :meth:`Encoder.coil` takes) when given."""
         ks, ps = self.coil_shapes
         kspace = np.empty(ks, np.complex64) if kspace is None else kspace
         phase = np.empty(ps, np.float32) if phase is None else phase
         if self._full is not None:
-            kspace[...] = self._full[0][ci]
-            phase[...] = self._full[1][ci]
+            kspace[0 : ks[0]] = self._full[0][ci]
+            for i in range(ps[0]):
+                phase[i, 0 : ps[1]] = self._full[1][ci, i]
         else:
             self.encoder.coil(ci, kspace, phase)
         return kspace, phase

@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,52 @@ class Writer:
         if "phase" in self.arrays:
             write_block(self.arrays["phase"], (index, coil), phase)
 
+    @contextmanager
+    def coil_chunks(self, index: int, coil: int, *, phase: bool = True):
+        """Block-writable ``(kspace, phase)`` targets for coil ``coil`` of example ``index``.
+
+        Each target takes ``kspace[t0:t1] = block`` / ``phase[i, t0:t1] = block`` assignments;
+        for local uncompressed stores it is a :class:`ChunkFile` that writes each block into the
+        chunk file at once (no whole-chunk buffer), elsewhere an array written through zarr when
+        the block exits.  Nothing becomes visible unless the block exits normally.  With
+        ``phase=False`` (a store without ``phase``, or an all-zero phase, which zarr would not
+        store either) the phase target is a scratch array that is not written.
+        """
+        targets = {}
+        kshape = tuple(self.arrays["kspace"].shape[2:])
+        names = [("kspace", kshape)]
+        if "phase" in self.arrays:
+            pshape = tuple(self.arrays["phase"].shape[2:])
+            if phase:
+                names.append(("phase", pshape))
+            else:
+                targets["phase"] = np.empty(pshape, np.float32)
+        else:
+            targets["phase"] = _Scratch()
+        done = False
+        try:
+            for name, shape in names:
+                arr = self.arrays[name]
+                folder = direct_chunk_folder(arr)
+                if folder is not None and tuple(arr.chunks[2:]) == shape:
+                    key = arr.metadata.encode_chunk_key((index, coil) + (0,) * len(shape))
+                    targets[name] = ChunkFile(folder / key, shape, arr.dtype)
+                else:
+                    targets[name] = np.empty(shape, arr.dtype)
+            yield targets["kspace"], targets["phase"]
+            for name, _ in names:
+                tgt = targets[name]
+                if isinstance(tgt, ChunkFile):
+                    tgt.commit()
+                else:
+                    write_block(self.arrays[name], (index, coil), tgt)
+            done = True
+        finally:
+            if not done:
+                for name, _ in names:
+                    if isinstance(targets.get(name), ChunkFile):
+                        targets[name].abort()  # a no-op for one already committed
+
     def example(self, index: int, arrays: dict[str, np.ndarray], *, coils_written: bool = False) -> None:
         """Write one example's arrays, then its completion marker (so readers never see half an
         example).  ``coils_written``: ``kspace`` and ``phase`` were already written coil by coil
@@ -263,6 +310,65 @@ def direct_chunk_folder(arr: zarr.Array) -> Path | None:
     if arr.dtype.itemsize > 1 and (codecs[0].endian is None or codecs[0].endian.value != sys.byteorder):
         return None
     return Path(store.root) / arr.store_path.path
+
+
+class _Scratch:
+    """Accepts and drops block assignments (the phase of a store without a ``phase`` array)."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+class ChunkFile:
+    """One uncompressed chunk file written block by block, then renamed into place.
+
+    ``chunk[t0:t1] = block`` or ``chunk[i, t0:t1] = block`` writes a C-contiguous region of the
+    chunk (leading-axis indices, the last one a slice) at its byte offset, so a producer can hand
+    over each block while it is in cache.  :meth:`commit` renames the temporary file to the chunk
+    key (as zarr's own local writes do); :meth:`abort` removes it.  Every byte must have been
+    assigned before :meth:`commit`; it checks the count.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype):
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        self._f = open(self.tmp, "wb", buffering=0)
+        self._written = 0
+
+    def __setitem__(self, key, value) -> None:
+        key = key if isinstance(key, tuple) else (key,)
+        *lead, last = key
+        if not isinstance(last, slice) or last.step not in (None, 1) or len(key) > len(self.shape):
+            raise IndexError(f"ChunkFile takes leading indices ending in a unit-step slice, got {key!r}")
+        start, stop, _ = last.indices(self.shape[len(lead)])
+        inner = self.shape[len(key):]
+        expect = (stop - start, *inner)
+        value = np.ascontiguousarray(value, dtype=self.dtype)
+        if value.shape != expect:
+            raise ValueError(f"block for {key!r} has shape {value.shape}, expected {expect}")
+        row = int(np.prod(inner, dtype=np.int64)) * self.dtype.itemsize
+        pos = 0  # in rows of the sliced axis
+        for idx, n in zip(lead, self.shape):
+            if not 0 <= idx < n:
+                raise IndexError(f"index {idx} out of range for axis of length {n}")
+            pos = pos * n + idx
+        pos = pos * self.shape[len(lead)] + start
+        self._f.seek(pos * row)
+        self._f.write(memoryview(value).cast("B"))
+        self._written += value.nbytes
+
+    def commit(self) -> None:
+        self._f.close()
+        size = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        if self._written != size:
+            self.tmp.unlink(missing_ok=True)
+            raise StoreError(f"{self.path}: {self._written} of {size} bytes written; chunk not stored")
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._f.close()
+        self.tmp.unlink(missing_ok=True)  # gone already after a commit
 
 
 def _put_chunk(path: Path, data: np.ndarray) -> None:

@@ -201,14 +201,14 @@ def test_threads_give_identical_stores(phantom_cine, tmp_path):
 def test_write_failure_in_a_coil_thread_surfaces(phantom_cine, tmp_path, monkeypatch):
     from synth import store as zstore
 
-    real = zstore.Writer.coil
+    real = zstore.ChunkFile.__setitem__
 
-    def flaky(self, index, coil, kspace, phase):
-        if index == 1 and coil == 1:
+    def flaky(self, key, value):
+        if "kspace/c/1/1/" in self.path.as_posix():
             raise OSError(28, "No space left on device")
-        real(self, index, coil, kspace, phase)
+        real(self, key, value)
 
-    monkeypatch.setattr(zstore.Writer, "coil", flaky)
+    monkeypatch.setattr(zstore.ChunkFile, "__setitem__", flaky)
     out = tmp_path / "s.zarr"
     with pytest.raises(OSError, match="No space"):
         dicom2kspace([phantom_cine], out, SimConfig(sms=2, coils=2, combos=2), salt=SALT, threads=2)
@@ -216,3 +216,5 @@ def test_write_failure_in_a_coil_thread_surfaces(phantom_cine, tmp_path, monkeyp
     assert st.complete().tolist()[:2] == [True, False]
     with pytest.raises(StoreError, match="incomplete"):
         st.example(1)
+    assert not list(out.rglob("*.partial"))  # the failed chunk's temporary file is gone
+    assert not [p for p in (out / "kspace" / "c" / "1" / "1").rglob("*") if p.is_file()]

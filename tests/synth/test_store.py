@@ -78,3 +78,54 @@ def test_overwriting_a_chunk_replaces_it(tmp_path):
     w.example(0, first)
     w.example(0, second)
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["kspace"][0], second["kspace"])
+
+
+def test_writer_through_zarr_where_chunks_cannot_be_written_directly(tmp_path):
+    """An fsspec URL (here fsspec's in-memory filesystem) goes through zarr, coil blocks included."""
+    pytest.importorskip("fsspec")
+    url = f"memory://{tmp_path.name}/s.zarr"
+    root = zstore.create(url, DIMS, {})
+    assert zstore.direct_chunk_folder(root["kspace"]) is None
+    w = zstore.Writer(root)
+    ex = _example(4)
+    for ci in range(DIMS["C"]):
+        with w.coil_chunks(1, ci) as (k, p):
+            for t0 in range(DIMS["T"]):
+                k[t0 : t0 + 1] = ex["kspace"][ci, t0 : t0 + 1]
+                for i in range(DIMS["M"]):
+                    p[i, t0 : t0 + 1] = ex["phase"][ci, i, t0 : t0 + 1]
+    w.example(1, {k: v for k, v in ex.items() if k not in ("kspace", "phase")}, coils_written=True)
+    got = zstore.Store.open(url).example(1)
+    for name in ex:
+        np.testing.assert_array_equal(got[name], ex[name])
+
+
+def test_chunk_file_blocks_any_order_and_abort(tmp_path):
+    ex = _example(5)
+    root = zstore.create(tmp_path / "s.zarr", DIMS, {})
+    w = zstore.Writer(root)
+    with w.coil_chunks(0, 1) as (k, p):
+        assert isinstance(k, zstore.ChunkFile) and isinstance(p, zstore.ChunkFile)
+        for t0 in reversed(range(DIMS["T"])):  # blocks land at their offsets in any order
+            k[t0 : t0 + 1] = ex["kspace"][1, t0 : t0 + 1]
+        for i in reversed(range(DIMS["M"])):
+            p[i, 0 : DIMS["T"]] = ex["phase"][1, i]
+        with pytest.raises(ValueError, match="shape"):
+            k[0:2] = ex["kspace"][1, :1]
+    arr = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    np.testing.assert_array_equal(arr["kspace"][0, 1], ex["kspace"][1])
+    np.testing.assert_array_equal(arr["phase"][0, 1], ex["phase"][1])
+    # an exception inside the block stores nothing and leaves no temporary file
+    with pytest.raises(RuntimeError):
+        with w.coil_chunks(2, 0) as (k, p):
+            k[0:1] = ex["kspace"][0, :1]
+            raise RuntimeError("simulation failed")
+    assert not list((tmp_path / "s.zarr").rglob("*.partial"))
+    assert not [f for f in (tmp_path / "s.zarr" / "kspace" / "c" / "2").rglob("*") if f.is_file()]
+    # a chunk with bytes missing is refused at commit
+    with pytest.raises(StoreError, match="bytes written"):
+        with w.coil_chunks(2, 0) as (k, p):
+            k[0:1] = ex["kspace"][0, :1]
+            p[0, 0 : DIMS["T"]] = ex["phase"][0, 0]
+            p[1, 0 : DIMS["T"]] = ex["phase"][0, 1]
+    assert not list((tmp_path / "s.zarr").rglob("*.partial"))
