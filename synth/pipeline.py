@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -131,23 +132,33 @@ class CoilWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
-    def _coil(self, index: int, prep: Prepared, ci: int) -> None:
+    def _coils(self, index: int, prep: Prepared, group: list[int]) -> None:
         t0 = time.perf_counter()
         spent = [0.0]  # seconds inside the block writes, which interleave with the computing
-        with self.store.coil_chunks(index, ci, phase=not prep.zero_phase) as (kspace, phase):
+        with ExitStack() as stack:
+            targets = [
+                tuple(_Timed(x, spent) for x in stack.enter_context(
+                    self.store.coil_chunks(index, ci, phase=not prep.zero_phase)))
+                for ci in group
+            ]
             t1 = time.perf_counter()
-            prep.coil(ci, _Timed(kspace, spent), _Timed(phase, spent))
+            prep.coils(group, targets)
             compute = time.perf_counter() - t1 - spent[0]
         self.timer.add("fft_sms", compute)
         self.timer.add("write", time.perf_counter() - t0 - compute)  # incl. opening and committing
 
     def submit(self, index: int, prep: Prepared) -> list[Future]:
-        """Start example ``index``'s coils (or, single-threaded, do them now)."""
+        """Start example ``index``'s coils (or, single-threaded, do them now).
+
+        The coils are split into one contiguous group per thread; each group is computed frame
+        block by frame block, all its coils per block (see :meth:`synth.simulate.Encoder.coils`).
+        """
+        groups = [g.tolist() for g in np.array_split(np.arange(prep.n_coils), min(self.threads, prep.n_coils))]
         if self._pool is None:
-            for ci in range(prep.n_coils):
-                self._coil(index, prep, ci)
+            for g in groups:
+                self._coils(index, prep, g)
             return []
-        return [self._pool.submit(self._coil, index, prep, ci) for ci in range(prep.n_coils)]
+        return [self._pool.submit(self._coils, index, prep, g) for g in groups]
 
     def finish(self, index: int, prep: Prepared, futures: list[Future]) -> None:
         """Wait for the example's coils, then write its other arrays and its completion marker."""

@@ -31,7 +31,7 @@ from synth.phase import PhaseParts, compact_labels, kmeans_labels, phase_parts
 from synth.sms import CAIPI_SIGN, collapse_images, fov_shifts
 
 
-FRAME_BLOCK = 2
+FRAME_BLOCK = 4
 
 
 class StageTimer:
@@ -116,63 +116,74 @@ class Encoder:
         return self.parts.labels is None and self.parts.grating is None
 
     def coil(self, ci: int, kspace, phase) -> None:
-        """Fill coil ``ci``'s ``kspace`` (T, Ky, Kx) and ``phase`` (M, T, Y, X).
+        """Fill coil ``ci``'s ``kspace`` (T, Ky, Kx) and ``phase`` (M, T, Y, X); see :meth:`coils`."""
+        self.coils([ci], [(kspace, phase)])
 
-        Both are arrays, or anything that takes block assignments ``kspace[t0:t1] = block`` and
-        ``phase[i, t0:t1] = block`` (such as :class:`synth.store.ChunkFile`, which writes each
-        block straight into the chunk file while it is in cache).
+    def coils(self, indices, targets) -> None:
+        """Fill several coils: ``targets[n] = (kspace, phase)`` of coil ``indices[n]``.
+
+        Targets are arrays, or anything that takes block assignments ``kspace[t0:t1] = block``
+        and ``phase[i, t0:t1] = block`` (such as :class:`synth.store.ChunkFile`, which writes
+        each block into its chunk file while it is in cache).  Frame blocks run outer and coils
+        inner, so a block's labels and target are read from memory once for all the coils.
         """
         parts, target = self.parts, self.target
         m, t, ny, nx = target.shape
         if self.shifts is None:
-            for i, block in enumerate(parts.phase_block(ci, 0, t)):
-                phase[i, 0:t] = block
-            x = parts.phasor(ci) * target * self.csm[ci][:, None]  # (M, T, Y, X)
-            kspace[0:t] = fft2c(collapse_images(np.moveaxis(x, 0, 1))).astype(np.complex64)
+            for ci, (kspace, phase) in zip(indices, targets):
+                for i, block in enumerate(parts.phase_block(ci, 0, t)):
+                    phase[i, 0:t] = block
+                x = parts.phasor(ci) * target * self.csm[ci][:, None]  # (M, T, Y, X)
+                kspace[0:t] = fft2c(collapse_images(np.moveaxis(x, 0, 1))).astype(np.complex64)
             return
-        direct = isinstance(kspace, np.ndarray)
-        g = parts.grating_phasor(ci)
-        sens = [self.csm[ci, i] * self.weights[i] for i in range(m)]  # complex64 (Y, X) each
-        if g is not None:
-            for sm in sens:
-                sm *= g
+        sens = {}
+        for ci in indices:
+            g = parts.grating_phasor(ci)
+            sens[ci] = [self.csm[ci, i] * self.weights[i] for i in range(m)]  # complex64 (Y, X) each
+            if g is not None:
+                for sm in sens[ci]:
+                    sm *= g
         b = min(FRAME_BLOCK, t)
         acc = np.empty((b, ny, nx), np.complex64)  # per call: thread-safe
         tmp = np.empty_like(acc)
-        out = None if direct else np.empty_like(acc)
+        out = np.empty_like(acc)
         pbuf = np.empty((m, b, ny, nx), np.float32)
         for t0 in range(0, t, b):
             t1 = min(t, t0 + b)
             a, tb = acc[: t1 - t0], tmp[: t1 - t0]
-            pb = parts.phase_block(ci, t0, t1, out=pbuf[:, : t1 - t0])
-            for i in range(m):
-                phase[i, t0:t1] = pb[i]
-                dst = a if i == 0 else tb
-                if self.tables is None:
-                    np.multiply(target[i, t0:t1], sens[i], out=dst)
+            for ci, (kspace, phase) in zip(indices, targets):
+                pb = parts.phase_block(ci, t0, t1, out=pbuf[:, : t1 - t0])
+                for i in range(m):
+                    phase[i, t0:t1] = pb[i]
+                    dst = a if i == 0 else tb
+                    if self.tables is None:
+                        np.multiply(target[i, t0:t1], sens[ci][i], out=dst)
+                    else:
+                        np.take(self.tables[ci, i], parts.labels[i][t0:t1], out=dst, mode="clip")
+                        dst *= target[i, t0:t1]
+                        dst *= sens[ci][i]
+                    if i:
+                        s = int(self.shifts[i])
+                        a[:, s:] += tb[:, : ny - s]
+                        if s:
+                            a[:, :s] += tb[:, ny - s :]
+                f = scipy.fft.fft2(a, overwrite_x=True)
+                if isinstance(kspace, np.ndarray):
+                    np.multiply(f, self.post, out=kspace[t0:t1])
                 else:
-                    np.take(self.tables[ci, i], parts.labels[i][t0:t1], out=dst, mode="clip")
-                    dst *= target[i, t0:t1]
-                    dst *= sens[i]
-                if i:
-                    s = int(self.shifts[i])
-                    a[:, s:] += tb[:, : ny - s]
-                    if s:
-                        a[:, :s] += tb[:, ny - s :]
-            f = scipy.fft.fft2(a, overwrite_x=True)
-            if direct:
-                np.multiply(f, self.post, out=kspace[t0:t1])
-            else:
-                o = out[: t1 - t0]
-                np.multiply(f, self.post, out=o)
-                kspace[t0:t1] = o
+                    o = out[: t1 - t0]
+                    np.multiply(f, self.post, out=o)
+                    kspace[t0:t1] = o
 
 
 def encode(parts: PhaseParts, target: np.ndarray, csm: np.ndarray, kspace: np.ndarray, phase: np.ndarray) -> None:
     """All coils: fill ``kspace`` (C, T, Ky, Kx) and ``phase`` (C, M, T, Y, X); see :class:`Encoder`."""
-    enc = Encoder(parts, target, csm)
-    for ci in range(kspace.shape[0]):
-        enc.coil(ci, kspace[ci], phase[ci])
+    encode_into(Encoder(parts, target, csm), kspace, phase)
+
+
+def encode_into(encoder: Encoder, kspace: np.ndarray, phase: np.ndarray) -> None:
+    c = kspace.shape[0]
+    encoder.coils(range(c), [(kspace[ci], phase[ci]) for ci in range(c)])
 
 
 @dataclass
@@ -205,17 +216,23 @@ class Prepared:
 
     def coil(self, ci: int, kspace=None, phase=None):
         """Coil ``ci``'s (kspace, phase), written into the given targets (arrays, or block
-        targets as :meth:`Encoder.coil` takes) when given."""
+        targets as :meth:`Encoder.coils` takes) when given."""
         ks, ps = self.coil_shapes
         kspace = np.empty(ks, np.complex64) if kspace is None else kspace
         phase = np.empty(ps, np.float32) if phase is None else phase
-        if self._full is not None:
+        self.coils([ci], [(kspace, phase)])
+        return kspace, phase
+
+    def coils(self, indices, targets) -> None:
+        """Fill ``targets[n] = (kspace, phase)`` with coil ``indices[n]`` (see :meth:`Encoder.coils`)."""
+        if self._full is None:
+            self.encoder.coils(indices, targets)
+            return
+        ks, ps = self.coil_shapes
+        for ci, (kspace, phase) in zip(indices, targets):
             kspace[0 : ks[0]] = self._full[0][ci]
             for i in range(ps[0]):
                 phase[i, 0 : ps[1]] = self._full[1][ci, i]
-        else:
-            self.encoder.coil(ci, kspace, phase)
-        return kspace, phase
 
     def full(self, timer: StageTimer | None = None) -> dict[str, np.ndarray]:
         """All arrays of the example (the :func:`simulate_example` dict)."""
@@ -226,8 +243,7 @@ class Prepared:
             kspace = np.empty((self.n_coils,) + ks, np.complex64)
             phase = np.empty((self.n_coils,) + ps, np.float32)
             with (timer or StageTimer())("fft_sms"):
-                for ci in range(self.n_coils):
-                    self.encoder.coil(ci, kspace[ci], phase[ci])
+                encode_into(self.encoder, kspace, phase)
         return {"kspace": kspace, "phase": phase, **self.arrays}
 
 
@@ -260,8 +276,7 @@ def prepare_example(
         kspace = np.empty((c, t, ny, nx), dtype=np.complex64)
         phase = np.empty((c, m, t, ny, nx), dtype=np.float32)
         with timer("fft_sms"):
-            for ci in range(c):
-                encoder.coil(ci, kspace[ci], phase[ci])
+            encode_into(encoder, kspace, phase)
         with timer("noise_mask"):
             sigma = noise_sigma(kspace, config.snr)
             full = (add_noise(kspace, config.snr, rng_noise), phase)
