@@ -108,15 +108,16 @@ class SliceCache:
 
 
 class CoilWriter:
-    """Simulates prepared examples coil by coil and writes each coil's chunks at once.
+    """Simulates prepared examples and writes each coil's chunks as they are computed.
 
-    A coil's ``kspace`` and ``phase`` (one store chunk each) are written by the thread that
-    computed them, into the same reused buffers, so they go to the store while still in cache and
-    no whole-example array is ever built.  With ``threads > 1`` the coils run on a thread pool
-    (NumPy, SciPy's FFT and file writes release the GIL) while the caller prepares the next
-    example; with ``threads == 1`` they run in the caller's thread (``generate``'s single-core
-    workers).  ``submit`` starts an example; ``finish`` waits for its coils, then writes the
-    rest and the completion marker, so a crash leaves the example incomplete, never half-valid.
+    A coil's ``kspace`` and ``phase`` (one store chunk each) are written block by block by the
+    thread that computes them (:meth:`synth.store.Writer.coil_chunks`), so they go to the store
+    while still in cache and no whole-example array is ever built.  The coils are split into
+    one group per thread.  With ``threads > 1`` the groups run on a thread pool (NumPy, SciPy's
+    FFT and file writes release the GIL) while the caller prepares the next example; with
+    ``threads == 1`` they run in the caller's thread (``generate``'s single-core workers).
+    ``submit`` starts an example; ``finish`` waits for its coils, then writes the rest and the
+    completion marker, so a crash leaves the example incomplete, never half-valid.
     """
 
     def __init__(self, store: zstore.Writer, threads: int, timer: StageTimer):
