@@ -244,3 +244,11 @@ def test_factored_phase_matches_full_phase(kind):
     np.testing.assert_array_equal(parts.phase(), full)
     for c in range(3):
         np.testing.assert_allclose(parts.phasor(c), np.exp(1j * full[c]), atol=2e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_running_argmin_equals_argmin_with_ties(k):
+    from synth.phase import _argmin0
+
+    d = np.random.default_rng(k).integers(0, 3, size=(k, 9, 11)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(_argmin0(d, np.empty((9, 11), np.uint8)), d.argmin(0))
