@@ -6,8 +6,8 @@ into a store with the same codecs and chunks.  It is timed three ways, all in th
 
 * ``serial``     -- FFT an example, then write it, one after the other (the issue's floor);
 * ``overlapped`` -- FFTs in one thread, the previous example's write in another;
-* ``parallel``   -- like the pipeline: ``--threads`` threads each FFT one coil and write its
-  chunks right away (the strictest floor).
+* ``parallel``   -- like the pipeline: ``--threads`` threads each FFT one coil at a time and
+  write its chunks right away (the strictest floor).
 
 Pipeline and floors alternate within each repeat, every timed run starts from a flushed page
 cache (``os.sync`` outside the timed region), and medians over ``--repeats`` are compared.
@@ -45,7 +45,7 @@ DEFAULT_INPUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 FLOORS = {
     "serial": "FFT then write, one after the other",
     "overlapped": "FFTs overlap the previous example's write",
-    "parallel": "threads each FFT a coil and write it, as the pipeline does",
+    "parallel": "--threads threads FFT coils and write each at once, as the pipeline does",
 }
 
 

@@ -423,6 +423,9 @@ def _prepare_store(out, dims, attrs, config: SimConfig, overwrite: bool, storage
                 f"or choose another --out"
             )
         st = zstore.Store.open(out, storage_options)
+        stale = zstore.remove_partials(out)
+        if stale:
+            log.info("removed %d temporary chunk file(s) left by an interrupted run", stale)
         return [int(i) for i in np.flatnonzero(~st.complete())]
     zstore.create(out, dims, attrs, with_phase=config.store_phase, overwrite=True, storage_options=storage_options)
     return list(range(dims["N"]))

@@ -9,7 +9,6 @@ import dataclasses
 import logging
 import os
 import platform
-import threading
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -124,7 +123,6 @@ class CoilWriter:
         self.store, self.timer = store, timer
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="smssynth-coil") if self.threads > 1 else None
-        self._local = threading.local()
 
     def __enter__(self):
         return self

@@ -371,6 +371,22 @@ class ChunkFile:
         self.tmp.unlink(missing_ok=True)  # gone already after a commit
 
 
+def remove_partials(path: str | Path) -> int:
+    """Delete the temporary chunk files (``*.partial``) that killed writers left in a local store.
+
+    Call only while nobody writes to the store (``generate`` does, before resuming).  Readers
+    never see these files; removing them makes a resumed store the same, file for file, as one
+    written in one go.  Returns how many were removed (0 for URLs).
+    """
+    path = location(path)
+    if "://" in path:
+        return 0
+    stale = list(Path(path).rglob("*.partial"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _put_chunk(path: Path, data: np.ndarray) -> None:
     """Write one chunk file atomically (a temporary file renamed into place, as zarr does)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,15 @@ def test_chunk_file_blocks_any_order_and_abort(tmp_path):
             p[0, 0 : DIMS["T"]] = ex["phase"][0, 0]
             p[1, 0 : DIMS["T"]] = ex["phase"][0, 1]
     assert not list((tmp_path / "s.zarr").rglob("*.partial"))
+
+
+def test_remove_partials(tmp_path):
+    root = zstore.create(tmp_path / "s.zarr", DIMS, {})
+    zstore.Writer(root).example(0, _example(0))
+    stale = tmp_path / "s.zarr" / "kspace" / "c" / "1" / "0" / "0" / "0" / "0.0123abcd.partial"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a chunk")
+    assert zstore.remove_partials(tmp_path / "s.zarr") == 1
+    assert not stale.exists()
+    assert zstore.Store.open(tmp_path / "s.zarr").complete().tolist() == [True, False, False]
+    assert zstore.remove_partials("memory://nothing-here") == 0
