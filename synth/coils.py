@@ -235,9 +235,11 @@ def blob_maps(
     quad = (p / sig[:, None, None]) ** 2 + (q / (sig * np.sqrt(ratio))[:, None, None]) ** 2  # (C, Y, X)
     zterm = ((z[None, :] - zeta[:, None]) / sig_z[:, None]) ** 2  # (C, M)
     log_mag = -0.5 * (quad[:, None] + zterm[:, :, None, None])  # (C, M, Y, X)
-    ph_in = k[:, 0, None, None] * y[None, :, None] + k[:, 1, None, None] * x[None, None, :] + psi[:, None, None]
-    # the z part of the phase is one constant per (coil, slice)
-    phase = (np.exp(1j * ph_in).astype(np.complex64)[:, None]
+    # the linear phase is separable: exp(j(k_y y + k_x x + psi)) = exp(j k_y y) exp(j k_x x) exp(j psi),
+    # C*(Y+X) complex exponentials instead of C*Y*X; the z part is one constant per (coil, slice)
+    ey = np.exp(1j * (k[:, 0, None] * y[None, :] + psi[:, None])).astype(np.complex64)  # (C, Y)
+    ex = np.exp(1j * k[:, 1, None] * x[None, :]).astype(np.complex64)  # (C, X)
+    phase = ((ey[:, :, None] * ex[:, None, :])[:, None]
              * np.exp(1j * k[:, 2:3] * z[None, :]).astype(np.complex64)[:, :, None, None])
     if not normalize:
         return (np.exp(log_mag) * phase).astype(np.complex64)

@@ -439,11 +439,14 @@ def grating_phase(n_coils: int, shape: tuple[int, int], rng: np.random.Generator
     side = float(max(ny, nx))
     y = (np.arange(ny) - ny // 2) / side
     x = (np.arange(nx) - nx // 2) / side
-    arg = (2 * np.pi * freq * np.cos(theta))[:, None, None] * x[None, None, :] + (
-        2 * np.pi * freq * np.sin(theta)
-    )[:, None, None] * y[None, :, None]
-    arg += psi[:, None, None]
-    return (amp[:, None, None] * np.sin(arg)).astype(np.float32)
+    # sin(u + v) = sin(u) cos(v) + cos(u) sin(v) with u along x and v (+ psi) along y: C*(Y+X)
+    # sines and cosines instead of C*Y*X
+    u = (2 * np.pi * freq * np.cos(theta))[:, None] * x[None, :]  # (C, X)
+    v = (2 * np.pi * freq * np.sin(theta))[:, None] * y[None, :] + psi[:, None]  # (C, Y)
+    a = amp[:, None, None]
+    out = (a * np.cos(v)[:, :, None]).astype(np.float32) * np.sin(u).astype(np.float32)[:, None, :]
+    out += (a * np.sin(v)[:, :, None]).astype(np.float32) * np.cos(u).astype(np.float32)[:, None, :]
+    return out
 
 
 def phase_parts(
