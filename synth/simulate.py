@@ -275,7 +275,7 @@ def prepare_example(
 
     peak = float(magnitudes.max())
     scale = peak if peak > 0 else 1.0
-    target = (magnitudes / np.float32(scale)).astype(np.float32)
+    target = np.divide(magnitudes, np.float32(scale), dtype=np.float32)  # one pass, float32
 
     with timer("phase"):
         parts = phase_parts(target, c, config.phase, config.clusters, rng_phase, labels=labels)
