@@ -188,12 +188,8 @@ class Encoder:
                     kspace[t0:t1] = o
 
 
-def encode(parts: PhaseParts, target: np.ndarray, csm: np.ndarray, kspace: np.ndarray, phase: np.ndarray) -> None:
-    """All coils: fill ``kspace`` (C, T, Ky, Kx) and ``phase`` (C, M, T, Y, X); see :class:`Encoder`."""
-    encode_into(Encoder(parts, target, csm), kspace, phase)
-
-
 def encode_into(encoder: Encoder, kspace: np.ndarray, phase: np.ndarray) -> None:
+    """All coils into whole-example arrays ``kspace`` (C, T, Ky, Kx) and ``phase`` (C, M, T, Y, X)."""
     c = kspace.shape[0]
     encoder.coils(range(c), [(kspace[ci], phase[ci]) for ci in range(c)])
 
