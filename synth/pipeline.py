@@ -323,10 +323,15 @@ def dicom2kspace(
 
     cache = SliceCache(config)
     threads = default_threads() if threads is None else threads
-    # Example n's coils are computed and written on the pool while this thread reads and
-    # prepares example n+1; then n is finished (its small arrays and marker) and n+1 submitted.
+    # While the pool computes and writes example n's coils, this thread reads and prepares
+    # example n+1 and submits it; then it finishes n (its small arrays and completion marker).
+    total = len(plan.examples)
     with CoilWriter(zstore.Writer(root), min(threads, config.coils), timer) as writer:
         pending = None
+
+        def report():
+            if progress:
+                progress(summary.written + len(summary.failed), total)
 
         def finish_pending():
             nonlocal pending
@@ -334,6 +339,7 @@ def dicom2kspace(
                 writer.finish(*pending)
                 summary.written += 1
                 pending = None
+                report()
 
         for ex in plan.examples:
             try:
@@ -344,14 +350,11 @@ def dicom2kspace(
                     raise DicomError(f"{e} (store {out} left with example {ex.index} incomplete)") from None
                 summary.failed.append((ex.index, str(e)))
                 log.warning("example %d skipped: %s", ex.index, e)
-                if progress:
-                    progress(ex.index + 1, len(plan.examples))
+                report()
                 continue
             futures = writer.submit(ex.index, prep)
             finish_pending()
             pending = (ex.index, prep, futures)
-            if progress:
-                progress(ex.index + 1, len(plan.examples))
         finish_pending()
     summary.seconds = dict(timer.seconds)
     summary.wall_seconds = time.perf_counter() - t_start

@@ -218,3 +218,11 @@ def test_write_failure_in_a_coil_thread_surfaces(phantom_cine, tmp_path, monkeyp
         st.example(1)
     assert not list(out.rglob("*.partial"))  # the failed chunk's temporary file is gone
     assert not [p for p in (out / "kspace" / "c" / "1" / "1").rglob("*") if p.is_file()]
+
+
+def test_progress_counts_finished_examples(phantom_cine, tmp_path):
+    calls = []
+    s = dicom2kspace([phantom_cine], tmp_path / "p.zarr", SimConfig(sms=2, coils=2, combos=3), salt=SALT,
+                     threads=2, progress=lambda done, total: calls.append((done, total)))
+    assert s.written == 3
+    assert calls == [(1, 3), (2, 3), (3, 3)]
