@@ -188,7 +188,7 @@ class Writer:
         Each target takes ``kspace[t0:t1] = block`` / ``phase[i, t0:t1] = block`` assignments;
         for local uncompressed stores it is a :class:`ChunkFile` that writes each block into the
         chunk file at once (no whole-chunk buffer), elsewhere an array written through zarr when
-        the block exits.  Nothing becomes visible unless the block exits normally.  With
+        the block exits.  A chunk is stored only if the block exits normally.  With
         ``phase=False`` (a store without ``phase``, or an all-zero phase, which zarr would not
         store either) the phase target is a scratch array that is not written.
         """
@@ -326,7 +326,7 @@ class ChunkFile:
     chunk (leading-axis indices, the last one a slice) at its byte offset, so a producer can hand
     over each block while it is in cache.  :meth:`commit` renames the temporary file to the chunk
     key (as zarr's own local writes do); :meth:`abort` removes it.  Every byte must have been
-    assigned before :meth:`commit`; it checks the count.
+    assigned before :meth:`commit`, which checks it.
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype):
@@ -334,7 +334,7 @@ class ChunkFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
         self._f = open(self.tmp, "wb", buffering=0)
-        self._written = 0
+        self._spans: list[tuple[int, int]] = []  # byte ranges written
 
     def __setitem__(self, key, value) -> None:
         key = key if isinstance(key, tuple) else (key,)
@@ -356,14 +356,19 @@ class ChunkFile:
         pos = pos * self.shape[len(lead)] + start
         self._f.seek(pos * row)
         self._f.write(memoryview(value).cast("B"))
-        self._written += value.nbytes
+        self._spans.append((pos * row, pos * row + value.nbytes))
 
     def commit(self) -> None:
         self._f.close()
         size = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        if self._written != size:
+        covered = 0  # bytes from 0 on that some assignment wrote
+        for a, b in sorted(self._spans):
+            if a > covered:
+                break
+            covered = max(covered, b)
+        if covered < size:
             self.tmp.unlink(missing_ok=True)
-            raise StoreError(f"{self.path}: {self._written} of {size} bytes written; chunk not stored")
+            raise StoreError(f"{self.path}: bytes {covered}..{size} were never written; chunk not stored")
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
