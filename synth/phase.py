@@ -308,36 +308,24 @@ class PhaseParts:
                     out[ci, i] += self.grating[ci]
         return out
 
-    def phase_block(self, coil: int, t0: int, t1: int, out: np.ndarray | None = None) -> np.ndarray:
-        """float32 (M, t1-t0, Y, X): ``phase()[coil, :, t0:t1]`` (written into ``out`` if given)."""
+    def phase_block(self, coil: int, t0: int, t1: int, out: np.ndarray | None = None, block_labels=None) -> np.ndarray:
+        """float32 (M, t1-t0, Y, X): ``phase()[coil, :, t0:t1]`` (written into ``out`` if given).
+
+        ``block_labels``: the slices' labels of frames ``t0:t1`` already at hand (e.g. as intp,
+        converted once for all coils); taken from :attr:`labels` when None.
+        """
         m, _, ny, nx = self.shape
         if out is None:
             out = np.empty((m, t1 - t0, ny, nx), np.float32)
         if self.labels is None:
             out[...] = 0 if self.grating is None else self.grating[coil]
             return out
-        for i, lab in enumerate(self.labels):
-            np.take(self.tables[coil, i], lab[t0:t1], out=out[i], mode="clip")
+        if block_labels is None:
+            block_labels = [lab[t0:t1] for lab in self.labels]
+        for i, lab in enumerate(block_labels):
+            np.take(self.tables[coil, i], lab, out=out[i], mode="clip")
             if self.grating is not None:
                 out[i] += self.grating[coil]
-        return out
-
-    def phasor_block(self, coil: int, t0: int, t1: int, include_grating: bool = True) -> np.ndarray:
-        """complex64 (M, t1-t0, Y, X): ``exp(1j * phase()[coil, :, t0:t1])`` by table lookup.
-
-        With ``include_grating=False`` the grating factor is left out (multiply by
-        :meth:`grating_phasor` yourself, e.g. folded into the coil map once per coil).
-        """
-        m, _, ny, nx = self.shape
-        out = np.empty((m, t1 - t0, ny, nx), np.complex64)
-        if self.labels is None:
-            out[...] = 1
-        else:
-            table = np.exp(1j * self.tables[coil]).astype(np.complex64)  # (M, K)
-            for i, lab in enumerate(self.labels):
-                np.take(table[i], lab[t0:t1], out=out[i], mode="clip")
-        if include_grating and self.grating is not None:
-            out *= self.grating_phasor(coil)
         return out
 
     def grating_phasor(self, coil: int) -> np.ndarray | None:

@@ -158,15 +158,9 @@ class Encoder:
             # 1.2-1.4x faster than with the compact stored type
             lab = None if parts.labels is None else [np.asarray(lb[t0:t1], dtype=np.intp) for lb in parts.labels]
             for ci, (kspace, phase) in zip(indices, targets):
+                pb = parts.phase_block(ci, t0, t1, out=pbuf[:, : t1 - t0], block_labels=lab)
                 for i in range(m):
-                    pb = pbuf[i, : t1 - t0]
-                    if lab is None:
-                        pb[...] = 0 if parts.grating is None else parts.grating[ci]
-                    else:
-                        np.take(parts.tables[ci, i], lab[i], out=pb, mode="clip")
-                        if parts.grating is not None:
-                            pb += parts.grating[ci]
-                    phase[i, t0:t1] = pb
+                    phase[i, t0:t1] = pb[i]
                     dst = a if i == 0 else tb
                     if self.tables is None:
                         np.multiply(target[i, t0:t1], sens[ci][i], out=dst)
