@@ -27,7 +27,7 @@ from synth.config import SimConfig
 from synth.fft import centring_ramps, fft2c
 from synth.masks import row_mask
 from synth.noise import add_noise, noise_sigma
-from synth.phase import PhaseParts, compact_labels, kmeans_labels, phase_parts
+from synth.phase import PhaseParts, compact_labels, kmeans_labels, phase_parts, unit_phasor
 from synth.sms import CAIPI_SIGN, collapse_images, fov_shifts
 
 
@@ -111,7 +111,7 @@ class Encoder:
             .astype(np.complex64)
             for i in range(m)
         ]
-        self.tables = None if parts.labels is None else np.exp(1j * parts.tables).astype(np.complex64)  # (C, M, K)
+        self.tables = None if parts.labels is None else unit_phasor(parts.tables)  # (C, M, K)
 
     @property
     def zero_phase(self) -> bool:
@@ -151,22 +151,26 @@ class Encoder:
         tmp = np.empty_like(acc)
         out = np.empty_like(acc)
         pbuf = np.empty((m, b, ny, nx), np.float32)
+        tc = np.empty((m, b, ny, nx), np.complex64)
         for t0 in range(0, t, b):
             t1 = min(t, t0 + b)
             a, tb = acc[: t1 - t0], tmp[: t1 - t0]
-            # the block's labels as intp, once for all coils: gathers with intp indices are
-            # 1.2-1.4x faster than with the compact stored type
+            # the block's labels as intp and its target as complex64, once for all coils: gathers
+            # with intp indices are 1.2-1.4x faster than with the compact stored type, and a
+            # complex-by-real product casts the real operand on every call
             lab = None if parts.labels is None else [np.asarray(lb[t0:t1], dtype=np.intp) for lb in parts.labels]
+            tgt = tc[:, : t1 - t0]
+            tgt[...] = target[:, t0:t1]
             for ci, (kspace, phase) in zip(indices, targets):
                 pb = parts.phase_block(ci, t0, t1, out=pbuf[:, : t1 - t0], block_labels=lab)
                 for i in range(m):
                     phase[i, t0:t1] = pb[i]
                     dst = a if i == 0 else tb
                     if self.tables is None:
-                        np.multiply(target[i, t0:t1], sens[ci][i], out=dst)
+                        np.multiply(tgt[i], sens[ci][i], out=dst)
                     else:
                         np.take(self.tables[ci, i], lab[i], out=dst, mode="clip")
-                        dst *= target[i, t0:t1]
+                        dst *= tgt[i]
                         dst *= sens[ci][i]
                     if i:
                         s = int(self.shifts[i])
