@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synth._jit import kernels
 from synth.errors import ConfigError, DicomError
 
 KINDS = ("kmeans", "grating", "none")
@@ -225,12 +226,20 @@ def kmeans_labels(magnitude: np.ndarray, n_clusters: int, rng: np.random.Generat
     feats = np.stack([sample * inv, fy[iy], fx[ix], ft[it]], axis=1).astype(np.float32)
     centres = _lloyd(feats, _kmeans_pp(feats, k, rng))
 
-    # assign all voxels, one frame at a time so that the (K, Y, X) distance block stays in
-    # cache; the (y, x) part of the squared distance is the same for every frame
-    ci = centres[:, 0][:, None, None]
-    gyx = ((fy[None, :] - centres[:, 1:2]) ** 2)[:, :, None] + ((fx[None, :] - centres[:, 2:3]) ** 2)[:, None, :]
+    # assign all voxels; the (y, x) part of the squared distance is the same for every frame
+    gy = (fy[None, :] - centres[:, 1:2]) ** 2  # (K, Y)
+    gx = (fx[None, :] - centres[:, 2:3]) ** 2  # (K, X)
     gt = (ft[:, None] - centres[None, :, 3]) ** 2  # (T, K)
     labels = np.empty(mag.shape, compact_labels(np.zeros(0, np.intp), k).dtype)
+    jit = kernels()
+    if jit is not None:
+        c0 = np.ascontiguousarray(centres[:, 0])
+        jit.kmeans_assign(np.ascontiguousarray(mag), inv, c0, np.ascontiguousarray(gy), np.ascontiguousarray(gx),
+                          np.ascontiguousarray(gt), labels)
+        return labels
+    # NumPy: one frame at a time, so that the (K, Y, X) distance block stays in cache
+    ci = centres[:, 0][:, None, None]
+    gyx = gy[:, :, None] + gx[:, None, :]
     d = np.empty((k, ny, nx), np.float32)
     best = np.empty((ny, nx), np.float32)
     for ti in range(t):

@@ -252,3 +252,26 @@ def test_running_argmin_equals_argmin_with_ties(k):
 
     d = np.random.default_rng(k).integers(0, 3, size=(k, 9, 11)).astype(np.float32)  # many ties
     np.testing.assert_array_equal(_argmin0(d, np.empty((9, 11), np.uint8)), d.argmin(0))
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_kmeans_labels_identical_with_and_without_the_kernel(k, monkeypatch):
+    """The compiled assignment repeats the NumPy float32 arithmetic: identical labels, ties included."""
+    import synth._jit as jit
+
+    if jit.kernels() is None:
+        pytest.skip("numba kernels unavailable")
+    rng = np.random.default_rng(k)
+    cases = [
+        rng.random((4, 33, 47), dtype=np.float32),
+        rng.integers(0, 3, (5, 16, 16)).astype(np.float64),  # many exact ties
+        np.zeros((3, 8, 8), np.float32),
+        (rng.random((2, 64, 64)) * 1000).astype(np.float32),
+    ]
+    for mag in cases:
+        with_kernel = kmeans_labels(mag, k, np.random.default_rng(7))
+        monkeypatch.setattr(jit, "_kernels", False)
+        without = kmeans_labels(mag, k, np.random.default_rng(7))
+        monkeypatch.setattr(jit, "_kernels", None)
+        assert with_kernel.dtype == without.dtype
+        np.testing.assert_array_equal(with_kernel, without)
