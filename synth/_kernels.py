@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
@@ -60,3 +61,12 @@ def kmeans_assign(mag, inv, c0, gy, gx, gt, labels):
                         best = d
                         bl = k
                 labels[t, y, x] = bl
+
+
+@numba.njit(nogil=True, cache=True)
+def pair_counts(a, b, k):
+    """counts[p, q] = number of positions where a == p and b == q (a, b flat, values < k)."""
+    counts = np.zeros((k, k), np.int64)
+    for n in range(a.size):
+        counts[a[n], b[n]] += 1
+    return counts

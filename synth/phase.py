@@ -279,8 +279,12 @@ def compact_labels(labels, n_clusters: int) -> np.ndarray:
 
 def _vote(labels_i: np.ndarray, labels_0: np.ndarray, k: int) -> np.ndarray:
     """For each cluster of slice i, the most frequent slice-0 label under it: int (K,)."""
-    counts = np.bincount((labels_i.astype(np.intp) * k + labels_0).ravel(), minlength=k * k)
-    return counts.reshape(k, k).argmax(1)  # argmax: ties (and empty clusters) -> lowest label
+    jit = kernels()
+    if jit is not None:  # one pass, without the GIL (bincount holds it)
+        counts = jit.pair_counts(np.ascontiguousarray(labels_i).reshape(-1), np.ascontiguousarray(labels_0).reshape(-1), k)
+    else:
+        counts = np.bincount((labels_i.astype(np.intp) * k + labels_0).ravel(), minlength=k * k).reshape(k, k)
+    return counts.argmax(1)  # argmax: ties (and empty clusters) -> lowest label
 
 
 def _check_magnitudes(magnitudes) -> np.ndarray:

@@ -237,7 +237,7 @@ class Writer:
             if name not in arrays:
                 raise StoreError(f"example {index}: array {name!r} missing from the simulation output")
             write_row(self.arrays[name], index, arrays[name])
-        self.arrays["complete"][index] = True
+        write_row(self.arrays["complete"], index, np.True_)
 
 
 def write_example(root: zarr.Group, index: int, arrays: dict[str, np.ndarray]) -> None:
@@ -271,11 +271,20 @@ def write_block(arr: zarr.Array, prefix: tuple[int, ...], value) -> None:
     if any(c != 1 for c in arr.chunks[:k]):
         raise StoreError(f"array {arr.basename!r}: chunks {arr.chunks} are not 1 long on the first {k} axes")
     lead = tuple(slice(i, i + 1) for i in prefix)
+    folder = direct_chunk_folder(arr)
     if not block_shape:
-        arr[lead] = value.reshape((1,) * k)
+        if folder is None:
+            arr[lead] = value.reshape((1,) * k)
+            return
+        # one element per chunk (scale, noise_sigma, the completion marker): what zarr would do,
+        # without its event loop -- store the element, or remove the chunk if it is the fill value
+        path = folder / arr.metadata.encode_chunk_key(tuple(prefix))
+        if value == np.asarray(arr.fill_value, arr.dtype):
+            path.unlink(missing_ok=True)
+        else:
+            _put_chunk(path, value.reshape(1))
         return
     chunks = tuple(arr.chunks[k:])
-    folder = direct_chunk_folder(arr)
     fill = np.zeros((), arr.dtype)
     grid = [range(0, n, c) for n, c in zip(block_shape, chunks)]
     for starts in itertools.product(*grid):
@@ -331,9 +340,8 @@ class ChunkFile:
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype):
         self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-        self._f = open(self.tmp, "wb", buffering=0)
+        self._f = _open_new(self.tmp)
         self._spans: list[tuple[int, int]] = []  # byte ranges written
 
     def __setitem__(self, key, value) -> None:
@@ -392,12 +400,21 @@ def remove_partials(path: str | Path) -> int:
     return len(stale)
 
 
+def _open_new(path: Path):
+    """``open(path, "wb", buffering=0)``, creating the parent folders only when missing (a
+    ``mkdir`` per chunk cost as much Python time as the rest of a chunk write)."""
+    try:
+        return open(path, "wb", buffering=0)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "wb", buffering=0)
+
+
 def _put_chunk(path: Path, data: np.ndarray) -> None:
     """Write one chunk file atomically (a temporary file renamed into place, as zarr does)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
     try:
-        with open(tmp, "wb") as f:
+        with _open_new(tmp) as f:
             f.write(memoryview(data).cast("B"))
         os.replace(tmp, path)
     except BaseException:

@@ -275,3 +275,20 @@ def test_kmeans_labels_identical_with_and_without_the_kernel(k, monkeypatch):
         monkeypatch.setattr(jit, "_kernels", None)
         assert with_kernel.dtype == without.dtype
         np.testing.assert_array_equal(with_kernel, without)
+
+
+def test_vote_counts_identical_with_and_without_the_kernel(monkeypatch):
+    import synth._jit as jit
+
+    if jit.kernels() is None:
+        pytest.skip("numba kernels unavailable")
+    rng = np.random.default_rng(5)
+    for k in (1, 4, 9):
+        a = rng.integers(0, k, (3, 17, 13)).astype(np.uint8)
+        b = rng.integers(0, k, (3, 17, 13)).astype(np.uint8)
+        b[0] = a[0]  # make some votes clear-cut, leave others to ties
+        with_kernel = phase._vote(a, b, k)
+        monkeypatch.setattr(jit, "_kernels", False)
+        without = phase._vote(a, b, k)
+        monkeypatch.setattr(jit, "_kernels", None)
+        np.testing.assert_array_equal(with_kernel, without)

@@ -75,9 +75,15 @@ def test_overwriting_a_chunk_replaces_it(tmp_path):
     root = zstore.create(tmp_path / "s.zarr", DIMS, {})
     w = zstore.Writer(root)
     first, second = _example(0), _example(1)
+    first["noise_sigma"] = np.float32(0.7)
     w.example(0, first)
-    w.example(0, second)
-    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["kspace"][0], second["kspace"])
+    sigma_chunk = tmp_path / "s.zarr" / "noise_sigma" / "c" / "0"
+    assert sigma_chunk.read_bytes() == np.float32(0.7).tobytes()
+    w.example(0, second)  # noise_sigma back to the fill value: the chunk goes, as zarr does it
+    assert not sigma_chunk.exists()
+    got = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    np.testing.assert_array_equal(got["kspace"][0], second["kspace"])
+    assert got["noise_sigma"][0] == 0 and got["complete"][0]
 
 
 def test_writer_through_zarr_where_chunks_cannot_be_written_directly(tmp_path):
