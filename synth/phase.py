@@ -164,17 +164,23 @@ def _lloyd(feats: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Lloyd iterations until the labels stop changing, no centre moves more than ``TOL``, or ``MAX_ITER``."""
     k, nf = centres.shape
     labels = None
+    jit = kernels()
+    feats_t = None if jit is None else np.ascontiguousarray(feats.T)
     for _ in range(MAX_ITER):
-        new = _nearest(feats, centres)
+        if jit is not None:  # the same labels and sums, compiled
+            new = np.empty(feats.shape[0], np.intp)
+            sums, counts = jit.lloyd_step(feats_t, centres, new)
+        else:
+            new = _nearest(feats, centres)
+            counts = np.bincount(new, minlength=k)
+            sums = np.stack([np.bincount(new, weights=feats[:, f], minlength=k) for f in range(nf)], 1)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
         old = centres.copy()
-        counts = np.bincount(labels, minlength=k)
         for f in range(nf):
-            sums = np.bincount(labels, weights=feats[:, f], minlength=k)
             # an emptied cluster keeps its old centre (it may win voxels back later)
-            np.divide(sums, counts, out=centres[:, f], where=counts > 0, casting="unsafe")
+            np.divide(sums[:, f], counts, out=centres[:, f], where=counts > 0, casting="unsafe")
         if np.abs(centres - old).max() < TOL:
             break
     return centres
