@@ -1,16 +1,23 @@
-"""Compiled inner loops (numba), with the NumPy code as the fallback where numba is missing."""
+"""Compiled inner loops (numba, :mod:`synth._kernels`), with NumPy code as the fallback.
+
+numba is a dependency, so the kernels are normally used.  The NumPy routes stay for platforms
+numba does not support yet and for checking: the tests run both and compare them.  Setting
+``SMSSYNTH_NO_JIT=1`` selects the NumPy routes.  The kernels compile on first use (about a
+second each) and are cached next to the module, or in numba's user cache where that folder is
+read-only.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
-import numpy as np
-
 _kernels = None
+log = logging.getLogger(__name__)
 
 
 def kernels():
-    """The compiled kernels module, or None (numba not installed, or ``SMSSYNTH_NO_JIT=1``)."""
+    """The compiled kernels module, or None (numba unavailable, or ``SMSSYNTH_NO_JIT=1``)."""
     global _kernels
     if _kernels is None:
         if os.environ.get("SMSSYNTH_NO_JIT", "") not in ("", "0"):
@@ -18,7 +25,8 @@ def kernels():
         else:
             try:
                 from synth import _kernels as k
-            except ImportError:
+            except Exception as e:  # ImportError, or numba refusing to set up its cache
+                log.warning("numba kernels unavailable (%s: %s); using the slower NumPy routes", type(e).__name__, e)
                 k = False
             _kernels = k
     return _kernels or None
