@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from synth.coils import coil_maps
 from synth._jit import kernels
+from synth.coils import coil_maps
 from synth.config import SimConfig
 from synth.fft import centring_ramps, fft2c
 from synth.masks import row_mask
@@ -228,8 +228,9 @@ class Encoder:
                     np.multiply(f, self.post, out=o)
                     kspace[t0:t1] = o
 
-
     def _coils_jit(self, indices, targets) -> None:
+        """:meth:`coils` through the compiled kernel: per frame block and coil, one kernel call
+        fills the block's stored phase and the FFT's input, then one FFT."""
         parts, target = self.parts, self.target
         m, t, ny, nx = target.shape
         kernel = self._jit.encode_block
