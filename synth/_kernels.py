@@ -90,6 +90,8 @@ def pair_counts(a, b, k):
     """counts[p, q] = number of positions where a == p and b == q (a, b flat, values < k)."""
     counts = np.zeros((k, k), np.int64)
     for n in range(a.size):
+        if a[n] >= k or b[n] >= k:
+            raise ValueError("labels must be < the number of clusters")
         counts[a[n], b[n]] += 1
     return counts
 

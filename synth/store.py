@@ -363,7 +363,7 @@ class ChunkFile:
             pos = pos * n + idx
         pos = pos * self.shape[len(lead)] + start
         self._f.seek(pos * row)
-        self._f.write(memoryview(value).cast("B"))
+        _write_all(self._f, memoryview(value).cast("B"))
         self._spans.append((pos * row, pos * row + value.nbytes))
 
     def commit(self) -> None:
@@ -410,12 +410,22 @@ def _open_new(path: Path):
         return open(path, "wb", buffering=0)
 
 
+def _write_all(f, data: memoryview) -> None:
+    """Write every byte to an unbuffered file: a raw ``write`` may take fewer than asked (Linux
+    caps one call at about 2 GB), and a short chunk must never pass for a whole one."""
+    while data:
+        n = f.write(data)
+        if not n:
+            raise OSError(f"could not write to {f.name}")
+        data = data[n:]
+
+
 def _put_chunk(path: Path, data: np.ndarray) -> None:
     """Write one chunk file atomically (a temporary file renamed into place, as zarr does)."""
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
     try:
         with _open_new(tmp) as f:
-            f.write(memoryview(data).cast("B"))
+            _write_all(f, memoryview(data).cast("B"))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

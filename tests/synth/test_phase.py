@@ -292,3 +292,9 @@ def test_vote_counts_identical_with_and_without_the_kernel(monkeypatch):
         without = phase._vote(a, b, k)
         monkeypatch.setattr(jit, "_kernels", None)
         np.testing.assert_array_equal(with_kernel, without)
+    bad = np.full((2, 3), 9, np.uint8)  # labels >= K: refused on both routes, never out of bounds
+    with pytest.raises(ValueError):
+        phase._vote(bad, bad, 4)
+    monkeypatch.setattr(jit, "_kernels", False)
+    with pytest.raises(ValueError):
+        phase._vote(bad, bad, 4)

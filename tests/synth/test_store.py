@@ -149,3 +149,22 @@ def test_remove_partials(tmp_path):
     assert not stale.exists()
     assert zstore.Store.open(tmp_path / "s.zarr").complete().tolist() == [True, False, False]
     assert zstore.remove_partials("memory://nothing-here") == 0
+
+
+def test_short_raw_writes_are_completed(tmp_path):
+    """An unbuffered write may take fewer bytes than asked; the writer loops until all are written."""
+
+    class Trickle:
+        name = "trickle"
+
+        def __init__(self):
+            self.got = bytearray()
+
+        def write(self, data):
+            self.got += bytes(data[:3])
+            return min(3, len(data))
+
+    f = Trickle()
+    payload = np.arange(10, dtype=np.float32)
+    zstore._write_all(f, memoryview(payload).cast("B"))
+    assert bytes(f.got) == payload.tobytes()
