@@ -182,13 +182,7 @@ class Encoder:
         if self._jit is not None:
             self._coils_jit(indices, targets)
             return
-        sens = {}
-        for ci in indices:
-            g = parts.grating_phasor(ci)
-            sens[ci] = [self.csm[ci, i] * self.weights[i] for i in range(m)]  # complex64 (Y, X) each
-            if g is not None:
-                for sm in sens[ci]:
-                    sm *= g
+        sens = {ci: self._sens(ci, self.weights) for ci in indices}
         b = min(FRAME_BLOCK, t)
         acc = np.empty((b, ny, nx), np.complex64)  # per call: thread-safe
         tmp = np.empty_like(acc)
@@ -220,13 +214,28 @@ class Encoder:
                         a[:, s:] += tb[:, : ny - s]
                         if s:
                             a[:, :s] += tb[:, ny - s :]
-                f = scipy.fft.fft2(a, overwrite_x=True)
-                if isinstance(kspace, np.ndarray):
-                    np.multiply(f, self.post, out=kspace[t0:t1])
-                else:
-                    o = out[: t1 - t0]
-                    np.multiply(f, self.post, out=o)
-                    kspace[t0:t1] = o
+                self._put_fft(a, kspace, t0, t1, out, ramp=True)
+
+    def _sens(self, ci: int, weights) -> np.ndarray:
+        """complex64 (M, Y, X): coil ``ci``'s map times ``weights[i]`` per slice, times its grating phasor."""
+        sm = np.stack([self.csm[ci, i] * weights[i] for i in range(len(weights))])
+        g = self.parts.grating_phasor(ci)
+        if g is not None:
+            sm *= g
+        return sm
+
+    def _put_fft(self, a, kspace, t0: int, t1: int, out, ramp: bool) -> None:
+        """``kspace[t0:t1] = fft2(a)``, times the output ramp :attr:`post` when ``ramp``
+        (through the scratch ``out`` when ``kspace`` is a block target rather than an array)."""
+        f = scipy.fft.fft2(a, overwrite_x=True)
+        if not ramp:
+            kspace[t0:t1] = f
+        elif isinstance(kspace, np.ndarray):
+            np.multiply(f, self.post, out=kspace[t0:t1])
+        else:
+            o = out[: t1 - t0]
+            np.multiply(f, self.post, out=o)
+            kspace[t0:t1] = o
 
     def _coils_jit(self, indices, targets) -> None:
         """:meth:`coils` through the compiled kernel: per frame block and coil, one kernel call
@@ -234,14 +243,9 @@ class Encoder:
         parts, target = self.parts, self.target
         m, t, ny, nx = target.shape
         kernel = self._jit.encode_block
-        sens, grat = {}, {}
-        for ci in indices:
-            g = parts.grating_phasor(ci)
-            sm = np.stack([self.csm[ci, i] * self.kweights[i] for i in range(m)])
-            if g is not None:
-                sm *= g
-            sens[ci] = sm
-            grat[ci] = self.kzero if parts.grating is None else np.ascontiguousarray(parts.grating[ci], np.float32)
+        sens = {ci: self._sens(ci, self.kweights) for ci in indices}
+        grat = {ci: self.kzero if parts.grating is None else np.ascontiguousarray(parts.grating[ci], np.float32)
+                for ci in indices}
         b = min(FRAME_BLOCK, t)
         acc = np.empty((b, ny, nx), np.complex64)
         out = np.empty_like(acc)
@@ -254,15 +258,7 @@ class Encoder:
                        self.rows, self.cx, a, pb)
                 for i in range(m):
                     phase[i, t0:t1] = pb[i]
-                f = scipy.fft.fft2(a, overwrite_x=True)
-                if self.even:
-                    kspace[t0:t1] = f
-                elif isinstance(kspace, np.ndarray):
-                    np.multiply(f, self.post, out=kspace[t0:t1])
-                else:
-                    o = out[: t1 - t0]
-                    np.multiply(f, self.post, out=o)
-                    kspace[t0:t1] = o
+                self._put_fft(a, kspace, t0, t1, out, ramp=not self.even)
 
 
 def encode_into(encoder: Encoder, kspace: np.ndarray, phase: np.ndarray) -> None:
