@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from synth.config import CSMS, COMBINES, FRAME_MODES, MASKS, PHASES, RESOLUTIONS, SimConfig
+from synth.config import CAIPI_ORDERS, CSMS, COMBINES, FRAME_MODES, MASKS, PHASES, RESOLUTIONS, SimConfig
 from synth.errors import ConfigError
 
 
@@ -42,7 +42,10 @@ def sim_options(f):
         click.option("--coils", "-c", type=click.IntRange(min=1), default=_D.coils, show_default=True, help="Receive coils (C)."),
         click.option("--accel", "-r", type=click.IntRange(min=1), default=_D.accel, show_default=True, help="In-plane acceleration R (total R*M)."),
         click.option("--acs", type=click.IntRange(min=0), default=_D.acs, show_default=True, help="Fully sampled central ky rows."),
-        click.option("--mask", type=click.Choice(MASKS), default=_D.mask, show_default=True, help="In-plane sampling pattern, varied per frame."),
+        click.option("--mask", type=click.Choice(MASKS), default=_D.mask, show_default=True,
+                     help="In-plane sampling pattern, varied per frame: 'vd' variable-density random rows (CRNN-MRI's; the recipes'), 'uniform' every R-th row, 'random' uniformly random rows."),
+        click.option("--caipi", type=click.Choice(CAIPI_ORDERS), default=_D.caipi, show_default=True,
+                     help="CAIPI ordering: 'row' kz = ky row mod M (retrospective), 'acquired' kz = acquisition rank of the row in its frame mod M (prospective). Stored per row in the 'kz' array."),
         click.option("--csm", type=click.Choice(CSMS), default=_D.csm, show_default=True, help="Synthetic coil-map model."),
         click.option("--phase", type=click.Choice(PHASES), default=_D.phase, show_default=True, help="Synthetic phase model."),
         click.option("--clusters", "-k", type=click.IntRange(min=1), default=_D.clusters, show_default=True, help="k-means clusters K for --phase kmeans."),
@@ -66,7 +69,7 @@ def sim_options(f):
 
 
 SIM_KEYS = (
-    "sms", "coils", "accel", "acs", "mask", "csm", "phase", "clusters", "resolution", "matrix", "frames",
+    "sms", "coils", "accel", "acs", "mask", "caipi", "csm", "phase", "clusters", "resolution", "matrix", "frames",
     "frames_mode", "snr", "seed", "combos", "draws", "combine", "min_distance_mm",
 )
 

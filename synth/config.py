@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from synth.errors import ConfigError
-
-MASKS = ("uniform", "random")
+from synth.masks import KINDS as MASKS
+from synth.sms import CAIPI_ORDERS
 CSMS = ("circle", "blobs", "mixed")
 PHASES = ("kmeans", "grating", "none")
 RESOLUTIONS = ("acquired", "dicom")
@@ -29,8 +29,13 @@ class SimConfig:
     coils : C, receive coils.
     accel : R, in-plane acceleration of the mask (total acceleration R*M).
     acs : fully sampled central ky rows in every frame.
-    mask : ``uniform`` (every R-th row, offset shifted by one row per frame) or ``random``
-        (rows drawn anew per frame).
+    mask : ``vd`` (variable-density random rows drawn anew per frame, CRNN-MRI's masks; the
+        shipped recipes'), ``uniform`` (every R-th row, offset shifted by one row per frame) or
+        ``random`` (uniformly random rows drawn anew per frame); see :mod:`synth.masks`.
+    caipi : CAIPI ordering, which kz each sampled ky row carries (:func:`synth.sms.kz_table`):
+        ``row`` (kz = n mod M, the paper's retrospective model) or ``acquired`` (kz = the row's
+        acquisition rank within its frame mod M, a prospective acquisition: uniform R = M
+        sampling then gets the FOV/M shift).  Recorded per row in the store's ``kz`` array.
     csm : coil model, ``circle`` (1/d^3 coils on a circle), ``blobs`` (random 2D Gaussians) or
         ``mixed`` (each example draws one of the two).
     phase : ``kmeans`` (cluster phase + grating, the paper's), ``grating`` (the paper's "simple
@@ -57,6 +62,7 @@ class SimConfig:
     accel: int = 2
     acs: int = 8
     mask: str = "uniform"
+    caipi: str = "row"
     csm: str = "mixed"
     phase: str = "kmeans"
     clusters: int = 8
@@ -82,6 +88,7 @@ class SimConfig:
         need(self.accel >= 1, "accel", f"must be >= 1, got {self.accel}")
         need(self.acs >= 0, "acs", f"must be >= 0, got {self.acs}")
         need(self.mask in MASKS, "mask", f"must be one of {MASKS}, got {self.mask!r}")
+        need(self.caipi in CAIPI_ORDERS, "caipi", f"must be one of {CAIPI_ORDERS}, got {self.caipi!r}")
         need(self.csm in CSMS, "csm", f"must be one of {CSMS}, got {self.csm!r}")
         need(self.phase in PHASES, "phase", f"must be one of {PHASES}, got {self.phase!r}")
         need(self.clusters >= 1, "clusters", f"must be >= 1, got {self.clusters}")

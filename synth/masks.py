@@ -15,6 +15,18 @@ Every frame keeps the ``acs`` rows ``n0 .. n0 + acs - 1`` with ``n0 = Ny//2 - ac
     without replacement among the non-ACS rows, anew for every frame, so each frame has exactly
     ``max(round(Ny/R), acs)`` rows (round half up).  Uniform density outside the ACS: the ACS
     already supplies the low-frequency oversampling.
+``vd``
+    Variable-density random lines, the masks of CRNN-MRI (Schlemper et al., IEEE TMI 2018;
+    ``cartesian_mask`` in ``utils/compressed_sensing.py`` of js3611/Deep-MRI-Reconstruction):
+    per frame, anew for every frame, the same exact budget as ``random``
+    (:math:`\max(0, \mathrm{round}(N_y/R) - \mathrm{acs})` non-ACS rows, so ``max(round(Ny/R),
+    acs)`` in all) drawn without replacement with probability proportional to :func:`vd_density`:
+    a Gaussian of standard deviation ``Ny/10`` around the DC row plus a uniform floor
+    ``1/(2R)`` (CRNN-MRI's ``lmda/N`` with ``lmda = N/(2R)``), zero on the ACS, which is always
+    sampled.  The draw is weighted sampling without replacement (Efraimidis & Spirakis 2006:
+    the ``k`` largest keys ``log(u)/w``, ``u ~ U(0, 1)``), the same distribution as drawing rows one
+    at a time with probability proportional to ``w`` among those left, as CRNN-MRI's
+    ``np.random.choice(..., replace=False, p=pdf)`` does.
 
 ``R = 1`` samples every row.  The total acceleration of an SMS acquisition is ``R * M``.
 """
@@ -25,7 +37,9 @@ import numpy as np
 
 from synth.errors import ConfigError
 
-KINDS = ("uniform", "random")
+KINDS = ("uniform", "random", "vd")
+# standard deviation of vd_density's Gaussian, in units of Ny (CRNN-MRI: sensitivity 0.5/(N/10)^2)
+VD_SIGMA = 0.1
 
 
 def acs_rows(ny: int, acs: int) -> slice:
@@ -39,12 +53,24 @@ def rows_per_frame(ny: int, accel: int) -> int:
     return int(np.floor(ny / accel + 0.5))
 
 
+def vd_density(ny: int, accel: int) -> np.ndarray:
+    """Unnormalised sampling density of the ``vd`` mask, float64 (Ny,).
+
+    ``exp(-(n - Ny//2)^2 / (2 (Ny/10)^2)) + 1/(2R)`` for row ``n``: CRNN-MRI's ``normal_pdf`` around
+    the centre plus its uniform floor ``lmda/N``, ``lmda = N/(2R)``, with the centre at this
+    project's DC row ``Ny // 2``.  Before the ACS is taken out (``row_mask`` zeroes it).
+    """
+    n = np.arange(int(ny)) - int(ny) // 2
+    sigma = VD_SIGMA * int(ny)
+    return np.exp(-0.5 * (n / sigma) ** 2) + 1.0 / (2 * int(accel))
+
+
 def row_mask(kind: str, n_frames: int, ny: int, accel: int, acs: int, rng: np.random.Generator) -> np.ndarray:
     """Undersampling mask of one example.
 
     Parameters
     ----------
-    kind : {"uniform", "random"}
+    kind : {"uniform", "random", "vd"}
     n_frames : int
         T >= 1.
     ny : int
@@ -54,7 +80,8 @@ def row_mask(kind: str, n_frames: int, ny: int, accel: int, acs: int, rng: np.ra
     acs : int
         Fully sampled centre rows, ``0 <= acs <= Ny``.
     rng : numpy.random.Generator
-        ``uniform`` draws its initial offset, ``random`` one (T, Ny - acs) block of uniforms.
+        ``uniform`` draws its initial offset, ``random`` and ``vd`` one (T, Ny - acs) block of
+        uniforms.
 
     Returns
     -------
@@ -94,10 +121,14 @@ def row_mask(kind: str, n_frames: int, ny: int, accel: int, acs: int, rng: np.ra
         outside = np.flatnonzero(~centre)
         k = min(max(rows_per_frame(ny, r) - acs, 0), outside.size)
         keys = rng.random((t, outside.size))
+        if kind == "vd":
+            # weighted sampling without replacement: the k smallest -log(u)/w (u in (0, 1]) are
+            # the k largest Efraimidis-Spirakis keys u^(1/w); a plain uniform subset for "random"
+            keys = -np.log1p(-keys) / vd_density(ny, r)[outside]
         if k == outside.size:
             mask[:, outside] = True
         elif k > 0:
-            # the k smallest of i.i.d. uniform keys: a uniform k-subset per frame, vectorised
+            # the k smallest of the i.i.d. keys per frame, vectorised
             pick = np.argpartition(keys, k - 1, axis=1)[:, :k]
             mask[np.arange(t)[:, None], outside[pick]] = True
     mask[:, acs_rows(ny, acs)] = True

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from synth import sms
+from synth.errors import ConfigError
 from synth.fft import fft2c, ifft2c
 from synth.linop import FFT2c, Multiply, Sense
 from tests.synth.linop_suite import check_adjoint, check_linearity
@@ -79,6 +80,9 @@ def test_operator_suite(m, ny, nx):
         sms.SmsForward((c, m, t, ny, nx)),
         sms.SmsForward((c, m, t, ny, nx), mask),
         sms.SmsForward((c, m, t, ny, nx), mask) * Sense(csm, t),
+        sms.CaipiCollapse((c, t, m, ny, nx), kz=sms.kz_table("acquired", mask, m)),
+        sms.SmsForward((c, m, t, ny, nx), mask, kz=sms.kz_table("acquired", mask, m)),
+        sms.SmsForward((c, m, t, ny, nx), mask, kz=rng.integers(0, m, (t, ny))) * Sense(csm, t),
     ]
     for op in ops:
         check_adjoint(op, rng)
@@ -100,3 +104,55 @@ def test_m1_is_plain_multicoil():
     rng = np.random.default_rng(0)
     x = crandn(rng, 4, 1, 3, 8, 6)
     np.testing.assert_allclose(sms.SmsForward(x.shape)(x), fft2c(x[:, 0]), atol=1e-6)
+
+
+# --- general kz (store format 1.1) ------------------------------------------------------------
+
+
+def test_kz_table_orders():
+    mask = np.array([[True, False, True, True, False, True, False, True],
+                     [False, True, True, False, True, True, True, False]])
+    np.testing.assert_array_equal(sms.kz_table("row", mask, 3), np.tile(np.arange(8) % 3, (2, 1)))
+    acq = sms.kz_table("acquired", mask, 2)
+    assert acq.dtype == np.int8 and acq.shape == (2, 8)
+    # sampled rows: rank among the frame's sampled rows (ascending ky) mod M; others: n mod M
+    np.testing.assert_array_equal(acq[0], [0, 1, 1, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(acq[1], [0, 0, 1, 1, 0, 1, 0, 1])
+    # fully sampled: both orderings are n mod M
+    full = np.ones((3, 11), bool)
+    for m in (1, 2, 3):
+        np.testing.assert_array_equal(sms.kz_table("acquired", full, m), sms.kz_table("row", full, m))
+    with pytest.raises(ConfigError, match="--caipi"):
+        sms.kz_table("rank", mask, 2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(m=st.integers(1, 4), ny=st.integers(5, 17), nx=st.integers(3, 7), seed=st.integers(0, 2**31))
+def test_collapse_with_kz_is_3d_fft_sampled_at_kz(m, ny, nx, seed):
+    """kspace[t, n] = sum_i exp(-2j pi i kz[t,n]/M) K[i, t, n] = sqrt(M) F_z(K)[kz[t,n], t, n]."""
+    rng = np.random.default_rng(seed)
+    t = 3
+    k = crandn(rng, t, m, ny, nx)  # (T, M, Ky, Kx)
+    kz = rng.integers(0, m, (t, ny)).astype(np.int8)
+    y = sms.collapse(k, kz)
+    ref = np.zeros((t, ny, nx), np.complex128)
+    for f in range(t):
+        for i in range(m):
+            for n in range(ny):
+                ref[f, n] += np.exp(-2j * np.pi * i * kz[f, n] / m) * k[f, i, n]
+    tol = 2e-5 * np.abs(ref).max()
+    np.testing.assert_allclose(y, ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(sms.sample_kz(sms.to_3d(k), kz), y, rtol=0, atol=tol)
+    # kz = n mod M is the plain model
+    row = np.broadcast_to(sms.kz_index(m, ny), (t, ny))
+    np.testing.assert_allclose(sms.collapse(k, row), sms.collapse(k), rtol=0, atol=tol)
+    np.testing.assert_allclose(sms.expand(y, m, row), sms.expand(y, m), rtol=0, atol=tol)
+    np.testing.assert_array_equal(sms.caipi_phase_kz(sms.kz_index(m, ny), m), sms.caipi_phase(m, ny))
+    # the 3D mask marks each sampled row at its own kz
+    mask = rng.random((t, ny)) > 0.5
+    mk = sms.kz_mask(m, mask, kz)
+    assert mk.shape == (t, m, ny)
+    np.testing.assert_array_equal(mk.sum(1), mask.astype(int))
+    f, n = np.nonzero(mask)
+    assert mk[f, kz[f, n], n].all()
+    np.testing.assert_array_equal(sms.kz_mask(m, mask, row), sms.kz_mask(m, mask))
