@@ -71,6 +71,8 @@ def print_summary(s, out) -> None:
         click.echo(f"example {idx} failed (left incomplete): {why}")
     for w in s.warnings[:10]:
         click.echo(f"warning: {w}")
+    for note in s.notes:
+        click.echo(note)
     if s.seconds:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
         click.echo(f"time {s.wall_seconds:.1f}s (stages, summed over threads: {stages}; they overlap)")

@@ -115,3 +115,5 @@ def print_summary(r, out, wall) -> None:
         click.echo(f"example {idx} failed: {why}")
     for wmsg in r.warnings[:10]:
         click.echo(f"warning: {wmsg}")
+    for note in r.notes:
+        click.echo(note)

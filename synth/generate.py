@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from synth import output
 from synth import store as zstore
 from synth.combos import ExamplePlan, Plan
 from synth.config import SimConfig
@@ -285,6 +286,7 @@ class GenerateResult:
     run_seconds: float = 0.0  # the simulate-and-write phase alone (no cluster start, scan or plan)
     peak_rss_mb: float = 0.0
     workers: int = 0
+    notes: list[str] = field(default_factory=list)  # what happened to an existing --out
 
 
 def open_client(workers: int | None, scheduler: str | None):
@@ -326,6 +328,37 @@ def generate(
     res = GenerateResult()
     t0 = time.perf_counter()
     out = zstore.location(out)
+    inputs = ([root] if root is not None else []) + [r.path for r in manifest or []]
+    # before any work: --out is never an input; --overwrite replaces only a store of ours, and a
+    # local one is written beside the old store and swapped in at the end (synth.output)
+    if overwrite:
+        replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=True, inputs=inputs,
+                                     storage_options=storage_options)
+    else:
+        output.check_not_input(out, inputs)
+        replacement = output.Replacement(out, out)
+    try:
+        _generate(res, root, replacement.target, config, salt=salt, manifest=manifest, split=split,
+                  workers=workers, scheduler=scheduler, on_error=on_error, storage_options=storage_options,
+                  progress=progress)
+    except BaseException as e:
+        if replacement.staged:
+            replacement.abort()
+            if isinstance(e, SmssynthError):
+                raise type(e)(f"{e}; the existing store at {out} was left unchanged") from None
+        raise
+    if res.written or not replacement.staged:
+        replacement.commit()
+    else:
+        replacement.abort()
+    res.notes = list(replacement.notes)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, manifest, split, workers, scheduler,
+              on_error, storage_options, progress) -> None:
+    """The run proper, into ``out`` (new, or an existing store of the same parameters to resume)."""
     client, cluster = open_client(workers, scheduler)
     try:
         res.workers = len(client.scheduler_info()["workers"])
@@ -354,12 +387,11 @@ def generate(
         dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
         attrs = dataset_attrs(config, plan, cat, split)
 
-        todo = _prepare_store(out, dims, attrs, config, overwrite, storage_options)
+        todo = _prepare_store(out, dims, attrs, config, storage_options)
         token = uuid.uuid4().hex  # this run's identity on the workers (see _worker_writer)
         res.already = res.planned - len(todo)
         if not todo:
-            res.seconds = time.perf_counter() - t0
-            return res
+            return
         from dask.distributed import as_completed
 
         t_run = time.perf_counter()
@@ -402,20 +434,18 @@ def generate(
         client.close()
         if cluster is not None:
             cluster.close()
-    res.seconds = time.perf_counter() - t0
-    return res
 
 
-def _prepare_store(out, dims, attrs, config: SimConfig, overwrite: bool, storage_options) -> list[int]:
-    """Create the store, or check an existing one and return the indices still missing."""
+def _prepare_store(out, dims, attrs, config: SimConfig, storage_options) -> list[int]:
+    """Create the store, or check an existing one (to resume) and return the indices still missing."""
     import zarr
 
-    exists = zstore._exists(out, storage_options)
-    if exists and not overwrite:
+    if zstore._exists(out, storage_options):
         try:
             old = dict(zarr.open_group(out, mode="r", storage_options=storage_options).attrs)
         except Exception:
-            raise StoreExistsError(f"{out} exists and is not an smssynth store; pass --overwrite to replace it") from None
+            raise StoreExistsError(f"{out} exists and is not an smssynth store; choose another --out "
+                                   f"(--overwrite replaces only smssynth stores)") from None
         why = _same_dataset(old, {**attrs, "dims": dims})
         if why:
             raise StoreExistsError(

@@ -25,7 +25,8 @@ from synth.coils import COIL_MODEL
 from synth.combos import ExamplePlan, Plan, plan_examples
 from synth.config import SimConfig
 from synth.dicom import Catalog, SliceInfo, load_slice, scan
-from synth.errors import ConfigError, DicomError, NoInputError
+from synth import output
+from synth.errors import ConfigError, DicomError, NoInputError, SmssynthError
 from synth.phase import PHASE_MODEL
 from synth.resolution import prepare, working_shape
 from synth.runtime import tune_allocator
@@ -51,6 +52,7 @@ class Summary:
     shape: tuple | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # per stage; 'write' overlaps compute
     wall_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what happened to an existing --out
 
 
 class SliceCache:
@@ -305,6 +307,35 @@ def dicom2kspace(
     timer = timer or StageTimer()
     summary = Summary()
     t_start = time.perf_counter()
+    # before any work: --out is never an input, and --overwrite replaces only a store of ours,
+    # written beside it and swapped in at the end (synth.output)
+    replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
+    try:
+        _convert(inputs, replacement.target, config, summary, salt=salt, on_error=on_error, progress=progress,
+                 timer=timer, threads=threads)
+    except SmssynthError as e:
+        if replacement.staged:
+            replacement.abort()
+            raise type(e)(f"{e}; the existing store at {out} was left unchanged") from None
+        if zstore._exists(replacement.target):
+            raise type(e)(f"{e}; the store at {out} is incomplete") from None
+        raise
+    except BaseException:
+        replacement.abort()
+        raise
+    if summary.written or not replacement.staged:
+        replacement.commit()
+    else:
+        replacement.abort()
+    summary.notes = list(replacement.notes)
+    summary.seconds = dict(timer.seconds)
+    summary.wall_seconds = time.perf_counter() - t_start
+    return summary
+
+
+def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, on_error: str, progress,
+             timer: StageTimer, threads: int | None) -> None:
+    """The conversion proper, into the store at ``out`` (a new path)."""
     tune_allocator()
     with timer("scan"):
         catalog = scan(inputs, salt=salt, on_error=on_error)
@@ -319,7 +350,7 @@ def dicom2kspace(
     summary.shape = plan.shape
     t, ny, nx = plan.shape
     dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
-    root = zstore.create(out, dims, store_attrs(config, plan, catalog), with_phase=config.store_phase, overwrite=overwrite)
+    root = zstore.create(out, dims, store_attrs(config, plan, catalog), with_phase=config.store_phase)
 
     cache = SliceCache(config)
     threads = default_threads() if threads is None else threads
@@ -347,7 +378,7 @@ def dicom2kspace(
             except DicomError as e:
                 if on_error == "fail":
                     finish_pending()
-                    raise DicomError(f"{e} (store {out} left with example {ex.index} incomplete)") from None
+                    raise DicomError(f"{e} (stopped at example {ex.index}: --on-error fail)") from None
                 summary.failed.append((ex.index, str(e)))
                 log.warning("example %d skipped: %s", ex.index, e)
                 report()
@@ -356,6 +387,3 @@ def dicom2kspace(
             finish_pending()
             pending = (ex.index, prep, futures)
         finish_pending()
-    summary.seconds = dict(timer.seconds)
-    summary.wall_seconds = time.perf_counter() - t_start
-    return summary

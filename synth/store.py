@@ -40,6 +40,7 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from synth.errors import StoreError, StoreExistsError
+from synth.output import recognise, register_format
 
 FORMAT_NAME = "smssynth.sms-kspace"
 FORMAT_VERSION = "1.0"
@@ -71,6 +72,7 @@ ARRAYS: dict[str, dict[str, Any]] = {
 }
 DATA_ARRAYS = ("kspace", "mask", "target", "csm", "phase", "scale", "noise_sigma")
 COIL_ARRAYS = ("kspace", "phase")  # chunked one coil per chunk; written coil by coil
+register_format(FORMAT_NAME, ARRAYS)  # what --overwrite may replace (synth.output)
 
 
 def _codecs(name: str):
@@ -124,8 +126,11 @@ def create(
     version are added here.
     """
     path = location(path)
-    if not overwrite and _exists(path, storage_options):
-        raise StoreExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+    if _exists(path, storage_options):
+        if not overwrite:
+            raise StoreExistsError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+        # zarr's mode="w" deletes whatever is there: only ever an smssynth store (synth.output)
+        recognise(path, [FORMAT_NAME], storage_options)
     root = zarr.open_group(path, mode="w", zarr_format=3, storage_options=storage_options)
     shapes = array_shapes(dims["N"], dims["C"], dims["M"], dims["T"], dims["Ky"], dims["Kx"], with_phase)
     for name, (shape, chunks) in shapes.items():
@@ -154,13 +159,9 @@ def create(
 
 
 def _exists(path: str, storage_options=None) -> bool:
-    if "://" not in path:
-        p = Path(path)
-        return p.exists() and (not p.is_dir() or any(p.iterdir()))
-    import fsspec  # optional, only for URLs
+    from synth.output import exists
 
-    fs, _, (root,) = fsspec.get_fs_token_paths(path, storage_options=storage_options)
-    return fs.exists(root)
+    return exists(path, storage_options)
 
 
 class Writer:

@@ -71,6 +71,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from synth import output
 from synth.errors import ConfigError, StoreExistsError
 from zoo.baselines import BASELINES, Baseline
 from zoo.data import COIL_MODES, DataConfig, SmsDataset
@@ -91,6 +92,8 @@ FORMAT_VERSION = "1.0"
 BASELINE_NAMES = tuple(BASELINES)
 BASELINE_COIL_MODE = "virtual"
 METRICS = ("nmse", "psnr", "ssim")
+# what --overwrite may replace: a recon store holds only these arrays (synth.output)
+output.register_format(FORMAT, ("recon", "recon_complex", "index", "seconds", "complete", *METRICS))
 TIMED = ("model forward only: torch.no_grad, eval mode, CUDA synchronised before and after; "
          "excludes data loading, normalisation and metrics")
 REFERENCE = {
@@ -348,16 +351,17 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def _out_exists(path: Path) -> bool:
-    return path.exists() and (not path.is_dir() or any(path.iterdir()))
-
-
 def check_out(out: str | Path, store_path: str | Path, overwrite: bool) -> None:
-    """Refuse to write over the source store, or over anything without ``overwrite``."""
+    """Refuse ``out`` when it is the source store or holds it, when it exists and ``overwrite`` is
+    false, or when it exists and is not a recon store (``--overwrite`` replaces only those;
+    :mod:`synth.output`).  Changes nothing."""
     if _same_path(out, store_path):
         raise ConfigError(f"{out}: the output is the source store itself; choose another --out")
-    if _out_exists(Path(out)) and not overwrite:
-        raise StoreExistsError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    output.check_not_input(out, [store_path])
+    if output.exists(out):
+        if not overwrite:
+            raise StoreExistsError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+        output.recognise(out, [FORMAT])
 
 
 def run_recon(
@@ -381,10 +385,25 @@ def run_recon(
     Returns the store's root attributes (a dict).  Raises StoreExistsError when ``out`` exists
     and ``overwrite`` is false (checked before any work), ConfigError / StoreError for bad input.
     """
-    import zarr
-
     check_out(out, store_path, overwrite)
     ds, positions = open_examples(store_path, method.coil_mode, examples=examples, split=split)
+    # an existing recon store is replaced only at the end: the new one is written beside it
+    replacement = output.prepare(out, formats=[FORMAT], overwrite=overwrite, inputs=[store_path])
+    try:
+        result = _write_recon(method, store_path, replacement.target, ds, positions, device=device, split=split,
+                              save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir,
+                              error_scale=error_scale, png_frames=png_frames, progress=progress)
+    except BaseException:
+        replacement.abort()
+        raise
+    replacement.commit()
+    return result
+
+
+def _write_recon(method: Method, store_path, out, ds, positions, *, device, split, save_complex, png_dir, gif_dir,
+                 error_scale, png_frames, progress) -> dict[str, Any]:
+    import zarr
+
     d = ds.dims
     n, m, t, ny, nx = len(positions), d["M"], d["T"], d["Ky"], d["Kx"]
     lead = (d["C"],) if method.coil_mode == "per-coil" else ()
