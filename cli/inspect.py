@@ -56,6 +56,12 @@ def describe(st) -> None:
         dims = ",".join(arr.metadata.dimension_names or ())
         click.echo(f"  {name:<12} {str(arr.dtype):<10} {str(tuple(arr.shape)):<28} chunks {arr.chunks}  ({dims})")
     click.echo("params: " + ", ".join(f"{k}={v}" for k, v in a.get("params", {}).items()))
+    m = d.get("M")
+    if "kz" in st.root:
+        how = {"row": f"kz = ky row mod {m}", "acquired": f"kz = acquisition rank of the row in its frame mod {m}"}
+        click.echo(f"caipi ordering: {st.caipi} ({how.get(st.caipi, 'see params')}; per-row kz in the 'kz' array)")
+    else:
+        click.echo(f"caipi ordering: row (kz = ky row mod {m}; format {a['format_version']} stores have no 'kz' array)")
     click.echo("conventions:")
     for k, v in a.get("conventions", {}).items():
         click.echo(f"  {k}: {v}")

@@ -7,8 +7,13 @@ Forward model (paper, Sec. 2; conventions in :mod:`synth.sms`)::
     kspace[c, t]     = collapse_i( fft2c(x[c, i, t]) ) + noise   (C, T, Ky, Kx) complex64
     mask[t, ky]      = in-plane sampling (R, ACS)                (T, Ky)        bool
 
-The collapse is computed in image space (:func:`synth.sms.collapse_images`, a circular FOV
-shift per slice when M divides Ny), so only C*T FFTs are needed instead of C*M*T.
+    kz[t, ky]        = the kz each row carries (``--caipi``)     (T, Ky)        int8
+
+With the ``row`` CAIPI ordering (kz = n mod M) the collapse is computed in image space
+(:func:`synth.sms.collapse_images`, a circular FOV shift per slice when M divides Ny), so only
+C*T FFTs are needed instead of C*M*T.  With ``acquired`` the kz of a row depends on the frame's
+mask, which no image-space shift reproduces: each slice is transformed and the rows combined with
+their own phase (:func:`synth.sms.collapse` with ``kz``), C*M*T FFTs.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from synth.fft import centring_ramps, fft2c
 from synth.masks import row_mask
 from synth.noise import add_noise, noise_sigma
 from synth.phase import PhaseParts, compact_labels, kmeans_labels, phase_parts, unit_phasor
-from synth.sms import CAIPI_SIGN, collapse_images, fov_shifts
+from synth.sms import CAIPI_SIGN, collapse, collapse_images, fov_shifts, kz_index, kz_table
 
 
 # frames per block in Encoder.coils: 4 frames of 224^2 complex64 (3.2 MB) stay in cache while all
@@ -101,14 +106,25 @@ class Encoder:
     the same values (tests compare them) and the NumPy one remains the fallback.
 
     Falls back to the k-space route (:func:`synth.sms.collapse_images`) when M does not divide Ny.
+
+    ``kz`` int (T, Ky): the kz of every row (:func:`synth.sms.kz_table`).  None, or ``n mod M``
+    everywhere (the ``row`` ordering), takes the routes above; any other kz (``--caipi
+    acquired``) the per-slice route of :meth:`_coils_kz`.
     """
 
-    def __init__(self, parts: PhaseParts, target: np.ndarray, csm: np.ndarray):
+    def __init__(self, parts: PhaseParts, target: np.ndarray, csm: np.ndarray, kz: np.ndarray | None = None):
         self.parts, self.target, self.csm = parts, target, csm
         m, t, ny, nx = target.shape
+        if kz is not None:
+            kz = np.asarray(kz)
+            if kz.shape != (t, ny):
+                raise ValueError(f"Encoder: kz has shape {kz.shape}, expected (T, Ky) = {(t, ny)}")
+            if np.array_equal(kz, np.broadcast_to(kz_index(m, ny), kz.shape)):
+                kz = None  # the row ordering: the fast routes compute exactly this
+        self.kz = kz
         self.shifts = fov_shifts(m, ny)
         self._jit = None
-        if self.shifts is None:
+        if self.shifts is None or self.kz is not None:
             return
         pre_y, post_y = centring_ramps(ny)
         pre_x, post_x = centring_ramps(nx)
@@ -172,6 +188,9 @@ class Encoder:
         """
         parts, target = self.parts, self.target
         m, t, ny, nx = target.shape
+        if self.kz is not None:
+            self._coils_kz(indices, targets)
+            return
         if self.shifts is None:
             for ci, (kspace, phase) in zip(indices, targets):
                 for i, block in enumerate(parts.phase_block(ci, 0, t)):
@@ -215,6 +234,34 @@ class Encoder:
                         if s:
                             a[:, :s] += tb[:, ny - s :]
                 self._put_fft(a, kspace, t0, t1, out, ramp=True)
+
+    def _coils_kz(self, indices, targets) -> None:
+        """:meth:`coils` for a general kz: per coil and block of frames, the M slices' coil
+        images are transformed one by one and their rows summed with the phase of each row's
+        own kz, ``kspace[t, n] = sum_i exp(-2j pi i kz[t, n] / M) fft2c(x[ci, i, t])[n]``."""
+        parts, target = self.parts, self.target
+        m, t, ny, nx = target.shape
+        b = min(FRAME_BLOCK, t)
+        for ci, (kspace, phase) in zip(indices, targets):
+            g = parts.grating_phasor(ci)
+            tables = None if parts.labels is None else unit_phasor(parts.tables[ci])  # (M, K)
+            for t0 in range(0, t, b):
+                t1 = min(t, t0 + b)
+                pb = parts.phase_block(ci, t0, t1)  # (M, b, Y, X)
+                x = np.empty((m, t1 - t0, ny, nx), np.complex64)
+                for i in range(m):
+                    phase[i, t0:t1] = pb[i]
+                    # exp(j phase) as the phasor tables give it (Prepared's other routes do the same)
+                    if tables is None:
+                        x[i] = 1 if g is None else g
+                    else:
+                        np.take(tables[i], parts.labels[i][t0:t1], out=x[i], mode="clip")
+                        if g is not None:
+                            x[i] *= g
+                    x[i] *= target[i, t0:t1]
+                    x[i] *= self.csm[ci, i]
+                k = np.moveaxis(fft2c(x), 0, 1)  # (b, M, Ky, Kx)
+                kspace[t0:t1] = collapse(k, self.kz[t0:t1]).astype(np.complex64, copy=False)
 
     def _sens(self, ci: int, weights) -> np.ndarray:
         """complex64 (M, Y, X): coil ``ci``'s map times ``weights[i]`` per slice, times its grating phasor."""
@@ -271,7 +318,7 @@ def encode_into(encoder: Encoder, kspace: np.ndarray, phase: np.ndarray) -> None
 class Prepared:
     """One example with everything drawn and computed except its per-coil arrays.
 
-    ``arrays`` holds ``mask``, ``target``, ``csm``, ``scale`` and ``noise_sigma``;
+    ``arrays`` holds ``mask``, ``kz``, ``target``, ``csm``, ``scale`` and ``noise_sigma``;
     :meth:`coil` computes coil ``ci``'s ``kspace`` (T, Ky, Kx) and ``phase`` (M, T, Y, X), which
     are one store chunk each, so a writer can take them coil by coil while they are in cache
     (coils are independent: any order, any thread).  :meth:`full` gives the whole example.
@@ -350,7 +397,11 @@ def prepare_example(
         parts = phase_parts(target, c, config.phase, config.clusters, rng_phase, labels=labels)
     with timer("coils"):
         csm = coil_maps(config.csm, c, (ny, nx), np.asarray(slice_offsets, dtype=float), rng_coils)
-    encoder = Encoder(parts, target, csm)
+    with timer("noise_mask"):
+        # the mask's own stream: drawing it before the encoding changes no value
+        mask = row_mask(config.mask, t, ny, config.accel, config.acs, rng_mask)
+        kz = kz_table(config.caipi, mask, m)
+    encoder = Encoder(parts, target, csm, kz)
     full = None
     sigma = 0.0
     if config.snr is not None:
@@ -361,10 +412,9 @@ def prepare_example(
         with timer("noise_mask"):
             sigma = noise_sigma(kspace, config.snr)
             full = (add_noise(kspace, config.snr, rng_noise), phase)
-    with timer("noise_mask"):
-        mask = row_mask(config.mask, t, ny, config.accel, config.acs, rng_mask)
     arrays = {
         "mask": mask,
+        "kz": kz,
         "target": target,
         "csm": csm,
         "scale": np.float32(scale),
@@ -397,7 +447,8 @@ def simulate_example(
 
     Returns
     -------
-    dict with ``kspace`` complex64 (C, T, Ky, Kx), ``mask`` bool (T, Ky), ``target`` float32
+    dict with ``kspace`` complex64 (C, T, Ky, Kx), ``mask`` bool (T, Ky), ``kz`` int8 (T, Ky)
+    (the kz of every row under ``config.caipi``, :func:`synth.sms.kz_table`), ``target`` float32
     (M, T, Y, X), ``csm`` complex64 (C, M, Y, X), ``phase`` float32 (C, M, T, Y, X) (present even
     when zero), ``scale`` float32 () and ``noise_sigma`` float32 ().  :func:`prepare_example`
     gives the same example coil by coil.

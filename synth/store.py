@@ -9,6 +9,7 @@ array      dims                         dtype     meaning
 kspace     (N, C, T, Ky, Kx)            complex64 CAIPI-collapsed multi-coil k-space, every
                                                   ky row present (+ noise if ``snr``)
 mask       (N, T, Ky)                   bool      in-plane sampled rows
+kz         (N, T, Ky)                   int8      kz (CAIPI phase index) of every row (1.1+)
 target     (N, M, T, Ky, Kx)            float32   magnitude of each SMS slice, max 1 per example
 csm        (N, C, M, Ky, Kx)            complex64 coil maps, sum_c |csm|^2 = 1
 phase      (N, C, M, T, Ky, Kx)         float32   synthetic phase, radians (optional)
@@ -18,7 +19,7 @@ complete   (N,)                         bool      completion marker, written las
 ========== ============================ ========= =====================================
 
 Chunks never straddle two examples (writers never share a chunk), and are one coil (or one
-example for the small arrays) so a per-example read touches C + few chunks.  Only ``mask`` is
+example for the small arrays) so a per-example read touches C + few chunks.  Only ``mask`` and ``kz`` are
 compressed (see :func:`_codecs`).
 """
 
@@ -43,26 +44,31 @@ from synth.errors import StoreError, StoreExistsError
 from synth.output import recognise, register_format
 
 FORMAT_NAME = "smssynth.sms-kspace"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 # readers accept any 1.x store; a major bump means an incompatible change
 SUPPORTED_MAJOR = 1
 
 CONVENTIONS = {
     "fft": "centred orthonormal: fftshift(fft2(ifftshift(x, (-2,-1)), norm='ortho'), (-2,-1)); DC at (Ky//2, Kx//2)",
     "caipi_sign": -1,
-    "caipi_model": "kspace[c,t,n,:] = sum_i exp(caipi_sign*2j*pi*i*n/M) * fft2c(x[c,i,t])[n,:] (+ noise)",
+    "caipi_model": "kspace[c,t,n,:] = sum_i exp(caipi_sign*2j*pi*i*kz[t,n]/M) * fft2c(x[c,i,t])[n,:] (+ noise)",
     "caipi_row_index": "n = array index 0..Ky-1 of the centred k-space row (not the signed frequency)",
-    "sms_3d": "kspace[...,n,:] = sqrt(M) * fft(fft2c(x), axis=slice, norm='ortho')[..., n % M, n, :]",
+    "caipi_kz": ("kz[t,n] in 0..M-1, stored for every row; params.caipi 'row': kz = n % M; 'acquired': a sampled "
+                 "row carries (its rank among frame t's sampled rows, ascending n, ACS included) % M, an "
+                 "unsampled row n % M. Stores of format 1.0 have no kz array and mean 'row'"),
+    "sms_3d": "kspace[...,t,n,:] = sqrt(M) * fft(fft2c(x), axis=slice, norm='ortho')[..., kz[t,n], t, n, :]",
     "coil_image": "x[c,i,t] = target[i,t] * csm[c,i] * exp(1j*phase[c,i,t])",
     "target_normalisation": "per example: magnitudes / max over (M,T,Ky,Kx); scale holds that max in DICOM units",
     "noise": "complex circular Gaussian, E|n|^2 = noise_sigma^2, sigma = rms(clean kspace)/snr, i.i.d. over coils",
     "mask": "mask[t, n] true where ky row n of frame t is sampled; kspace itself holds every row",
+    "mask_3d": "3D sampling pattern: mask3[kz, t, n] = mask[t, n] & (kz == kz[t, n])",
     "slice_order": "SMS slice i = 0..M-1 in ascending position along the series' slice normal",
 }
 
 ARRAYS: dict[str, dict[str, Any]] = {
     "kspace": {"dims": ["example", "coil", "time", "ky", "kx"], "dtype": "complex64"},
     "mask": {"dims": ["example", "time", "ky"], "dtype": "bool"},
+    "kz": {"dims": ["example", "time", "ky"], "dtype": "int8"},
     "target": {"dims": ["example", "slice", "time", "y", "x"], "dtype": "float32"},
     "csm": {"dims": ["example", "coil", "slice", "y", "x"], "dtype": "complex64"},
     "phase": {"dims": ["example", "coil", "slice", "time", "y", "x"], "dtype": "float32"},
@@ -70,7 +76,9 @@ ARRAYS: dict[str, dict[str, Any]] = {
     "noise_sigma": {"dims": ["example"], "dtype": "float32"},
     "complete": {"dims": ["example"], "dtype": "bool"},
 }
-DATA_ARRAYS = ("kspace", "mask", "target", "csm", "phase", "scale", "noise_sigma")
+DATA_ARRAYS = ("kspace", "mask", "kz", "target", "csm", "phase", "scale", "noise_sigma")
+# arrays a store of an older 1.x minor version may lack: name -> the version that added it
+ADDED_IN = {"kz": (1, 1)}
 COIL_ARRAYS = ("kspace", "phase")  # chunked one coil per chunk; written coil by coil
 register_format(FORMAT_NAME, ARRAYS)  # what --overwrite may replace (synth.output)
 
@@ -81,9 +89,9 @@ def _codecs(name: str):
     The large arrays are stored uncompressed: complex k-space and the float32 phase, target and
     coil maps look like noise to a lossless compressor.  Blosc-zstd (level 1, byte shuffle) saved
     8 % of the bytes; without it ``generate`` ran 1.42x faster on Sunnybrook (see
-    docs/store-format.md).  The boolean mask compresses well.
+    docs/store-format.md).  The boolean mask and the small kz table compress well.
     """
-    if name == "mask":
+    if name in ("mask", "kz"):
         return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
     return None
 
@@ -93,6 +101,7 @@ def array_shapes(n: int, c: int, m: int, t: int, ny: int, nx: int, with_phase: b
     out = {
         "kspace": ((n, c, t, ny, nx), (1, 1, t, ny, nx)),
         "mask": ((n, t, ny), (1, t, ny)),
+        "kz": ((n, t, ny), (1, t, ny)),
         "target": ((n, m, t, ny, nx), (1, 1, t, ny, nx)),
         "csm": ((n, c, m, ny, nx), (1, c, m, ny, nx)),
         "phase": ((n, c, m, t, ny, nx), (1, 1, m, t, ny, nx)),
@@ -488,8 +497,10 @@ class Store:
         d = self.dims
         expect = array_shapes(d["N"], d["C"], d["M"], d["T"], d["Ky"], d["Kx"], "phase" in self.root)
         for name, (shape, _) in expect.items():
+            if name not in self.root and self.version < ADDED_IN.get(name, (0, 0)):
+                continue  # an older minor version, without the array: readers fall back (see example)
             if name not in self.root:
-                raise StoreError(f"{self.path}: array {name!r} missing")
+                raise StoreError(f"{self.path}: array {name!r} missing (format version {version} has it)")
             arr = self.root[name]
             if tuple(arr.shape) != shape or str(arr.dtype) != ARRAYS[name]["dtype"]:
                 raise StoreError(
@@ -497,8 +508,28 @@ class Store:
                     f"{ARRAYS[name]['dtype']}{shape}"
                 )
 
+    @property
+    def version(self) -> tuple[int, int]:
+        """``format_version`` as (major, minor)."""
+        parts = str(self.root.attrs.get("format_version", "")).split(".")
+        try:
+            return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        except ValueError:
+            raise StoreError(f"{self.path}: unreadable format_version {self.root.attrs.get('format_version')!r}") from None
+
+    @property
+    def caipi(self) -> str:
+        """The CAIPI ordering of the store's ``kz`` (``params.caipi``; ``row`` for 1.0 stores)."""
+        return str(self.params.get("caipi", "row"))
+
     def example(self, index: int, names=None) -> dict[str, np.ndarray]:
-        """Arrays of one complete example (refuses an incomplete one)."""
+        """Arrays of one complete example (refuses an incomplete one).
+
+        ``kz`` is read from the store when it has one (validated: values in 0..M-1, and equal to
+        :func:`synth.sms.kz_table` of the example's mask under the recorded ``params.caipi``);
+        for a 1.0 store, which has none, asking for ``kz`` gives the ``row`` ordering that its
+        k-space was made with, ``n mod M``.
+        """
         n = len(self)
         if not 0 <= index < n:
             raise IndexError(f"example {index} out of range [0, {n})")
@@ -508,7 +539,32 @@ class Store:
                 f"re-run the generating command to complete the store"
             )
         names = names or [k for k in DATA_ARRAYS if k in self.root]
-        return {k: np.asarray(self.root[k][index]) for k in names}
+        out = {k: np.asarray(self.root[k][index]) for k in names if k != "kz"}
+        if "kz" in names:
+            out["kz"] = self._kz(index, out.get("mask"))
+        return out
+
+    def _kz(self, index: int, mask: np.ndarray | None) -> np.ndarray:
+        from synth.sms import kz_index, kz_table
+
+        d = self.dims
+        m, t, ny = int(d["M"]), int(d["T"]), int(d["Ky"])
+        if "kz" not in self.root:
+            return np.broadcast_to(kz_index(m, ny), (t, ny)).astype(np.int8)
+        kz = np.asarray(self.root["kz"][index])
+        if kz.size and (kz.min() < 0 or kz.max() >= m):
+            raise StoreError(f"{self.path}: example {index}: kz values {kz.min()}..{kz.max()} outside 0..{m - 1} (M = {m})")
+        if "caipi" in self.params:
+            mask = np.asarray(self.root["mask"][index]) if mask is None else mask
+            expect = kz_table(self.caipi, mask, m)
+            if not np.array_equal(kz, expect):
+                bad = np.argwhere(kz != expect)[0]
+                raise StoreError(
+                    f"{self.path}: example {index}: kz[{bad[0]}, {bad[1]}] = {kz[tuple(bad)]}, but the "
+                    f"store's CAIPI ordering {self.caipi!r} gives {expect[tuple(bad)]} for its mask; the "
+                    f"example is corrupt: regenerate it"
+                )
+        return kz
 
     def provenance(self, index: int) -> dict[str, Any]:
         return self.root.attrs["examples"][index]

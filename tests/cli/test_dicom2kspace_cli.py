@@ -16,13 +16,16 @@ def invoke(*args):
 
 def test_dicom2kspace_and_inspect(phantom_cine, tmp_path):
     out = tmp_path / "s.zarr"
-    r = invoke("dicom2kspace", phantom_cine, "--out", out, "--sms", 2, "--coils", 3, "--combos", 2, "--quiet")
+    r = invoke("dicom2kspace", phantom_cine, "--out", out, "--sms", 2, "--coils", 3, "--combos", 2, "--quiet",
+               "--mask", "vd", "--caipi", "acquired")
     assert r.exit_code == 0, r.output
     assert "2 of 2 examples written" in r.output
-    assert len(Store.open(out)) == 2
+    st = Store.open(out)
+    assert len(st) == 2 and st.params["mask"] == "vd" and st.caipi == "acquired"
     r = invoke("inspect", out, "--png", tmp_path / "x.png", "--example", 1, "--frame", 3)
     assert r.exit_code == 0, r.output
     assert "kspace" in r.output and "complex64" in r.output and "caipi_sign: -1" in r.output
+    assert "caipi ordering: acquired" in r.output and "kz " in r.output
     assert (tmp_path / "x.png").stat().st_size > 10_000
 
 
@@ -49,6 +52,7 @@ def test_refuses_existing_out_without_traceback(phantom_cine, tmp_path):
         (["--matrix", "2x2"], "--matrix"),
         (["--sms", "0"], "--sms"),
         (["--mask", "poisson"], "--mask"),
+        (["--caipi", "rank"], "--caipi"),
         (["--accel", "200"], "--accel"),
     ],
 )

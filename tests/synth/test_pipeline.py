@@ -9,6 +9,7 @@ from synth.config import SimConfig
 from synth.errors import ConfigError, NoInputError, StoreError, StoreExistsError
 from synth.fft import fft2c
 from synth.pipeline import dicom2kspace
+from synth.sms import kz_table
 from synth.store import Store
 
 SALT = b"pipeline-tests"
@@ -19,14 +20,18 @@ def run(inputs, out, **cfg):
 
 
 def reproduce(ex):
-    """k-space from target, csm and phase through the documented model (explicit 3D-FFT route)."""
-    target, csm, phase = ex["target"], ex["csm"], ex["phase"]
+    """k-space from target, csm and phase through the documented model (explicit 3D-FFT route):
+    ``kspace[c, t, n] = sqrt(M) * F_z(fft2c(x))[c, kz[t, n], t, n]``."""
+    target, csm, phase, kz = ex["target"], ex["csm"], ex["phase"], ex["kz"]
     x = target[None].astype(np.complex128) * csm[:, :, None] * np.exp(1j * phase.astype(np.float64))
     k = fft2c(x)  # (C, M, T, Ky, Kx)
-    m = k.shape[1]
+    m, t, ny = k.shape[1], k.shape[2], k.shape[3]
     k3 = np.fft.fft(k, axis=1, norm="ortho")
-    ny = k.shape[-2]
-    return np.stack([np.sqrt(m) * k3[:, n % m, :, n, :] for n in range(ny)], axis=2)  # (C, T, Ky, Kx)
+    out = np.empty(k.shape[:1] + k.shape[2:], np.complex128)  # (C, T, Ky, Kx)
+    for f in range(t):
+        for n in range(ny):
+            out[:, f, n] = np.sqrt(m) * k3[:, kz[f, n], f, n, :]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +51,7 @@ def test_store_shape_and_schema(store_sms2):
     ex = st.example(0)
     assert ex["kspace"].dtype == np.complex64 and ex["kspace"].shape == (4, 8, 40, 34)
     assert ex["mask"].dtype == bool and ex["mask"].shape == (8, 40)
+    np.testing.assert_array_equal(ex["kz"], np.tile(np.arange(40) % 2, (8, 1)))  # --caipi row (default)
     assert ex["target"].dtype == np.float32 and ex["target"].shape == (2, 8, 40, 34)
     assert ex["csm"].shape == (4, 2, 40, 34) and ex["phase"].shape == (4, 2, 8, 40, 34)
     assert ex["target"].max() == pytest.approx(1.0)
@@ -111,6 +117,22 @@ def test_any_m(phantom_cine, tmp_path, m):
     ex = st.example(0)
     assert ex["target"].shape[0] == m
     np.testing.assert_allclose(ex["kspace"], reproduce(ex), rtol=0, atol=3e-6 * np.abs(ex["kspace"]).max())
+
+
+def test_vd_mask_with_acquired_caipi(phantom_cine, tmp_path):
+    out = tmp_path / "vd.zarr"
+    run(phantom_cine, out, sms=2, coils=2, accel=2, acs=4, mask="vd", caipi="acquired", combos=2, seed=1)
+    st = Store.open(out)
+    assert st.root.attrs["format_version"] == "1.1" and st.caipi == "acquired"
+    assert st.root.attrs["params"]["mask"] == "vd"
+    for index in range(len(st)):
+        ex = st.example(index)
+        assert ex["kz"].dtype == np.int8 and ex["kz"].shape == ex["mask"].shape == (8, 40)
+        np.testing.assert_array_equal(ex["kz"], kz_table("acquired", ex["mask"], 2))
+        assert (ex["mask"].sum(1) == 20).all()  # the exact budget round(40 / 2)
+        per_plane = np.stack([(ex["mask"] & (ex["kz"] == z)).sum(1) for z in range(2)], axis=1)
+        assert (per_plane == 10).all()  # 20 acquired rows alternate over the two kz planes
+        np.testing.assert_allclose(ex["kspace"], reproduce(ex), rtol=0, atol=3e-6 * np.abs(ex["kspace"]).max())
 
 
 def test_mask_acceleration(store_sms2):

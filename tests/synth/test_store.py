@@ -20,6 +20,7 @@ def _example(seed: int, zero_phase: bool = False) -> dict:
     return {
         "kspace": cplx(c, t, ny, nx),
         "mask": rng.random((t, ny)) > 0.5,
+        "kz": rng.integers(0, m, (t, ny)).astype(np.int8),
         "target": rng.random((m, t, ny, nx), dtype=np.float32),
         "csm": cplx(c, m, ny, nx),
         "phase": np.zeros((c, m, t, ny, nx), np.float32) if zero_phase else rng.standard_normal((c, m, t, ny, nx)).astype(np.float32),
@@ -168,3 +169,75 @@ def test_short_raw_writes_are_completed(tmp_path):
     payload = np.arange(10, dtype=np.float32)
     zstore._write_all(f, memoryview(payload).cast("B"))
     assert bytes(f.got) == payload.tobytes()
+
+
+# --- format 1.1: the kz array; 1.0 stores still load --------------------------------------------
+
+
+def downgrade_to_1_0(path):
+    """Make ``path`` what a 1.0 writer left: no ``kz`` array, ``format_version`` "1.0"."""
+    import shutil
+
+    shutil.rmtree(path / "kz")
+    root = zarr.open_group(str(path), mode="r+")
+    arrays = dict(root.attrs["arrays"])
+    del arrays["kz"]
+    root.attrs.update({"format_version": "1.0", "arrays": arrays})
+
+
+def test_new_stores_are_1_1_with_kz(tmp_path):
+    root = zstore.create(tmp_path / "s.zarr", DIMS, {})
+    assert root.attrs["format_version"] == "1.1" == zstore.FORMAT_VERSION
+    assert root["kz"].dtype == np.int8 and root["kz"].shape == (DIMS["N"], DIMS["T"], DIMS["Ky"])
+    assert "kz[t,n]" in root.attrs["conventions"]["caipi_model"]
+    ex = _example(0)
+    with pytest.raises(StoreError, match="'kz' missing"):
+        zstore.Writer(root).example(0, {k: v for k, v in ex.items() if k != "kz"})
+
+
+def test_1_0_store_without_kz_loads_as_row_ordering(tmp_path):
+    path = tmp_path / "old.zarr"
+    root = zstore.create(path, DIMS, {"params": {"sms": DIMS["M"]}})
+    ex = _example(3)
+    zstore.Writer(root).example(0, ex)
+    downgrade_to_1_0(path)
+    st = zstore.Store.open(path)
+    assert st.version == (1, 0) and st.caipi == "row" and "kz" not in st.root
+    got = st.example(0)
+    assert "kz" not in got  # not stored: only given when asked for
+    np.testing.assert_array_equal(got["kspace"], ex["kspace"])
+    kz = st.example(0, ["mask", "kz"])["kz"]
+    assert kz.dtype == np.int8 and kz.shape == (DIMS["T"], DIMS["Ky"])
+    np.testing.assert_array_equal(kz, np.tile(np.arange(DIMS["Ky"]) % DIMS["M"], (DIMS["T"], 1)))
+    # the same store claiming 1.1 lacks an array its version has
+    zarr.open_group(str(path), mode="r+").attrs["format_version"] = "1.1"
+    with pytest.raises(StoreError, match="'kz' missing"):
+        zstore.Store.open(path)
+
+
+def test_kz_is_validated(tmp_path):
+    from synth.sms import kz_table
+
+    path = tmp_path / "s.zarr"
+    root = zstore.create(path, DIMS, {"params": {"caipi": "acquired"}})
+    w = zstore.Writer(root)
+    ex = _example(1)
+    ex["kz"] = kz_table("acquired", ex["mask"], DIMS["M"])
+    w.example(0, ex)
+    np.testing.assert_array_equal(zstore.Store.open(path).example(0)["kz"], ex["kz"])
+    bad = dict(ex, kz=kz_table("row", ex["mask"], DIMS["M"]))  # not what 'acquired' gives
+    w.example(1, bad)
+    with pytest.raises(StoreError, match="CAIPI ordering 'acquired'"):
+        zstore.Store.open(path).example(1)
+    w.example(2, dict(ex, kz=np.full_like(ex["kz"], DIMS["M"])))
+    with pytest.raises(StoreError, match="outside 0..1"):
+        zstore.Store.open(path).example(2, ["kz"])
+    # a kz array of the wrong type fails on open
+    other = tmp_path / "t.zarr"
+    root = zstore.create(other, DIMS, {})
+    import shutil
+
+    shutil.rmtree(other / "kz")
+    root.create_array("kz", shape=(DIMS["N"], DIMS["T"], DIMS["Ky"]), dtype="int32", fill_value=0)
+    with pytest.raises(StoreError, match="'kz' is int32"):
+        zstore.Store.open(other)
