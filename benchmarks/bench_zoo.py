@@ -71,7 +71,7 @@ def main(argv=None):
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss, _ = loss_fn(model(x0, k3, mask3), truth, target)
+            loss, _ = loss_fn(model(x0, k3, mask3), target)
             loss.backward()
             opt.step()
 

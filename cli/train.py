@@ -11,7 +11,7 @@ import click
 
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "batch_size", "num_workers", "val_fraction", "crop", "seed", "max_steps", "amp",
-             "device", "coil_mode", "mask")
+             "device", "coil_mode", "coils", "mask")
 
 
 def loop_options(f):
@@ -45,8 +45,13 @@ def loop_options(f):
                      help="cpu, cuda or cuda:N.  [default: cuda when available, else cpu]"),
         click.option("--amp/--no-amp", default=None,
                      help="Mixed precision for the convolutions (CUDA only).  [default: off]"),
-        click.option("--coil-mode", type=click.Choice(["virtual", "per-coil"]), default=None,
-                     help="One virtual coil from the data, or every coil as its own example.  [default: virtual]"),
+        click.option("--coil-mode", type=click.Choice(["virtual", "compressed", "per-coil"]), default=None,
+                     help="compressed: --virtual-coils K virtual coils from the acquired data (SVD); virtual: one "
+                          "(K = 1); per-coil: every coil as measured (K = C).  Each coil image is reconstructed with "
+                          "shared weights, and the RSS over coils is compared with the store's target.  "
+                          "[default: virtual]"),
+        click.option("--virtual-coils", "coils", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="Number of virtual coils, 1..C (the store's coils); implies --coil-mode compressed."),
         click.option("--mask", type=click.Choice(["stored", "fresh"]), default=None,
                      help="The store's masks, or a fresh seeded mask per epoch.  [default: stored]"),
         click.option("--resume", is_flag=True,
@@ -68,6 +73,33 @@ def explicit_options(kwargs: dict, names) -> dict:
     return {k: kwargs[k] for k in names if ctx.get_parameter_source(k) in given and kwargs[k] is not None}
 
 
+def check_coils(over: dict, store: str | None) -> None:
+    """Validate --coil-mode / --virtual-coils at the boundary (``over``: the explicit options, updated).
+
+    ``--virtual-coils K`` implies ``--coil-mode compressed`` and must fit the store's coil count;
+    it contradicts ``--coil-mode virtual`` (K = 1) and ``per-coil`` (K = C).
+    """
+    k, mode = over.get("coils"), over.get("coil_mode")
+    if k is None:  # K may come from the --config YAML (data.coils); DataConfig names it if absent
+        return
+    if mode in ("virtual", "per-coil"):
+        raise click.BadParameter(f"--virtual-coils {k} sets the number of virtual coils of --coil-mode compressed; "
+                                 f"--coil-mode {mode} has {'one' if mode == 'virtual' else 'every measured'} coil",
+                                 param_hint="--virtual-coils")
+    over["coil_mode"] = "compressed"
+    if store is not None:
+        from synth.errors import SmssynthError
+        from synth.store import Store
+
+        try:
+            c = int(Store.open(store).dims["C"])
+        except SmssynthError:
+            return  # run_loop reports the store itself, naming --data
+        if k > c:
+            raise click.BadParameter(f"{k} virtual coils asked for, but {store} has {c} coils; choose 1..{c}",
+                                     param_hint="--virtual-coils")
+
+
 def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     """Resolve the configuration and run ``zoo.train.fit``; user errors become one-line click errors.
 
@@ -84,6 +116,7 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     run_dir, store, config_path = Path(kwargs["run_dir"]), kwargs["store"], kwargs["config_path"]
     name = kwargs.get("model")  # train only
     over = explicit_options(kwargs, LOOP_KEYS)
+    check_coils(over, store)
     if freeze:
         over["freeze"] = tuple(freeze)
     try:

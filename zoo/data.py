@@ -2,31 +2,49 @@ r"""A PyTorch dataset over an smssynth store (``docs/store-format.md``): trainin
 
 Each item is one SMS example, turned into the 3D-Fourier form that the models reconstruct
 (:mod:`zoo.physics`): the measured collapsed k-space placed at ``kz = n mod M``, its 3D mask, the
-zero-filled image, and the ground truth built from the store's ``target``, ``csm`` and ``phase``
-through the store's forward model ``x_c = target * csm_c * exp(j phase_c)``.
+zero-filled image, the complex coil images built from the store's ``target``, ``csm`` and
+``phase`` through the store's forward model ``x_c = target * csm_c * exp(j phase_c)``, and the
+truth everything is scored against.
 
-Coil modes
-----------
-``per-coil``
-    Every coil kept: ``k3``/``x0``/``truth`` are (C, M, T, ...), the loss target is the store's
-    ``target`` (= the root-sum-of-squares of the coil images, since sum_c |csm_c|^2 = 1).
+The truth is the image
+----------------------
+``target`` is **always the store's target**, the magnitude image that came from the DICOM,
+whatever the coil mode.  It equals the root-sum-of-squares (RSS) of the coil images, because
+sum_c |csm_c|^2 = 1.  The models reconstruct one complex image per (virtual) coil; the loss
+(:mod:`zoo.losses`), validation (:func:`zoo.train.evaluate_examples`), :mod:`zoo.recon` and
+:mod:`zoo.evaluate` turn those into a magnitude by RSS over the coil axis
+(:func:`zoo.train.rss_magnitude`) and compare it with ``target``.  The complex ``truth`` (the
+coil images in the item's coil basis) is kept for diagnostics and tests only; nothing is scored
+against it.
+
+Coil modes (:class:`DataConfig`)
+--------------------------------
+``compressed`` with ``coils = K`` (1..C)
+    SVD coil compression to K virtual coils: ``W`` (C, K) are the K dominant left singular
+    vectors of the calibration data, **acquired data only** (:func:`coil_compression_weights`:
+    the fully sampled centre rows of the collapsed k-space).  The same projection ``W^H`` is
+    applied to the measured k-space and to the coil images, so the compressed truth and data
+    obey the same forward model exactly (data consistency stays exact).  ``k3``/``x0``/``truth``
+    are (K, M, T, ...).  The RSS of the K compressed coil images is ``target * ||W^H s||``, with
+    ``s`` the vector of the C coils' sensitivities ``csm_c exp(j phase_c)`` at a pixel:
+    ``<= target`` (``W`` has orthonormal columns), equal where ``s`` lies in the span of ``W``
+    -- everywhere when K = C, where ``W`` is unitary.  What a smaller K costs is that shading
+    ``||W^H s|| < 1`` (K = 1: ``|s_v|``, mean ~0.6 on tissue with k-means phase), which the
+    network must undo to match ``target``; what it gains is K/C of the per-coil compute
+    (README, "Coil compression").
 ``virtual``
-    The paper's "no coil sensitivity maps" setting: the C coils are compressed to one virtual coil
-    with weights ``w`` (C,) estimated from the **acquired data only** (:func:`virtual_coil_weights`:
-    the dominant left singular vector of the fully sampled centre rows of the collapsed k-space).
-    The same projection ``sum_c conj(w_c) (.)_c`` is applied to the measured k-space and to the
-    coil images, so the virtual truth and the virtual data obey the same forward model exactly
-    (data consistency stays exact) -- only the sensitivity of the virtual coil,
-    ``s_v = sum_c conj(w_c) csm_c exp(j phase_c)``, stays in the truth.
+    Alias of ``compressed`` with K = 1 (the paper's "no coil sensitivity maps" setting) whose
+    items have no coil axis: ``k3``/``x0``/``truth`` are (M, T, ...).  The weights are
+    :func:`virtual_coil_weights` (the first column of :func:`coil_compression_weights`).
+``per-coil``
+    K = C with the coils as measured (``W = I``): ``k3``/``x0``/``truth`` are (C, M, T, ...).
 
 Normalisation
 -------------
-The store normalises each example's ``target`` to max 1 over (M, T, Y, X); nothing here rescales.
-Per-coil: ``target`` is the store's (max 1), ``|truth_c| = target * |csm_c| <= target``.
-Virtual: ``target = |truth_v| = store target * |s_v|`` with ``|s_v| <= 1`` by Cauchy-Schwarz
-(``||w|| = 1``, sum_c |csm_c|^2 = 1), so its max is **at most 1** (lower where the virtual coil's
-sensitivity is weak), and because ``||w|| = 1`` the virtual data carry the store's noise level
-``noise_sigma`` unchanged.  ``x0`` and ``k3`` share the truth's scale (orthonormal FFTs).
+The store normalises each example's ``target`` to max 1 over (M, T, Y, X); nothing here
+rescales.  ``|truth_v| <= target`` for every (virtual) coil ``v``.  Because ``W`` has
+orthonormal columns, compressed data carry the store's noise level ``noise_sigma`` unchanged
+(i.i.d. over the virtual coils).  ``x0`` and ``k3`` share the truth's scale (orthonormal FFTs).
 
 Masks
 -----
@@ -58,7 +76,7 @@ from synth.masks import row_mask
 from synth.store import Store
 from zoo import physics
 
-COIL_MODES = ("virtual", "per-coil")
+COIL_MODES = ("virtual", "compressed", "per-coil")
 MASK_SOURCES = ("stored", "fresh")
 
 
@@ -68,7 +86,11 @@ class DataConfig:
 
     Attributes
     ----------
-    coil_mode : ``virtual`` (one virtual coil from the acquired data) or ``per-coil``.
+    coil_mode : ``compressed`` (``coils`` virtual coils from the acquired data), ``virtual``
+        (alias of ``compressed`` with one coil, items without a coil axis) or ``per-coil``
+        (every coil as measured, K = C).  See the module doc.
+    coils : K, the number of virtual coils of ``compressed`` (1..C, checked against the store by
+        :class:`SmsDataset`); must be None (or 1 for ``virtual``) in the other modes.
     mask : ``stored`` (the store's mask) or ``fresh`` (a new mask per epoch, seeded).
     accel, acs, mask_kind : R, ACS rows and ``uniform``/``random`` of a fresh mask; None = the
         store's ``params`` (only with ``mask="fresh"``).
@@ -77,6 +99,7 @@ class DataConfig:
     """
 
     coil_mode: str = "virtual"
+    coils: int | None = None
     mask: str = "stored"
     accel: int | None = None
     acs: int | None = None
@@ -90,6 +113,17 @@ class DataConfig:
                 raise ConfigError(f"DataConfig: {msg}")
 
         need(self.coil_mode in COIL_MODES, f"coil_mode must be one of {COIL_MODES}, got {self.coil_mode!r}")
+        k = self.coils
+        k_ok = k is None or (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1)
+        need(k_ok, f"coils must be an integer >= 1 (the number of virtual coils), got {k!r}")
+        need(self.coil_mode != "compressed" or k is not None,
+             "coil_mode='compressed' needs coils=K, the number of virtual coils (1..C; "
+             "smssynth train --virtual-coils K, or data.coils in --config)")
+        need(self.coil_mode != "virtual" or k in (None, 1),
+             f"coil_mode='virtual' is one virtual coil; got coils={k} (use coil_mode='compressed' for K > 1)")
+        need(self.coil_mode != "per-coil" or k is None,
+             f"coil_mode='per-coil' keeps all C coils; coils must be None, got {k} "
+             f"(use coil_mode='compressed' for K virtual coils)")
         need(self.mask in MASK_SOURCES, f"mask must be one of {MASK_SOURCES}, got {self.mask!r}")
         fresh_only = {k: v for k, v in (("accel", self.accel), ("acs", self.acs), ("mask_kind", self.mask_kind))
                       if v is not None}
@@ -104,8 +138,8 @@ class DataConfig:
              f"seed must be an int >= 0, got {self.seed!r}")
 
 
-def virtual_coil_weights(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Coil-compression weights from the acquired calibration data.
+def coil_compression_weights(kspace: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """Coil-compression matrix from the acquired calibration data (SVD coil compression).
 
     Parameters
     ----------
@@ -113,17 +147,24 @@ def virtual_coil_weights(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
         Collapsed multi-coil k-space (only sampled rows are read).
     mask : bool (T, Ky)
         In-plane sampled rows.
+    k : int, 1..C
+        Number of virtual coils.
 
     Returns
     -------
-    w : complex64 (C,)
-        The dominant left singular vector of the calibration data matrix (C, samples): the
-        contiguous block of rows sampled in **every** frame around the DC row ``Ky // 2`` (the ACS),
-        all frames and kx.  If the DC row is not sampled in every frame (no ACS), all sampled rows
-        are used.  Unit norm, phase fixed by making the largest-magnitude entry real positive.
-        The virtual coil is ``sum_c conj(w_c) y_c``.
+    W : complex64 (C, K)
+        The ``k`` dominant left singular vectors of the calibration data matrix (C, samples), in
+        order of decreasing singular value: the contiguous block of rows sampled in **every**
+        frame around the DC row ``Ky // 2`` (the ACS), all frames and kx.  If the DC row is not
+        sampled in every frame (no ACS), all sampled rows are used.  Orthonormal columns
+        (``W^H W = I``; unitary when K = C); each column's phase is fixed by making its
+        largest-magnitude entry real positive.  Virtual coil ``v`` is ``sum_c conj(W[c, v]) y_c``,
+        i.e. ``W^H y`` (Huang et al., "Software compression for partially parallel imaging with
+        multichannels", MRI 2008; Buehrer et al., MRM 2007).
     """
     c, _, ny, _ = kspace.shape
+    if not (isinstance(k, (int, np.integer)) and 1 <= k <= c):
+        raise ConfigError(f"coil compression: the number of virtual coils must be 1..{c} (the store's coils), got {k!r}")
     always = np.asarray(mask, bool).all(axis=0)
     dc = ny // 2
     if always[dc]:
@@ -136,11 +177,22 @@ def virtual_coil_weights(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
     else:
         calib = kspace[:, mask, :]  # (C, sampled rows over all frames, Kx)
     d = calib.reshape(c, -1).astype(np.complex128)
-    _, vecs = np.linalg.eigh(d @ d.conj().T)  # left singular vectors of d, ascending
-    w = vecs[:, -1]
-    big = np.argmax(np.abs(w))
-    w = w * (np.abs(w[big]) / w[big]) if w[big] != 0 else w
-    return (w / np.linalg.norm(w)).astype(np.complex64)
+    # left singular vectors of d = eigenvectors of the C x C Gram matrix (cheap: C is small)
+    _, vecs = np.linalg.eigh(d @ d.conj().T)  # ascending eigenvalues
+    w = vecs[:, ::-1][:, :k]
+    cols = np.arange(k)
+    big = np.abs(w).argmax(axis=0)
+    top = w[big, cols]
+    w = w * np.where(top != 0, np.abs(top) / np.where(top != 0, top, 1), 1)
+    w = w / np.linalg.norm(w, axis=0)
+    w[big, cols] = np.abs(w[big, cols])  # exactly real (the product above leaves ~1e-17 imaginary parts)
+    return w.astype(np.complex64)
+
+
+def virtual_coil_weights(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The one-virtual-coil weights ``w`` complex64 (C,): the first column of
+    :func:`coil_compression_weights` (``virtual`` mode; the virtual coil is ``sum_c conj(w_c) y_c``)."""
+    return coil_compression_weights(kspace, mask, 1)[:, 0]
 
 
 class SmsDataset(Dataset):
@@ -154,7 +206,8 @@ class SmsDataset(Dataset):
     Only complete examples (``complete`` true when the dataset is built) of the chosen split are
     indexed; ``dataset.indices[i]`` is the store index of item ``i``.
 
-    Items (``__getitem__``), with ``L = ()`` for ``virtual`` and ``L = (C,)`` for ``per-coil``:
+    Items (``__getitem__``), with ``L = ()`` for ``virtual``, ``(K,)`` for ``compressed`` and
+    ``(C,)`` for ``per-coil`` (``dataset.n_coils`` is K: 1, ``coils`` or C):
 
     ======== ============================ ========= ==================================================
     key      shape                        dtype     meaning
@@ -163,9 +216,10 @@ class SmsDataset(Dataset):
                                                     on sampled rows, 0 elsewhere (:func:`physics.to_3d_data`)
     mask3    (M, T, Ky, 1)                bool      3D sampling mask
     x0       (*L, M, T, Y, X)             complex64 zero-filled image ``ifft3(k3)``
-    truth    (*L, M, T, Y, X)             complex64 complex ground truth (virtual: ``sum_c conj(w_c) x_c``)
-    target   (M, T, Y, X)                 float32   magnitude for losses/metrics: ``|truth|`` (virtual) or
-                                                    the store's ``target`` = RSS over coils (per-coil)
+    truth    (*L, M, T, Y, X)             complex64 coil images in the item's coil basis, ``W^H x``
+                                                    (diagnostics only; never scored against)
+    target   (M, T, Y, X)                 float32   the store's ``target`` in every coil mode: what every
+                                                    loss and metric compares the RSS magnitude with
     index    ()                           int64     store index of the example
     ======== ============================ ========= ==================================================
     """
@@ -181,9 +235,10 @@ class SmsDataset(Dataset):
         if not self.has_phase and self.params.get("phase") != "none":
             raise StoreError(
                 f"{self.store_path}: the store has no 'phase' array (it was made with --no-phase), but "
-                f"coil_mode={config.coil_mode!r} builds the complex truth from target, csm and phase; "
+                f"the dataset builds the complex coil images (item 'truth') from target, csm and phase; "
                 f"regenerate the store without --no-phase"
             )
+        self.n_coils = self._resolve_coils()
         self._fresh = self._fresh_mask_args() if config.mask == "fresh" else None
         self.indices = self._select(store)
         self.epoch = 0
@@ -191,6 +246,17 @@ class SmsDataset(Dataset):
         self._pid: int | None = None
 
     # --- construction ---
+
+    def _resolve_coils(self) -> int:
+        """K, the number of coils of the items: 1 (virtual), ``coils`` (compressed) or C (per-coil)."""
+        c, mode = int(self.dims["C"]), self.config.coil_mode
+        if mode == "per-coil":
+            return c
+        k = 1 if mode == "virtual" else int(self.config.coils)
+        if k > c:
+            raise ConfigError(f"{self.store_path}: coils={k} virtual coils asked for, but the store has {c} coils; "
+                              f"choose coils between 1 and {c}")
+        return k
 
     def _fresh_mask_args(self) -> tuple[str, int, int]:
         cfg, p = self.config, self.params
@@ -273,19 +339,20 @@ class SmsDataset(Dataset):
         phase = ex.get("phase")  # (C, M, T, Y, X) or None (phase model "none")
         y = ex["kspace"]  # (C, T, Ky, Kx)
 
-        if self.config.coil_mode == "virtual":
-            wc = virtual_coil_weights(y, mask).conj()
-            y = np.tensordot(wc, y, axes=1)  # (T, Ky, Kx)
-            # virtual sensitivity s_v = sum_c conj(w_c) csm_c exp(j phase_c), one coil at a time
-            sens = np.zeros(target.shape, np.complex64)
-            for c in range(csm.shape[0]):
-                sens += (wc[c] * csm[c])[:, None] * (1 if phase is None else np.exp(1j * phase[c]))
-            truth = target * sens
-            magnitude = np.abs(truth)
-        else:
+        if self.config.coil_mode == "per-coil":
             sens = csm[:, :, None] * (1 if phase is None else np.exp(1j * phase))
             truth = (target * sens).astype(np.complex64)  # (C, M, T, Y, X)
-            magnitude = target
+        else:
+            wh = coil_compression_weights(y, mask, self.n_coils).conj().T  # W^H (K, C), acquired data only
+            y = np.tensordot(wh, y, axes=1)  # (K, T, Ky, Kx)
+            # compressed sensitivities s_v = sum_c conj(W[c, v]) csm_c exp(j phase_c), one coil at a time
+            sens = np.zeros((self.n_coils, *target.shape), np.complex64)
+            for c in range(csm.shape[0]):
+                s_c = csm[c][:, None] * (1 if phase is None else np.exp(1j * phase[c]))  # (M, T or 1, Y, X)
+                sens += wh[:, c].reshape(-1, 1, 1, 1, 1) * s_c
+            truth = target * sens  # (K, M, T, Y, X)
+            if self.config.coil_mode == "virtual":  # K = 1 without a coil axis
+                y, truth = y[0], truth[0]
 
         k3, mask3 = physics.to_3d_data(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(mask), self.m)
         return {
@@ -293,7 +360,7 @@ class SmsDataset(Dataset):
             "mask3": mask3,
             "x0": physics.zero_filled(k3),
             "truth": torch.from_numpy(np.ascontiguousarray(truth, dtype=np.complex64)),
-            "target": torch.from_numpy(np.ascontiguousarray(magnitude, dtype=np.float32)),
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
             "index": torch.tensor(index, dtype=torch.int64),
         }
 

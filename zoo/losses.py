@@ -5,39 +5,33 @@ r"""The training loss: weighted MSE + (1 - SSIM) + temporal total variation.
     \mathcal{L} = w_\mathrm{mse}\,\mathrm{MSE} + w_\mathrm{ssim}\,(1 - \mathrm{SSIM})
                 + w_\mathrm{tv}\,\mathrm{TV}_t
 
-averaged over the batch.  What each term compares, for a prediction ``pred`` complex
-(B, M, T, Y, X), the complex ground truth ``truth`` (same shape) and the magnitude ``target``
-float (B, M, T, Y, X) of an :class:`zoo.data.SmsDataset` batch:
+averaged over the batch.  Every term is computed on the **magnitude** of the prediction and
+compares it with ``target``, the store's magnitude image (the image that came from the DICOM;
+:mod:`zoo.data`, "The truth is the image"): for a prediction ``pred`` complex (B, M, T, Y, X)
+(one coil) or (B, K, M, T, Y, X) (K coils, virtual or measured), the magnitude is
+``mag = |pred|`` or the root-sum-of-squares over K (:func:`rss`), and ``target`` is float
+(B, M, T, Y, X).  The coil images themselves (an item's complex ``truth``) are never the
+reference: with fewer virtual coils than measured ones their RSS is shaded by the coil
+compression, while ``target`` is not.
 
-``MSE`` (``on="complex"``, default)
-    ``mean |pred - truth|^2`` over every element.  The complex truth is what the measured data
-    encode (``zoo.data``: the virtual-coil truth obeys the same forward model as the data), and
-    slices are separated by the phase of their CAIPI shifts, so the phase of the reconstruction
-    is part of what must be right; a complex MSE is also the loss of the CRNN-MRI line of work
-    (Qin et al., IEEE TMI 2019; Schlemper et al., IEEE TMI 2018).  ``on="magnitude"`` compares
-    ``(|pred| - target)^2`` instead, ignoring the (synthetic) phase.
+``MSE``
+    ``mean (mag - target)^2`` over every element.
 ``SSIM``
-    mean 2D SSIM of ``|pred|`` against ``target``, per frame, averaged over slices and frames
+    mean 2D SSIM of ``mag`` against ``target``, per frame, averaged over slices and frames
     (:func:`zoo.metrics.ssim_frames`: Gaussian window ``ssim_window`` with sigma 1.5,
     K = (0.01, 0.03)), with each example's data range ``L = max target`` (1 for a store's
-    per-coil target, <= 1 for a virtual coil).  SSIM is defined for real, non-negative images
-    and scores what a reader sees, the magnitude; the window is 7 by default (fastMRI's SSIM
-    loss uses 7; it resolves finer structure than the metric's 11 and works on small crops).
+    target).  The window is 7 by default (fastMRI's SSIM loss uses 7; it resolves finer
+    structure than the metric's 11 and works on small crops).
 ``TV_t``
-    temporal total variation of the prediction's magnitude, ``mean |∂_t |pred||`` over (B, M,
-    T-1, Y, X) with the forward difference ``∂_t`` (not cyclic: perfusion series are not
-    periodic); 0 when T = 1.  On the magnitude because the synthetic phase changes from frame to
-    frame in the truth itself and would be penalised too.  A prior, not a comparison: it has a
-    floor (the truth's own TV) and is kept small.
-
-A coil axis: if ``pred``/``truth`` have one more dim than ``target`` (B, C, M, T, Y, X), the
-magnitude of ``pred`` is the root-sum-of-squares over C (a store's per-coil ``target`` is the
-RSS of the coil images).
+    temporal total variation of the magnitude, ``mean |∂_t mag|`` over (B, M, T-1, Y, X) with
+    the forward difference ``∂_t`` (not cyclic: perfusion series are not periodic); 0 when
+    T = 1.  A prior, not a comparison: it has a floor (the target's own TV) and is kept small.
 
 Default weights (``w_mse = 1``, ``w_ssim = 0.02``, ``w_tv = 0.001``) balance the terms'
 gradients, measured on the embedded cine phantom (``smssynth phantom`` -> ``dicom2kspace
 --sms 2 --accel 2 --acs 8``, virtual coil, example 0) as the ratio of each term's gradient norm
-(weight 1) to the MSE's:
+(weight 1) to the MSE's -- measured when the MSE was still the complex MSE against the
+virtual-coil images (before the loss compared magnitudes with ``target``), not re-measured since:
 
 ======================== ======== ========= =======
 prediction               MSE      1 - SSIM  TV_t
@@ -66,9 +60,9 @@ from torch import Tensor, nn
 from synth.errors import ConfigError
 from zoo.metrics import ssim_frames
 
-__all__ = ["LossConfig", "SmsLoss", "MSE_ON"]
+__all__ = ["LossConfig", "SmsLoss", "MSE_ON", "rss"]
 
-MSE_ON = ("complex", "magnitude")
+MSE_ON = ("magnitude",)
 
 
 @dataclass(frozen=True)
@@ -81,15 +75,16 @@ class LossConfig:
     w_ssim : weight of ``1 - SSIM`` (>= 0).
     w_tv : weight of the temporal TV of ``|pred|`` (>= 0).
     ssim_window : odd side (>= 3) of the SSIM Gaussian window, sigma 1.5.
-    on : what the MSE compares: ``complex`` (pred vs the complex truth) or ``magnitude``
-        (``|pred|`` vs ``target``).  SSIM and TV are always on magnitudes.
+    on : what the MSE compares: ``magnitude`` (the RSS magnitude vs ``target``), the only value.
+        Kept so that configs naming it load; the former ``complex`` (an MSE against the coil
+        images) is refused with an explanation, because the coil images are not the truth.
     """
 
     w_mse: float = 1.0
     w_ssim: float = 0.02
     w_tv: float = 0.001
     ssim_window: int = 7
-    on: str = "complex"
+    on: str = "magnitude"
 
     def __post_init__(self):
         for key in ("w_mse", "w_ssim", "w_tv"):
@@ -101,6 +96,12 @@ class LossConfig:
         w = self.ssim_window
         if not (isinstance(w, int) and not isinstance(w, bool) and w >= 3 and w % 2 == 1):
             raise ConfigError(f"LossConfig: ssim_window must be an odd integer >= 3, got {w!r}")
+        if self.on == "complex":
+            raise ConfigError(
+                "LossConfig: on='complex' (an MSE against the complex coil images) is no longer offered: every "
+                "loss term compares the RSS magnitude of the reconstruction with the store's target, the image "
+                "from the DICOM (zoo.data, 'The truth is the image'); set on: magnitude or drop the key"
+            )
         if self.on not in MSE_ON:
             raise ConfigError(f"LossConfig: on must be one of {MSE_ON}, got {self.on!r}")
 
@@ -109,19 +110,23 @@ class LossConfig:
         return asdict(self)
 
 
-class SmsLoss(nn.Module):
-    """``w_mse MSE + w_ssim (1 - SSIM) + w_tv TV_t`` (see the module doc for each term).
+def rss(pred: Tensor, coil_axis: bool) -> Tensor:
+    """The magnitude compared with ``target``: ``|pred|``, or the root-sum-of-squares over the
+    coil axis 1 when ``coil_axis`` (differentiable; the same as :func:`zoo.train.rss_magnitude`)."""
+    return torch.linalg.vector_norm(pred, dim=1) if coil_axis else pred.abs()
 
-    ``forward(pred, truth, target) -> (loss, terms)``
+
+class SmsLoss(nn.Module):
+    """``w_mse MSE + w_ssim (1 - SSIM) + w_tv TV_t`` on the RSS magnitude (see the module doc).
+
+    ``forward(pred, target) -> (loss, terms)``
 
     Parameters
     ----------
-    pred : complex (B, M, T, Y, X) or (B, C, M, T, Y, X)
-        Reconstruction.
-    truth : complex, same shape as ``pred``
-        Complex ground truth (only read by the complex MSE).
+    pred : complex (B, M, T, Y, X) or (B, K, M, T, Y, X)
+        Reconstruction, one image per (virtual) coil.
     target : float (B, M, T, Y, X)
-        Ground-truth magnitude, max <= 1 per example for store data.
+        The store's magnitude image (max 1 per example for store data, before normalisation).
 
     Returns
     -------
@@ -136,26 +141,22 @@ class SmsLoss(nn.Module):
             raise ConfigError(f"SmsLoss takes a LossConfig, got {type(config).__name__}")
         self.config = config
 
-    def forward(self, pred: Tensor, truth: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
-        if pred.shape != truth.shape:
-            raise ValueError(f"pred and truth shapes differ: {tuple(pred.shape)} vs {tuple(truth.shape)}")
-        if target.ndim != 5:
-            raise ValueError(f"target must be (B, M, T, Y, X), got shape {tuple(target.shape)}")
+        if target.ndim != 5 or target.is_complex():
+            raise ValueError(f"target must be the real magnitude (B, M, T, Y, X), got "
+                             f"{'complex ' if target.is_complex() else ''}shape {tuple(target.shape)}")
         coil_axis = pred.ndim == 6
         lead_ok = pred.ndim in (5, 6) and pred.shape[0] == target.shape[0]
         if not lead_ok or pred.shape[coil_axis + 1:] != target.shape[1:]:
             raise ValueError(
                 f"pred {tuple(pred.shape)} does not match target {tuple(target.shape)}: expected "
-                f"(B, M, T, Y, X) or (B, C, M, T, Y, X) with the target's B, M, T, Y, X"
+                f"(B, M, T, Y, X) or (B, K, M, T, Y, X) with the target's B, M, T, Y, X"
             )
         target = target.to(pred.real.dtype)
-        mag = torch.linalg.vector_norm(pred, dim=1) if coil_axis else pred.abs()
+        mag = rss(pred, coil_axis)
 
-        if cfg.on == "complex":
-            mse = (pred - truth).abs().square().mean()
-        else:
-            mse = (mag - target).square().mean()
+        mse = (mag - target).square().mean()
         data_range = target.detach().amax(dim=(1, 2, 3, 4))
         ssim = ssim_frames(mag, target, data_range, win_size=cfg.ssim_window).mean()
         tv = torch.diff(mag, dim=-3).abs().mean() if mag.shape[-3] > 1 else mag.new_zeros(())

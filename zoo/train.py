@@ -6,6 +6,10 @@ from a checkpoint or a registry name, some parameters optionally frozen) and ``-
     store -> SmsDataset -> normalize_batch -> [crop_readout] -> fold coils -> model -> SmsLoss
                                                          \-> denormalize -> RSS -> NMSE/PSNR/SSIM
 
+Both the loss and the metrics compare the root-sum-of-squares of the model's (virtual) coil
+images with the store's ``target``, the magnitude image from the DICOM, in every coil mode
+(:mod:`zoo.data`: ``virtual``, ``compressed`` to K coils, ``per-coil``).
+
 Input normalisation (:func:`normalize_batch`, :func:`denormalize`)
 ------------------------------------------------------------------
 The models do not normalise their input, and a ReLU network with biases is not scale
@@ -106,7 +110,7 @@ from zoo import physics
 from zoo.checkpoint import describe_store, load_checkpoint, save_checkpoint
 from zoo.data import SmsDataset, DataConfig
 from zoo.errors import CheckpointError
-from zoo.losses import LossConfig, SmsLoss
+from zoo.losses import LossConfig, SmsLoss, rss
 from zoo.metrics import nmse, psnr, ssim, summarize
 from zoo.models import build_model, count_parameters, make_config, model_config_dict
 
@@ -135,7 +139,7 @@ class TrainConfig:
     epochs : passes over the training examples.
     lr, weight_decay : Adam's learning rate and (L2) weight decay.
     grad_clip : clip the global gradient norm to this value; None = no clipping.
-    batch_size : examples per step and rank (per-coil: each example brings C coil images).
+    batch_size : examples per step and rank (with K coils each example brings K coil images).
     num_workers : DataLoader worker processes.
     val_fraction : held-out fraction when the store has no ``val`` split (module doc).
     crop : random readout (x) window in pixels for training, None = whole images (module doc).
@@ -202,7 +206,7 @@ _SECTIONS = {
     "train": ("epochs", "seed", "max_steps", "amp", "device", "freeze"),
 }
 # DataConfig fields the YAML may set (split and seed are the loop's: the split selection and train.seed)
-_DATA_KEYS = ("coil_mode", "mask", "accel", "acs", "mask_kind")
+_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind")
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,8 @@ def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
         model: {name: sms-crnn, config: {n_filters: 16, n_iterations: 5}}
         loss: {w_mse: 1.0, w_ssim: 0.1, w_tv: 0.001}          # zoo.losses.LossConfig
         optimizer: {lr: 1.0e-4, weight_decay: 0, grad_clip: null}
-        data: {coil_mode: virtual, mask: stored, batch_size: 1, num_workers: 0, val_fraction: 0.1, crop: null}
+        data: {coil_mode: compressed, coils: 4, mask: stored, batch_size: 1, num_workers: 0, val_fraction: 0.1,
+               crop: null}                                # coil modes: zoo.data
         train: {epochs: 10, seed: 0, max_steps: null, amp: false, device: null, freeze: []}
 
     Unknown sections or keys raise ConfigError naming the file and the key.
@@ -460,11 +465,12 @@ def crop_readout(batch: dict[str, Tensor], width: int, generator: torch.Generato
 
 
 def fold_coils(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Model inputs with a per-coil axis folded into B: ``(x0, k3, mask3, C)``.
+    """Model inputs with a coil axis folded into B: ``(x0, k3, mask3, K)``.
 
-    ``x0``/``k3`` (B, C, M, T, Y, X) become (B*C, M, T, Y, X) and ``mask3`` (B, M, T, Ky, 1) is
-    repeated per coil; virtual-coil batches (5-D) pass through with C = 1.  Undo on the model's
-    output with ``out.unflatten(0, (-1, C))`` (only for 6-D inputs).
+    ``x0``/``k3`` (B, K, M, T, Y, X) (``compressed`` or ``per-coil``) become (B*K, M, T, Y, X) and
+    ``mask3`` (B, M, T, Ky, 1) is repeated per coil: the models reconstruct each (virtual) coil
+    as its own example, with shared weights.  ``virtual`` batches (5-D) pass through with K = 1.
+    Undo on the model's output with ``out.unflatten(0, (-1, K))`` (only for 6-D inputs).
     """
     x0, k3, mask3 = batch["x0"], batch["k3"], batch["mask3"]
     if x0.ndim == 6:
@@ -475,8 +481,8 @@ def fold_coils(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
 
 def rss_magnitude(x: Tensor) -> Tensor:
     """The magnitude compared with ``target``: ``|x|`` of (B, M, T, Y, X), or the
-    root-sum-of-squares over coils of (B, C, M, T, Y, X) (a store's per-coil target is the RSS)."""
-    return torch.linalg.vector_norm(x, dim=1) if x.ndim == 6 else x.abs()
+    root-sum-of-squares over the coils of (B, K, M, T, Y, X) (:func:`zoo.losses.rss`)."""
+    return rss(x, x.ndim == 6)
 
 
 # --- splits -----------------------------------------------------------------------------------
@@ -1031,9 +1037,9 @@ def _train_epoch(net, bar, optimizer, scaler, params, loss_fn, cfg: TrainConfig,
             nb = crop_readout(nb, cfg.crop, _step_generator(cfg.seed, epoch, step, rank))
         x0, k3, mask3, c = fold_coils(nb)
         out = net(x0, k3, mask3)
-        if nb["x0"].ndim == 6:  # per-coil: the loss takes (B, C, ...) and compares the RSS with target
+        if nb["x0"].ndim == 6:  # K coils: the loss takes (B, K, ...) and compares their RSS with target
             out = out.unflatten(0, (-1, c))
-        loss, terms = loss_fn(out, nb["truth"], nb["target"])
+        loss, terms = loss_fn(out, nb["target"])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip is not None:

@@ -13,7 +13,7 @@ from synth.fft import fft2c
 from synth.masks import row_mask
 from synth.sms import collapse_images
 from zoo import physics as P
-from zoo.data import DataConfig, SmsDataset, virtual_coil_weights
+from zoo.data import DataConfig, SmsDataset, coil_compression_weights, virtual_coil_weights
 
 C, T, NY, NX = 3, 4, 37, 31  # odd image sizes catch axis mix-ups
 
@@ -101,9 +101,15 @@ def test_split_filter(tmp_path):
 
 def test_config_is_validated():
     for bad in ({"coil_mode": "sense"}, {"mask": "new"}, {"accel": 2}, {"mask": "fresh", "accel": 0},
-                {"mask": "fresh", "mask_kind": "poisson"}, {"mask": "fresh", "acs": -1}, {"seed": -1}):
+                {"mask": "fresh", "mask_kind": "poisson"}, {"mask": "fresh", "acs": -1}, {"seed": -1},
+                {"coil_mode": "compressed"}, {"coil_mode": "compressed", "coils": 0},
+                {"coil_mode": "compressed", "coils": 2.0}, {"coil_mode": "compressed", "coils": True},
+                {"coil_mode": "virtual", "coils": 2}, {"coil_mode": "per-coil", "coils": 3}):
         with pytest.raises(ConfigError):
             DataConfig(**bad)
+    with pytest.raises(ConfigError, match="needs coils=K.*--virtual-coils"):
+        DataConfig(coil_mode="compressed")
+    assert DataConfig(coil_mode="virtual", coils=1).coils == 1  # the alias may say its K
     with pytest.raises(ValueError):  # ConfigError is a ValueError too
         DataConfig(coil_mode="sense")
 
@@ -111,12 +117,17 @@ def test_config_is_validated():
 # --- items ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("coil_mode", ["virtual", "per-coil"])
-def test_shapes_and_dtypes(store, coil_mode):
+MODES = {"virtual": {"coil_mode": "virtual"}, "per-coil": {"coil_mode": "per-coil"},
+         **{f"compressed-{k}": {"coil_mode": "compressed", "coils": k} for k in range(1, C + 1)}}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_shapes_and_dtypes(store, mode):
     path, _ = store
-    ds = SmsDataset(path, DataConfig(coil_mode=coil_mode))
+    ds = SmsDataset(path, DataConfig(**MODES[mode]))
     m = ds.m
-    lead = () if coil_mode == "virtual" else (C,)
+    lead = {"virtual": (), "per-coil": (C,)}.get(mode, (MODES[mode].get("coils"),))
+    assert ds.n_coils == (lead[0] if lead else 1)
     item = ds[1]
     expect = {
         "k3": (lead + (m, T, NY, NX), torch.complex64),
@@ -131,11 +142,11 @@ def test_shapes_and_dtypes(store, coil_mode):
         assert tuple(item[key].shape) == shape and item[key].dtype == dtype, key
 
 
-@pytest.mark.parametrize("coil_mode", ["virtual", "per-coil"])
-def test_dc_is_exact_and_x0_is_zero_filled(store, coil_mode):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_dc_is_exact_and_x0_is_zero_filled(store, mode):
     """Noiseless store: the truth's 3D k-space on the mask is the measured data (float32 precision)."""
     path, sims = store
-    ds = SmsDataset(path, DataConfig(coil_mode=coil_mode))
+    ds = SmsDataset(path, DataConfig(**MODES[mode]))
     for i in range(len(ds)):
         item = ds[i]
         k3, mask3 = item["k3"], item["mask3"]
@@ -160,6 +171,15 @@ def test_per_coil_truth_and_target(store):
     assert rel(P.from_3d_data(item["k3"]), y) < 1e-6
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+def test_target_is_the_stores_target_in_every_coil_mode(store, mode):
+    path, sims = store
+    ds = SmsDataset(path, DataConfig(**MODES[mode]))
+    for i in range(len(ds)):
+        item = ds[i]
+        assert torch.equal(item["target"], torch.from_numpy(sims[int(item["index"])]["target"]))
+
+
 def test_virtual_coil(store):
     path, sims = store
     item = SmsDataset(path)[0]
@@ -174,9 +194,67 @@ def test_virtual_coil(store):
     assert rel(P.from_3d_data(item["k3"]), yv) < 1e-6
     x = sim["target"] * sim["csm"][:, :, None] * np.exp(1j * sim["phase"].astype(np.float64))
     assert rel(item["truth"], np.tensordot(w.conj(), x, axes=1)) < 1e-6
-    assert rel(item["target"], item["truth"].abs()) < 1e-6
-    # Cauchy-Schwarz: the virtual magnitude never exceeds the store target (max 1)
-    assert (item["target"] <= torch.from_numpy(sim["target"]) * (1 + 1e-5) + 1e-7).all()
+    # the target is the image, not the shaded virtual coil: |truth| <= target (Cauchy-Schwarz), and < somewhere
+    assert torch.equal(item["target"], torch.from_numpy(sim["target"]))
+    assert (item["truth"].abs() <= item["target"] * (1 + 1e-5) + 1e-7).all()
+    assert rel(item["truth"].abs(), item["target"]) > 0.05
+    # virtual is compressed with K = 1, without the coil axis
+    one = SmsDataset(path, DataConfig(coil_mode="compressed", coils=1))[0]
+    for key in ("k3", "x0", "truth"):
+        torch.testing.assert_close(one[key][0], item[key], rtol=0, atol=0)
+
+
+def test_compression_weights_are_orthonormal_and_nested(store):
+    _, sims = store
+    sim = sims[1]
+    full = coil_compression_weights(sim["kspace"], sim["mask"], C)
+    assert full.shape == (C, C) and full.dtype == np.complex64
+    np.testing.assert_allclose(full.conj().T @ full, np.eye(C), atol=1e-6)  # W^H W = I (unitary at K = C)
+    for k in range(1, C + 1):
+        w = coil_compression_weights(sim["kspace"], sim["mask"], k)
+        np.testing.assert_allclose(w.conj().T @ w, np.eye(k), atol=1e-6)
+        np.testing.assert_allclose(w, full[:, :k], atol=1e-6)  # the K dominant directions
+        big = np.abs(w).argmax(axis=0)
+        assert np.all(w[big, np.arange(k)].imag == 0) and np.all(w[big, np.arange(k)].real > 0)
+    np.testing.assert_array_equal(full[:, 0], virtual_coil_weights(sim["kspace"], sim["mask"]))
+    # ordered by the calibration energy they capture
+    acs = sim["kspace"][:, :, NY // 2 - 3: NY // 2 + 3].reshape(C, -1)
+    energy = np.linalg.norm(full.conj().T @ acs, axis=1)
+    assert np.all(np.diff(energy) <= 1e-4 * energy[0])
+    for bad in (0, C + 1, 1.5):
+        with pytest.raises(ConfigError, match="virtual coils"):
+            coil_compression_weights(sim["kspace"], sim["mask"], bad)
+
+
+def test_compressed_coils_equal_the_projected_coil_images(store):
+    path, sims = store
+    k = 2
+    item = SmsDataset(path, DataConfig(coil_mode="compressed", coils=k))[1]
+    sim = sims[1]
+    w = coil_compression_weights(sim["kspace"], sim["mask"], k)
+    x = sim["target"] * sim["csm"][:, :, None] * np.exp(1j * sim["phase"].astype(np.float64))
+    assert rel(item["truth"], np.tensordot(w.conj().T, x, axes=1)) < 1e-6
+    y = np.tensordot(w.conj().T, sim["kspace"], axes=1) * sim["mask"][..., None]
+    assert rel(P.from_3d_data(item["k3"]), y) < 1e-6
+    # the RSS of fewer coils than C is shaded, never brighter than the target
+    rss = torch.linalg.vector_norm(item["truth"], dim=0)
+    assert (rss <= item["target"] * (1 + 1e-5) + 1e-7).all() and rel(rss, item["target"]) > 1e-3
+
+
+def test_rss_of_all_coils_is_the_target(store):
+    """K = C: W is unitary, so the RSS of the compressed coil images is the store's target."""
+    path, sims = store
+    for cfg in (DataConfig(coil_mode="compressed", coils=C), DataConfig(coil_mode="per-coil")):
+        for i in (0, 3):
+            item = SmsDataset(path, cfg)[i]
+            rss = torch.linalg.vector_norm(item["truth"], dim=0)
+            torch.testing.assert_close(rss, item["target"], rtol=1e-5, atol=2e-6)
+
+
+def test_more_virtual_coils_than_the_store_has_is_refused(store):
+    path, _ = store
+    with pytest.raises(ConfigError, match=f"coils={C + 1}.*has {C} coils"):
+        SmsDataset(path, DataConfig(coil_mode="compressed", coils=C + 1))
 
 
 def test_virtual_weights_use_acquired_data_only(tmp_path):

@@ -66,7 +66,7 @@ def trained(tmp_path_factory):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(2):
         opt.zero_grad()
-        loss, _ = loss_fn(model(batch["x0"], batch["k3"], batch["mask3"]), batch["truth"], batch["target"])
+        loss, _ = loss_fn(model(batch["x0"], batch["k3"], batch["mask3"]), batch["target"])
         loss.backward()
         opt.step()
     model.eval()
