@@ -48,14 +48,20 @@ def dicom2kspace(inputs, out, threads, salt, on_error, overwrite, quiet, **kwarg
         raise click.ClickException(str(e)) from None
     bar.close()
     print_summary(summary, out)
-    if summary.written == 0:
+    if summary.written == 0 and not summary.already:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")
+    if summary.failed:
+        raise click.ClickException(
+            f"{len(summary.failed)} of {summary.n_examples} examples failed (reasons above); run the same command "
+            f"again to compute only those"
+        )
 
 
 def print_summary(s, out) -> None:
     t, ny, nx = s.shape
     click.echo(
-        f"\n{s.written} of {s.n_examples} examples written to {out}  "
+        f"\n{s.written} of {s.n_examples} examples written to {out}"
+        + (f" ({s.already} already complete)" if s.already else "") + "  "
         f"({t} frames, {ny}x{nx}; from {s.n_series} series, {s.n_files} files)"
     )
     if s.skipped_inputs:

@@ -85,6 +85,11 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
     print_summary(res, out, time.perf_counter() - t0)
     if res.written + res.already == 0:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")
+    if res.failed:
+        raise click.ClickException(
+            f"{len(res.failed)} of {res.planned} examples failed (reasons above); the store is resumable: fix the "
+            f"cause and run the same command again to compute only those"
+        )
 
 
 def print_summary(r, out, wall) -> None:

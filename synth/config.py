@@ -16,6 +16,8 @@ CSMS = ("circle", "blobs", "mixed")
 PHASES = ("kmeans", "grating", "none")
 RESOLUTIONS = ("acquired", "dicom")
 FRAME_MODES = ("crop", "resample")
+MAX_COILS = 128  # also bounds the chunk files one example keeps open while it is written
+MAX_CLUSTERS = 256  # k-means assignment costs K per voxel; labels are uint8 up to 256
 COMBINES = ("within-series", "within-study", "across-series")
 
 
@@ -26,7 +28,7 @@ class SimConfig:
     Attributes
     ----------
     sms : M, slices excited simultaneously (>= 1; 1 gives plain multi-coil dynamic data).
-    coils : C, receive coils.
+    coils : C, receive coils, ``1 <= C <= MAX_COILS``.
     accel : R, in-plane acceleration of the mask (total acceleration R*M).
     acs : fully sampled central ky rows in every frame.
     mask : ``vd`` (variable-density random rows drawn anew per frame, CRNN-MRI's masks; the
@@ -40,7 +42,7 @@ class SimConfig:
         ``mixed`` (each example draws one of the two).
     phase : ``kmeans`` (cluster phase + grating, the paper's), ``grating`` (the paper's "simple
         phase" ablation) or ``none``.
-    clusters : K of the 3D k-means.
+    clusters : K of the 3D k-means, ``1 <= K <= MAX_CLUSTERS``.
     resolution : ``acquired`` crops k-space to the DICOM AcquisitionMatrix (the default, since
         DICOMs are usually interpolated); ``dicom`` keeps the stored matrix.
     matrix : (Ny, Nx) image-space centre crop / zero pad after the resolution step, or None.
@@ -84,14 +86,17 @@ class SimConfig:
                 raise ConfigError(f"--{opt.replace('_', '-')}: {msg}")
 
         need(self.sms >= 1, "sms", f"must be >= 1, got {self.sms}")
-        need(self.coils >= 1, "coils", f"must be >= 1, got {self.coils}")
+        need(1 <= self.coils <= MAX_COILS, "coils",
+             f"must be between 1 and {MAX_COILS} (the largest clinical receive arrays), got {self.coils}")
         need(self.accel >= 1, "accel", f"must be >= 1, got {self.accel}")
         need(self.acs >= 0, "acs", f"must be >= 0, got {self.acs}")
         need(self.mask in MASKS, "mask", f"must be one of {MASKS}, got {self.mask!r}")
         need(self.caipi in CAIPI_ORDERS, "caipi", f"must be one of {CAIPI_ORDERS}, got {self.caipi!r}")
         need(self.csm in CSMS, "csm", f"must be one of {CSMS}, got {self.csm!r}")
         need(self.phase in PHASES, "phase", f"must be one of {PHASES}, got {self.phase!r}")
-        need(self.clusters >= 1, "clusters", f"must be >= 1, got {self.clusters}")
+        need(1 <= self.clusters <= MAX_CLUSTERS, "clusters",
+             f"must be between 1 and {MAX_CLUSTERS}, got {self.clusters} (the cluster phase uses a few to a few "
+             f"tens of clusters; k-means time grows with K)")
         need(self.resolution in RESOLUTIONS, "resolution", f"must be one of {RESOLUTIONS}")
         need(self.frames_mode in FRAME_MODES, "frames_mode", f"must be one of {FRAME_MODES}")
         need(self.combine in COMBINES, "combine", f"must be one of {COMBINES}")

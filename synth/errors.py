@@ -34,3 +34,7 @@ class StoreError(SmssynthError, ValueError):
 
 class StoreExistsError(StoreError, FileExistsError):
     """The output store already exists and overwriting was not asked for."""
+
+
+class ClusterError(SmssynthError, RuntimeError):
+    """The dask cluster could not be started or reached."""

@@ -33,12 +33,13 @@ import numpy as np
 
 from synth import output
 from synth import store as zstore
+from synth.budget import check_memory
 from synth.combos import ExamplePlan, Plan
 from synth.config import SimConfig
 from synth.deid import pseudonym
 from synth.dicom import Catalog, SeriesInfo, Skip, scan
-from synth.errors import ConfigError, NoInputError, SmssynthError, StoreExistsError
-from synth.pipeline import CoilWriter, SliceCache, make_plan, store_attrs
+from synth.errors import ClusterError, ConfigError, NoInputError, SmssynthError, StoreExistsError
+from synth.pipeline import CoilWriter, SliceCache, make_plan, open_to_resume, store_attrs
 from synth.runtime import tune_allocator
 from synth.simulate import StageTimer
 from synth.splits import assign_split, split_spec_str
@@ -179,23 +180,6 @@ def dataset_attrs(config: SimConfig, plan: Plan, catalog: Catalog, fractions) ->
     return attrs
 
 
-def _same_dataset(old: dict, new: dict) -> list[str]:
-    """Why an existing store cannot be resumed with these parameters ([] if it can)."""
-    why = []
-    if old.get("format") != zstore.FORMAT_NAME:
-        return [f"it is not an smssynth store (format {old.get('format')!r})"]
-    for key in ("params", "dims"):
-        if old.get(key) != new.get(key):
-            diff = sorted(k for k in set(old.get(key, {})) | set(new.get(key, {}))
-                          if old.get(key, {}).get(k) != new.get(key, {}).get(k))
-            why.append(f"{key} differ ({', '.join(diff)})")
-    if [e.get("identity") for e in old.get("examples", [])] != [e.get("identity") for e in new["examples"]]:
-        why.append("the planned examples differ (other inputs or salt)")
-    if old.get("split", {}).get("spec") != new["split"]["spec"]:
-        why.append("the split differs")
-    return why
-
-
 # ---------------------------------------------------------------- worker side
 _WORKER: dict[str, Any] = {"writers": OrderedDict(), "cache": OrderedDict()}
 
@@ -304,9 +288,24 @@ def open_client(workers: int | None, scheduler: str | None):
         except (OSError, TimeoutError) as e:
             raise ConfigError(f"--scheduler {scheduler}: cannot connect ({e}); start one with `dask scheduler`") from None
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+    cluster = None
+    try:
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    except Exception as e:  # distributed raises many types here (RuntimeError, OSError, TimeoutError...)
+        log.debug("local dask cluster failed to start", exc_info=True)
+        if cluster is not None:
+            try:
+                cluster.close()
+            except Exception:
+                pass
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ClusterError(
+            f"could not start a local dask cluster of {n} worker process(es) ({type(e).__name__}: {why}); "
+            f"try --workers 1, check free memory and that local ports can be opened, or pass --scheduler "
+            f"ADDRESS of a running cluster"
+        ) from None
 
 
 def generate(
@@ -386,6 +385,9 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
         t, ny, nx = plan.shape
         dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
         attrs = dataset_attrs(config, plan, cat, split)
+        if scheduler is None:  # a local cluster: its workers share this machine's memory
+            check_memory(config, t, ny, nx, in_flight=max(res.workers, 1),
+                         where=f"this machine (for {res.workers} workers)")
 
         todo = _prepare_store(out, dims, attrs, config, storage_options)
         token = uuid.uuid4().hex  # this run's identity on the workers (see _worker_writer)
@@ -438,24 +440,8 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
 
 def _prepare_store(out, dims, attrs, config: SimConfig, storage_options) -> list[int]:
     """Create the store, or check an existing one (to resume) and return the indices still missing."""
-    import zarr
-
     if zstore._exists(out, storage_options):
-        try:
-            old = dict(zarr.open_group(out, mode="r", storage_options=storage_options).attrs)
-        except Exception:
-            raise StoreExistsError(f"{out} exists and is not an smssynth store; choose another --out "
-                                   f"(--overwrite replaces only smssynth stores)") from None
-        why = _same_dataset(old, {**attrs, "dims": dims})
-        if why:
-            raise StoreExistsError(
-                f"{out} exists with different parameters: {'; '.join(why)}. Pass --overwrite to replace it, "
-                f"or choose another --out"
-            )
-        st = zstore.Store.open(out, storage_options)
-        stale = zstore.remove_partials(out)
-        if stale:
-            log.info("removed %d temporary chunk file(s) left by an interrupted run", stale)
-        return [int(i) for i in np.flatnonzero(~st.complete())]
+        _, todo = open_to_resume(out, {**attrs, "dims": dims}, storage_options)
+        return sorted(todo)
     zstore.create(out, dims, attrs, with_phase=config.store_phase, overwrite=True, storage_options=storage_options)
     return list(range(dims["N"]))

@@ -26,7 +26,8 @@ from synth.combos import ExamplePlan, Plan, plan_examples
 from synth.config import SimConfig
 from synth.dicom import Catalog, SliceInfo, load_slice, scan
 from synth import output
-from synth.errors import ConfigError, DicomError, NoInputError, SmssynthError
+from synth.budget import check_memory
+from synth.errors import ConfigError, DicomError, NoInputError, SmssynthError, StoreExistsError
 from synth.phase import PHASE_MODEL
 from synth.resolution import prepare, working_shape
 from synth.runtime import tune_allocator
@@ -52,6 +53,7 @@ class Summary:
     shape: tuple | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # per stage; 'write' overlaps compute
     wall_seconds: float = 0.0
+    already: int = 0  # examples already complete in a resumed store
     notes: list[str] = field(default_factory=list)  # what happened to an existing --out
 
 
@@ -243,6 +245,51 @@ def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
     }
 
 
+def resume_mismatch(old: dict, new: dict) -> list[str]:
+    """Why an existing store cannot be resumed with these attributes ([] if it can)."""
+    why = []
+    if old.get("format") != zstore.FORMAT_NAME:
+        return [f"it is not an smssynth store (format {old.get('format')!r})"]
+    for key in ("params", "dims"):
+        if old.get(key) != new.get(key):
+            diff = sorted(k for k in set(old.get(key, {})) | set(new.get(key, {}))
+                          if old.get(key, {}).get(k) != new.get(key, {}).get(k))
+            why.append(f"{key} differ ({', '.join(diff)})")
+    if [e.get("identity") for e in old.get("examples", [])] != [e.get("identity") for e in new.get("examples", [])]:
+        why.append("the planned examples differ (other inputs or salt)")
+    if (old.get("split") or {}).get("spec") != (new.get("split") or {}).get("spec"):
+        why.append("the split differs")
+    return why
+
+
+def open_to_resume(out: str, attrs: dict, storage_options: dict | None = None):
+    """Open an existing store to complete it: ``(root, indices still to compute)``.
+
+    Refuses (StoreExistsError) a store of other parameters or inputs, or anything that is not an
+    smssynth store.  Removes the temporary chunk files of killed writers first.
+    """
+    import zarr
+
+    try:
+        old = dict(zarr.open_group(out, mode="r", storage_options=storage_options).attrs)
+    except Exception:
+        raise StoreExistsError(f"{out} exists and is not an smssynth store; choose another --out "
+                               f"(--overwrite replaces only smssynth stores)") from None
+    why = resume_mismatch(old, attrs)
+    if why:
+        raise StoreExistsError(
+            f"{out} exists with different parameters: {'; '.join(why)}. Pass --overwrite to replace it, "
+            f"or choose another --out"
+        )
+    st = zstore.Store.open(out, storage_options)
+    stale = zstore.remove_partials(out)
+    if stale:
+        log.info("removed %d temporary chunk file(s) left by an interrupted run", stale)
+    todo = {int(i) for i in np.flatnonzero(~st.complete())}
+    root = zarr.open_group(out, mode="r+", storage_options=storage_options)
+    return root, todo
+
+
 def make_plan(catalog: Catalog, config: SimConfig, split_of=None, on_mixed: str = "error") -> Plan:
     """Plan and check that every example has one common (T, Ny, Nx).
 
@@ -309,10 +356,15 @@ def dicom2kspace(
     t_start = time.perf_counter()
     # before any work: --out is never an input, and --overwrite replaces only a store of ours,
     # written beside it and swapped in at the end (synth.output)
-    replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
+    resume = not overwrite and output.exists(out)
+    if resume:  # an existing store: resumed if it is the same conversion (checked once planned)
+        output.check_not_input(out, inputs)
+        replacement = output.Replacement(zstore.location(out), zstore.location(out))
+    else:
+        replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
     try:
         _convert(inputs, replacement.target, config, summary, salt=salt, on_error=on_error, progress=progress,
-                 timer=timer, threads=threads)
+                 timer=timer, threads=threads, resume=resume)
     except SmssynthError as e:
         if replacement.staged:
             replacement.abort()
@@ -323,7 +375,7 @@ def dicom2kspace(
     except BaseException:
         replacement.abort()
         raise
-    if summary.written or not replacement.staged:
+    if summary.written or summary.already or not replacement.staged:
         replacement.commit()
     else:
         replacement.abort()
@@ -334,8 +386,9 @@ def dicom2kspace(
 
 
 def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, on_error: str, progress,
-             timer: StageTimer, threads: int | None) -> None:
-    """The conversion proper, into the store at ``out`` (a new path)."""
+             timer: StageTimer, threads: int | None, resume: bool = False) -> None:
+    """The conversion proper, into the store at ``out``: a new path, or (``resume``) an existing
+    store of the same conversion whose missing examples are computed."""
     tune_allocator()
     with timer("scan"):
         catalog = scan(inputs, salt=salt, on_error=on_error)
@@ -350,13 +403,21 @@ def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, o
     summary.shape = plan.shape
     t, ny, nx = plan.shape
     dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
-    root = zstore.create(out, dims, store_attrs(config, plan, catalog), with_phase=config.store_phase)
+    threads = default_threads() if threads is None else threads
+    # two examples are in flight (one computed by the pool while the next is read)
+    check_memory(config, t, ny, nx, in_flight=2, coil_threads=threads)
+    attrs = store_attrs(config, plan, catalog)
+    if resume:
+        root, todo = open_to_resume(out, {**attrs, "dims": dims})
+        summary.already = len(plan.examples) - len(todo)
+    else:
+        root = zstore.create(out, dims, attrs, with_phase=config.store_phase)
+        todo = set(range(len(plan.examples)))
 
     cache = SliceCache(config)
-    threads = default_threads() if threads is None else threads
     # While the pool computes and writes example n's coils, this thread reads and prepares
     # example n+1 and submits it; then it finishes n (its small arrays and completion marker).
-    total = len(plan.examples)
+    total = len(todo)
     with CoilWriter(zstore.Writer(root), min(threads, config.coils), timer) as writer:
         pending = None
 
@@ -373,6 +434,8 @@ def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, o
                 report()
 
         for ex in plan.examples:
+            if ex.index not in todo:
+                continue
             try:
                 prep = cache.prepare(ex, timer)
             except DicomError as e:

@@ -54,7 +54,8 @@ def test_salt_precedence(monkeypatch, no_env_salt):
     monkeypatch.setenv("SMSSYNTH_SALT", "from-env")
     assert resolve_salt("from-flag") == b"from-flag"
     assert resolve_salt() == b"from-env"
-    assert resolve_salt("") == b"from-env"
+    with pytest.raises(ConfigError, match="--salt .* is empty"):
+        resolve_salt("")  # an empty --salt never silently means the default
     assert not no_env_salt.exists()  # the file is only made when needed
     monkeypatch.delenv("SMSSYNTH_SALT")
     salt = resolve_salt()
