@@ -10,6 +10,13 @@ The salt comes from, in order: ``--salt``; the environment variable ``SMSSYNTH_S
 per-user secret file ``$XDG_CONFIG_HOME/smssynth/salt`` (default ``~/.config/smssynth/salt``),
 created on first use with 32 random bytes and mode 0600.  Share the salt only with those who
 may link the pseudonyms back to the source data.
+
+File and folder names are identifiers too: real exports name them after the patient
+(``DOE_JOHN_12345/IM_DOE_JOHN.dcm``).  :class:`PathNames` names an input file in messages by its
+path relative to the input it was found under, every component replaced by ``#`` + a short keyed
+hash of it (``#5d0c2e91ab/#0f3e77c2d4.dcm``; a common extension is kept), unless the user asked to
+see real paths (``--show-paths``).  Equal names get equal hashes, so one folder's files still
+group visibly.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 from synth.errors import ConfigError
@@ -105,3 +113,60 @@ def pseudonym(value: str, salt: bytes, prefix: str = "") -> str:
         raise ConfigError(f"the pseudonym salt must be non-empty bytes, got {type(salt).__name__}")
     digest = hmac.new(bytes(salt), str(value).encode("utf-8"), hashlib.sha256).hexdigest()
     return prefix + digest[:KEY_HEX]
+
+
+PATH_HEX = 10  # hex digits per masked path component: 40 bits, enough to tell a folder's files apart
+# Extensions that say what a file is and never who it is about; any other suffix (``DOE.JOHN``) is
+# hashed with the rest of the name.
+_PLAIN_EXTENSIONS = frozenset({
+    ".dcm", ".dicom", ".dic", ".ima", ".img", ".raw", ".dat", ".bin", ".txt", ".csv", ".json", ".xml",
+    ".yaml", ".yml", ".zip", ".gz", ".tar", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff",
+    ".pdf", ".mat", ".nii", ".npy", ".npz", ".h5", ".zarr",
+})
+
+
+class PathNames:
+    """How messages name input files and folders: masked (the default) or as given.
+
+    Parameters
+    ----------
+    inputs : the files and folders the user passed; a path is named relative to the folder that
+        holds the input it lies under, so the input's own name is masked too.
+    salt : the pseudonym salt (the hashes cannot be reversed by hashing guessed names without it).
+    show : name paths as given (``--show-paths``, for a user on their own machine).
+
+    Calling the object with a path returns its display name: with ``show`` the path itself,
+    otherwise e.g. ``#5d0c2e91ab/#0f3e77c2d4.dcm`` (one ``#hash`` per component).
+    """
+
+    def __init__(self, inputs: Iterable[str | os.PathLike], salt: bytes, show: bool = False):
+        self.salt, self.show = salt, bool(show)
+        self._roots = sorted({os.path.abspath(os.fspath(p)) for p in inputs}, key=len, reverse=True)
+
+    def __call__(self, path: str | os.PathLike) -> str:
+        path = os.fspath(path)
+        if self.show:
+            return path
+        full = os.path.abspath(path)
+        for root in self._roots:  # the deepest input that holds it
+            if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
+                parts = os.path.relpath(full, os.path.dirname(root) or os.sep).split(os.sep)
+                break
+        else:  # not under an input (e.g. their common folder): its own name only
+            parts = [os.path.basename(full.rstrip(os.sep)) or os.sep]
+        return "/".join(self.component(p, last=i == len(parts) - 1) for i, p in enumerate(parts))
+
+    def component(self, name: str, last: bool = True) -> str:
+        """``#`` + a keyed hash of one path component; a file's plain extension is kept."""
+        stem, ext = os.path.splitext(name) if last else (name, "")
+        if ext.lower() not in _PLAIN_EXTENSIONS:
+            stem, ext = name, ""
+        return "#" + pseudonym(f"path-component:{stem}", self.salt)[:PATH_HEX] + ext
+
+    @property
+    def note(self) -> str:
+        """One line for a summary: how paths are shown and how to see them."""
+        if self.show:
+            return ""
+        return ("file and folder names are shown as #hashes (salted, one per path component) because real "
+                "exports name them after patients; pass --show-paths to see the real paths")

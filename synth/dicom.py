@@ -8,9 +8,11 @@ Grouping
 * **Series**: (StudyInstanceUID, SeriesInstanceUID).
 * **Slices**: position along the slice normal ``n = row_cosines x col_cosines`` (from
   ImageOrientationPatient), ``position = ImagePositionPatient . n`` in mm.  Positions within
-  :data:`POSITION_TOL_MM` (0.01 mm) of a slice's first position belong to that slice.  When any
-  image lacks IPP/IOP, SliceLocation is used instead (documented fallback, with a warning).
-  All images of a series must share one orientation (normals within about 0.8 degrees).
+  :data:`POSITION_TOL_MM` (0.01 mm) of a slice's first position belong to that slice.  When an
+  image's IPP/IOP is missing or malformed, the series is refused under ``on_error="fail"`` (the
+  message names the file and the attribute); under ``"skip"`` its slices are separated by
+  SliceLocation instead (counted in ``Catalog.fallbacks`` and warned once per series).  All
+  images of a series must share one orientation (normals within about 0.8 degrees).
 * **Frames**: grouped by position first, then ordered in time, because trigger times differ
   from slice to slice (Sunnybrook).  The time key is chosen per series: TriggerTime
   (Enhanced MR: CardiacSynchronizationSequence NominalCardiacTriggerDelayTime), else
@@ -26,10 +28,30 @@ groups, falling back to the shared ones.  Frames that are not magnitude images (
 imaginary, e.g. the B0 field-map half of a Philips fMAP file) are left out with a warning;
 so are single-frame phase/real/imaginary images (skipped as ``non-image``).
 
+Images that may show identifiers in their pixels are never used (category ``burned-in``:
+skipped and counted, or refused under ``on_error="fail"``):
+
+* ``BurnedInAnnotation`` is ``YES``;
+* the SOP class is a Secondary Capture (single- or multi-frame): screen shots and scanned
+  documents, whatever their other attributes;
+* an MR/CT image whose ImageType value 2 is ``SECONDARY`` *and* a later value names a screen
+  capture or report (``SCREEN SHOT``, ``SCREEN SAVE``, ``SC``, ``CAPTURE``, ``REPORT``...).
+  ``DERIVED\\SECONDARY`` alone is *not* refused: scanners write it for legitimate reformats,
+  averages and subtractions, which are ordinary images.
+
+Pixel data must hold exactly Rows x Columns x SamplesPerPixel x NumberOfFrames x BitsAllocated/8
+bytes (plus the one padding byte that makes an odd length even); shorter (truncated) or longer
+data is ``corrupt``.  Deflated Explicit VR Little Endian files are inflated incrementally and
+never past the size their header implies (plus :data:`DEFLATE_SLACK`), so a small "deflate bomb"
+is refused after inflating a few MB instead of GBs.
+
 Privacy: nothing returned, logged or raised carries a patient identifier.  Series, studies and
-patients are named by :func:`synth.deid.pseudonym` keys; messages name only the paths the user
-gave, SOP class and transfer syntax names, numbers and keys.  pydicom's own warnings (which
-quote element values such as UIDs) are silenced while reading.
+patients are named by :func:`synth.deid.pseudonym` keys; files and folders (which real exports
+name after the patient) by :class:`synth.deid.PathNames`: salted hashes per path component
+unless ``show_paths`` is set.  Messages otherwise hold only SOP class and transfer syntax names,
+attribute names, numbers and keys.  pydicom's own warnings (which quote element values such as
+UIDs) are silenced while reading.  The records keep the real paths (``FrameRef.path``,
+``Skip.path``) for reading; their ``name`` is what messages use.
 """
 
 from __future__ import annotations
@@ -42,6 +64,7 @@ import os
 import re
 import struct
 import warnings
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +75,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from synth.deid import pseudonym
+from synth.deid import PathNames, pseudonym
 from synth.errors import ConfigError, DicomError, MissingDecoderError, NoInputError
 
 log = logging.getLogger("smssynth.dicom")
@@ -62,7 +85,16 @@ POSITION_TOL_MM = 0.01
 ORIENTATION_TOL = 1e-4
 """Largest ``1 - cos(angle)`` between two images' normals within one series (about 0.8 deg)."""
 ON_ERROR = ("skip", "fail")
-SKIP_CATEGORIES = ("not-dicom", "non-image", "corrupt", "unsupported", "inconsistent-series", "no-images")
+SKIP_CATEGORIES = ("not-dicom", "non-image", "burned-in", "corrupt", "unsupported", "inconsistent-series",
+                   "no-images")
+NEVER_FATAL = ("not-dicom", "non-image")
+"""Categories skipped even under ``on_error="fail"``: files that are plainly not images."""
+DEFLATE_HEADER_CAP = 16 * 2**20
+"""Most bytes a deflated file's data set may inflate to before its Pixel Data element (an
+Enhanced MR header takes about 2.3 kB per frame: 16 MiB is some 7000 frames)."""
+DEFLATE_SLACK = 4 * 2**20
+"""Bytes a deflated data set may hold beyond its header and the pixel data the header implies
+(elements after Pixel Data, e.g. trailing padding)."""
 
 # Greyscale image storage classes whose pixels are magnitudes we can use.
 _IMAGE_SOP_CLASSES = frozenset({
@@ -74,6 +106,19 @@ _IMAGE_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
 })
 _DICOMDIR = "1.2.840.10008.1.3.10"
+_SECONDARY_CAPTURE = frozenset({
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+})
+# ImageType values (3rd on) that, with SECONDARY, mark a screen capture or a report page.
+_SCREEN_CAPTURE_TYPES = frozenset({
+    "SCREEN SHOT", "SCREENSHOT", "SCREEN SAVE", "SCREENSAVE", "SCREEN CAPTURE", "SC", "CAPTURE",
+    "REPORT", "CSA REPORT", "DOSE REPORT", "DOSE INFO",
+})
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 _NON_MAGNITUDE = frozenset({"P", "PHASE", "R", "REAL", "I", "IMAGINARY"})
 _GE_IMAGE_TYPE = {1: "PHASE", 2: "REAL", 3: "IMAGINARY"}  # (0043,102F) GEMS_PARM_01
@@ -96,10 +141,15 @@ _SKIP_HINT = "use --on-error skip to leave such files out and go on"
 
 @dataclass(frozen=True)
 class FrameRef:
-    """Where one frame lives: ``path`` as found, ``frame`` index in a multi-frame file or None."""
+    """Where one frame lives: ``path`` as found, ``frame`` index in a multi-frame file or None.
+
+    ``name`` is how messages call the file (masked unless ``show_paths``; see
+    :class:`synth.deid.PathNames`); it takes no part in comparisons.
+    """
 
     path: str
     frame: int | None
+    name: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,27 +201,42 @@ class SeriesInfo:
 
 @dataclass(frozen=True)
 class Skip:
-    """A file (or, for ``inconsistent-series``, a series' folder) left out, and why."""
+    """A file (or, for ``inconsistent-series``, a series' folder) left out, and why.
+
+    ``path`` is the real path (for the caller's own use); ``name`` is how messages name it
+    (masked unless ``show_paths``).  ``reason`` never holds a path.
+    """
 
     path: str
     reason: str
     category: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name or '(input)'}: {self.reason}"
 
 
 @dataclass
 class Catalog:
-    """What :func:`scan` found: usable series (sorted by key), skips, warnings, files examined."""
+    """What :func:`scan` found: usable series (sorted by key), skips, warnings, files examined.
+
+    ``fallbacks`` counts series that needed a documented fallback, e.g. ``{"SliceLocation": 2}``:
+    two series whose slices were separated by SliceLocation because an image's
+    ImagePositionPatient/ImageOrientationPatient was missing or malformed.
+    """
 
     series: list[SeriesInfo]
     skipped: list[Skip]
     warnings: list[str]
     n_files: int
+    fallbacks: Counter = field(default_factory=Counter)
 
 
 # ----------------------------------------------------------------------------- scan
 
 
-def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "skip") -> Catalog:
+def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "skip",
+         show_paths: bool = False) -> Catalog:
     """Find the image series under ``inputs`` (files and folders, searched recursively).
 
     Reads headers only; for uncompressed pixel data it checks that the file holds
@@ -182,9 +247,12 @@ def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "s
     ----------
     inputs : files and/or folders; files need no ``.dcm`` extension.
     salt : pseudonym key, see :func:`synth.deid.resolve_salt`.
-    on_error : ``"skip"`` leaves corrupt/unsupported files and inconsistent series out (counted
-        in ``Catalog.skipped`` and logged); ``"fail"`` raises on the first one.  Non-DICOM and
-        non-image files are always skipped, never fatal.
+    on_error : ``"skip"`` leaves corrupt/unsupported/burned-in files and inconsistent series out
+        (counted in ``Catalog.skipped`` and logged) and accepts the SliceLocation fallback
+        (counted, warned); ``"fail"`` raises on the first one.  Non-DICOM and non-image files
+        are always skipped, never fatal.
+    show_paths : name files by their real paths in messages; by default each path component
+        is a salted hash (:class:`synth.deid.PathNames`).
 
     Raises
     ------
@@ -198,24 +266,27 @@ def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "s
         raise ConfigError(f"--on-error: must be one of {ON_ERROR}, got {on_error!r}")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    paths = _find_files(inputs)
+    names = PathNames(inputs, salt, show_paths)
+    paths = _find_files(inputs, names)
 
     skipped: list[Skip] = []
     notes: list[str] = []
+    fallbacks: Counter = Counter()
     by_series: dict[tuple[str, str], list[_Frame]] = defaultdict(list)
 
-    def skip(s: Skip, exc: type[DicomError] = DicomError) -> None:
-        if on_error == "fail" and s.category not in ("not-dicom", "non-image"):
-            raise exc(f"{s.path}: {s.reason}; {_SKIP_HINT}")
-        level = logging.INFO if s.category in ("not-dicom", "non-image") else logging.WARNING
-        log.log(level, "skipped %s (%s): %s", s.path, s.category, s.reason)
+    def skip(path: str, p: _Problem, reason: str | None = None) -> None:
+        s = Skip(path, reason or p.reason, p.category, names(path))
+        if on_error == "fail" and s.category not in NEVER_FATAL:
+            raise p.exc(f"{s}; {p.hint or _SKIP_HINT}")
+        level = logging.INFO if s.category in NEVER_FATAL else logging.WARNING
+        log.log(level, "skipped %s (%s): %s", s.name, s.category, s.reason)
         skipped.append(s)
 
     with _quiet_pydicom():
         for path in paths:
-            probe = _probe(path)
+            probe = _probe(path, names(path))
             if isinstance(probe, _Problem):
-                skip(Skip(path, probe.reason, probe.category), probe.exc)
+                skip(path, probe)
                 continue
             notes.extend(probe.notes)
             for f in probe.frames:
@@ -227,32 +298,35 @@ def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "s
         patient = frames[0].patient or f"patient-of-study:{study}"
         try:
             info, series_notes = _build_series(
-                frames, key, pseudonym(f"study:{study}", salt, "st-"), pseudonym(patient, salt, "pt-")
+                frames, key, pseudonym(f"study:{study}", salt, "st-"), pseudonym(patient, salt, "pt-"),
+                strict=on_error == "fail",
             )
         except _Problem as p:
-            where = os.path.commonpath([f.path for f in frames]) if len({f.path for f in frames}) > 1 \
-                else frames[0].path
-            skip(Skip(where, f"series {key} ({len(frames)} frames): {p.reason}", "inconsistent-series"))
+            where = p.where or (os.path.commonpath([f.path for f in frames]) if len({f.path for f in frames}) > 1
+                                else frames[0].path)
+            skip(where, p, f"series {key} ({len(frames)} frames): {p.reason}")
             continue
         series.append(info)
         notes.extend(series_notes)
+        if info.position_source == "SliceLocation":
+            fallbacks["SliceLocation"] += 1
     series.sort(key=lambda s: s.key)
     for n in notes:
         log.warning(n)
 
     if not series:
-        raise NoInputError(_nothing_found(inputs, len(paths), skipped))
-    return Catalog(series=series, skipped=skipped, warnings=notes, n_files=len(paths))
+        raise NoInputError(_nothing_found(inputs, len(paths), skipped, names))
+    return Catalog(series=series, skipped=skipped, warnings=notes, n_files=len(paths), fallbacks=fallbacks)
 
 
-def _find_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
+def _find_files(inputs: Sequence[str | os.PathLike], names: PathNames) -> list[str]:
     """Every file under ``inputs`` (folders recursively, sorted), each real file once."""
     inputs = [os.fspath(p) for p in inputs]
     if not inputs:
         raise NoInputError("no input given: pass DICOM files or folders")
     missing = [p for p in inputs if not os.path.exists(p)]
     if missing:
-        raise NoInputError(f"input not found: {', '.join(missing)}")
+        raise NoInputError(f"input not found: {', '.join(map(names, missing))}")
     out: list[str] = []
     seen: set[str] = set()
 
@@ -273,16 +347,16 @@ def _find_files(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
-def _nothing_found(inputs, n_files: int, skipped: list[Skip]) -> str:
-    where = ", ".join(os.fspath(p) for p in inputs)
+def _nothing_found(inputs, n_files: int, skipped: list[Skip], names: PathNames) -> str:
+    where = ", ".join(names(p) for p in inputs)
     if not n_files:
         return f"no files found in {where}"
     counts = Counter(s.category for s in skipped)
     parts = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
     msg = f"no usable MR/CT image series in {where}: {n_files} files examined, skipped {parts}"
-    worst = [s for s in skipped if s.category not in ("not-dicom", "non-image")] or skipped
+    worst = [s for s in skipped if s.category not in NEVER_FATAL] or skipped
     if worst:
-        msg += f" (e.g. {worst[0].path}: {worst[0].reason})"
+        msg += f" (e.g. {worst[0]})"
     return msg
 
 
@@ -294,6 +368,7 @@ class _Frame:
     """One frame's header facts (internal: holds UIDs, never leaves this module)."""
 
     path: str
+    name: str  # how messages call the file (PathNames)
     frame: int | None
     # identifiers: only ever hashed; kept out of repr so no traceback or debug print shows them
     study: str = field(repr=False)
@@ -313,6 +388,7 @@ class _Frame:
     thickness: float | None
     acq_matrix: tuple[int, int] | None
     enhanced: bool
+    geometry_issue: str = ""  # why ipp/iop is None, e.g. "ImagePositionPatient missing"
 
 
 @dataclass
@@ -322,32 +398,188 @@ class _Probe:
 
 
 class _Problem(Exception):
-    """Why a file or series cannot be used (internal; becomes a Skip or a DicomError)."""
+    """Why a file or series cannot be used (internal; becomes a Skip or a DicomError).
 
-    def __init__(self, category: str, reason: str, exc: type[DicomError] = DicomError):
+    ``where``: the file to name instead of the series' folder; ``hint``: what to do, instead of
+    the generic "use --on-error skip".
+    """
+
+    def __init__(self, category: str, reason: str, exc: type[DicomError] = DicomError, *,
+                 where: str | None = None, hint: str | None = None):
         super().__init__(reason)
-        self.category, self.reason, self.exc = category, reason, exc
+        self.category, self.reason, self.exc, self.where, self.hint = category, reason, exc, where, hint
 
 
-def _probe(path: str) -> _Probe | _Problem:
+def _probe(path: str, name: str) -> _Probe | _Problem:
     try:
         with open(path, "rb") as fp:
+            if _deflated_meta(fp) is not None:
+                try:  # the data set after the file meta is one zlib stream: inflate it, bounded
+                    ds, fp, offset, size = _read_deflated(fp, full=False)
+                except _Problem as p:
+                    return p
+                except Exception as e:
+                    return _Problem("corrupt", f"unreadable deflated DICOM data set ({type(e).__name__}: "
+                                               f"{_scrub(e)})")
+            else:
+                try:
+                    ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                except InvalidDicomError:
+                    return _raw_dataset_problem(fp)
+                except Exception as e:  # pydicom raises many types on damaged headers
+                    return _Problem("corrupt", f"unreadable DICOM header ({type(e).__name__}: {_scrub(e)})")
+                offset = fp.tell()
+                size = os.fstat(fp.fileno()).st_size
             try:
-                ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            except InvalidDicomError:
-                return _raw_dataset_problem(fp)
-            except Exception as e:  # pydicom raises many types on damaged headers
-                return _Problem("corrupt", f"unreadable DICOM header ({type(e).__name__}: {_scrub(e)})")
-            offset = fp.tell()
-            size = os.fstat(fp.fileno()).st_size
-            try:
-                return _classify(path, ds, fp, offset, size)
+                return _classify(path, name, ds, fp, offset, size)
             except _Problem as p:
                 return p
             except Exception as e:  # an invalid value deep in the header
                 return _Problem("corrupt", f"invalid DICOM header ({type(e).__name__}: {_scrub(e)})")
     except OSError as e:
         return _Problem("corrupt", f"cannot read the file ({e.strerror or type(e).__name__})")
+
+
+# ----------------------------------------------------------------------------- deflated files
+
+
+class _Inflating:
+    """Read-only file object over the inflated data set of a deflated file.
+
+    Inflates only as far as it is read, and never more than ``cap`` bytes: reading past it
+    raises :class:`_Problem`.  pydicom's own reader inflates the whole stream at once
+    (``zlib.decompress``), so a 2 MB file can demand GBs of memory before anything checks it.
+    """
+
+    name = "<deflated data set>"  # pydicom may quote the file's name; never the real one
+
+    def __init__(self, fp, cap: int):
+        self._fp, self.cap = fp, cap
+        self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, PS3.5 A.5
+        self._buf = bytearray()
+        self._pos = 0
+        self.complete = False  # the zlib stream ended properly
+        self._exhausted = False
+
+    def _fill(self, upto: int) -> None:
+        while len(self._buf) < upto and not self._exhausted:
+            room = self.cap + 1 - len(self._buf)  # one byte over the cap proves it is exceeded
+            if room <= 0:
+                raise _Problem("corrupt", self._too_big())
+            data = self._z.unconsumed_tail or self._fp.read(1 << 16)
+            if not data:
+                self._exhausted = True  # input ended before the end of the stream: truncated
+                break
+            try:
+                self._buf += self._z.decompress(data, min(room, max(upto - len(self._buf), 1 << 16)))
+            except zlib.error as e:
+                raise _Problem("corrupt", f"damaged deflate stream ({_scrub(e)})") from None
+            if self._z.eof:
+                self.complete = self._exhausted = True
+        if len(self._buf) > self.cap:
+            raise _Problem("corrupt", self._too_big())
+
+    def _too_big(self) -> str:
+        return (f"the deflated data set inflates to more than {self.cap} bytes, more than its header "
+                f"implies (Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8 plus "
+                f"{DEFLATE_SLACK // 2**20} MiB for the other elements); refused before inflating further (a deflate bomb?)")
+
+    def read(self, n: int = -1) -> bytes:
+        end = self.cap + 1 if n is None or n < 0 else self._pos + n
+        self._fill(end)
+        out = bytes(self._buf[self._pos:end])
+        self._pos += len(out)
+        return out
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2:
+            self._fill(self.cap + 1)
+            offset += len(self._buf)
+        elif whence == 1:
+            offset += self._pos
+        self._pos = max(0, offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def inflate_all(self) -> int:
+        """Inflate to the end (within the cap); the inflated size in bytes."""
+        self._fill(self.cap + 1)
+        if not self.complete:
+            raise _Problem("corrupt", "the deflated data set ends before its end of stream (truncated?)")
+        return len(self._buf)
+
+    def getvalue(self) -> bytes:
+        return bytes(self._buf)
+
+
+def _deflated_meta(fp):
+    """The file meta of a Part 10 file in Deflated Explicit VR Little Endian, else None.
+
+    Leaves ``fp`` at its start (None) or just after the file meta (the meta)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+        if str(meta.get("TransferSyntaxUID") or "") == _DEFLATED:
+            return meta
+    except Exception:
+        pass
+    fp.seek(0)
+    return None
+
+
+def _read_deflated(fp, *, full: bool):
+    """Read a deflated file: ``(dataset, inflated stream, pixel data offset, inflated size)``.
+
+    The header (up to Pixel Data) may inflate to :data:`DEFLATE_HEADER_CAP` bytes; the whole data
+    set to the header plus the pixel bytes the header implies plus :data:`DEFLATE_SLACK`, else
+    :class:`_Problem`.  The stream is left at the Pixel Data element, like pydicom's
+    ``stop_before_pixels`` leaves a file; ``dataset`` is the header, or with ``full`` every
+    element (Pixel Data too).
+    """
+    from pydicom.dataset import FileDataset
+    from pydicom.filereader import read_dataset
+
+    fp.seek(0)
+    meta = _deflated_meta(fp)
+    if meta is None:
+        raise _Problem("corrupt", "the file meta information cannot be read again (did the file change?)")
+    stream = _Inflating(fp, DEFLATE_HEADER_CAP)
+    last = [-1]
+
+    def at_pixels(tag, vr, length) -> bool:
+        # PS3.5 7.1: a data set's elements ascend.  Checking it stops junk (a stream of zeros
+        # parses as millions of tiny elements) at its second element instead of after the cap.
+        if tag <= last[0]:
+            raise _Problem("corrupt", f"the deflated data set is not a valid data set (element "
+                                      f"({tag >> 16:04X},{tag & 0xFFFF:04X}) after ({last[0] >> 16:04X},"
+                                      f"{last[0] & 0xFFFF:04X}); elements must ascend)")
+        last[0] = int(tag)
+        return tag in _PIXEL_TAGS
+
+    header = read_dataset(stream, False, True, stop_when=at_pixels)
+    offset = stream.tell()
+    stream.cap = offset + 12 + _implied_pixel_bytes(header) + 1 + DEFLATE_SLACK
+    size = stream.inflate_all()
+    ds = header
+    if full:
+        stream.seek(0)
+        ds = read_dataset(stream, False, True)
+    stream.seek(offset)
+    return FileDataset(_Inflating.name, ds, None, meta, False, True), stream, offset, size
+
+
+def _implied_pixel_bytes(ds: Dataset) -> int:
+    """Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8 from a header, 0 if unknown;
+    at most 2**32 - 2 (the longest native Pixel Data element)."""
+    rows, cols = _int(_get(ds, "Rows")) or 0, _int(_get(ds, "Columns")) or 0
+    bits, spp = _int(_get(ds, "BitsAllocated")) or 0, _int(_get(ds, "SamplesPerPixel")) or 1
+    frames = _int(_get(ds, "NumberOfFrames")) or 1
+    n = max(rows, 0) * max(cols, 0) * max(spp, 1) * max(frames, 1)
+    return min((n + 7) // 8 if bits == 1 else n * max(bits, 0) // 8, 0xFFFFFFFE)
 
 
 def _raw_dataset_problem(fp) -> _Problem:
@@ -382,16 +614,22 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     return le in (0x0002, 0x0008) or be in (0x0002, 0x0008)
 
 
-def _classify(path: str, ds: Dataset, fp, offset: int, size: int) -> _Probe:
+def _classify(path: str, name: str, ds: Dataset, fp, offset: int, size: int) -> _Probe:
     meta = getattr(ds, "file_meta", None) or Dataset()
     sop = str(_get(ds, "SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "")
     modality = str(_get(ds, "Modality") or "")
     if sop == _DICOMDIR:
         raise _Problem("non-image", "DICOMDIR (media directory, no image)")
+    if sop in _SECONDARY_CAPTURE:
+        raise _Problem("burned-in", f"{UID(sop).name}: screen captures and scanned pages may show patient "
+                                    "identifiers in their pixels; such images are never used")
     if not _is_image(sop, ds):
         what = f"SOP class {UID(sop).name}" if sop else "no SOP class"
         raise _Problem("non-image", f"not an MR/CT image ({what}"
                                     f"{', modality ' + modality if modality else ''})")
+    burned = _burned_in(ds)
+    if burned:
+        raise _Problem("burned-in", f"{burned}: the pixels may show patient identifiers; such images are never used")
     ts = meta.get("TransferSyntaxUID")
     if not ts:
         raise _Problem("corrupt", "file meta information has no TransferSyntaxUID; "
@@ -413,17 +651,36 @@ def _classify(path: str, ds: Dataset, fp, offset: int, size: int) -> _Probe:
 
     # Sunnybrook's single-frame files carry a PerFrameFunctionalGroupsSequence of one empty item.
     if any(len(item) for item in _get(ds, "PerFrameFunctionalGroupsSequence") or []):
-        frames, notes = _frames_enhanced(path, ds, n_frames, rows, cols)
+        frames, notes = _frames_enhanced(path, name, ds, n_frames, rows, cols)
     else:
         if sop and "Enhanced" in UID(sop).name:
             raise _Problem("unsupported", "Enhanced image without functional groups "
                                           "(no per-frame positions)")
-        frames, notes = _frames_classic(path, ds, n_frames, rows, cols)
+        frames, notes = _frames_classic(path, name, ds, n_frames, rows, cols)
 
-    _check_pixel_data(fp, offset, size, ts, rows * cols * spp * n_frames, bits, n_frames, path)
+    _check_pixel_data(fp, offset, size, ts, rows * cols * spp * n_frames, bits, n_frames)
     if ts.is_compressed:
-        _check_decoder(ts, path)
+        _check_decoder(ts)
     return _Probe(frames, notes)
+
+
+def _burned_in(ds: Dataset) -> str:
+    """Why an MR/CT image may show identifiers in its pixels ('' if there is no sign of it).
+
+    BurnedInAnnotation YES; or ImageType value 2 SECONDARY with a later value naming a screen
+    capture or report (``DERIVED\\SECONDARY\\SCREEN SHOT``).  SECONDARY alone is an ordinary
+    derived image (reformat, average, subtraction) and is kept.
+    """
+    if str(_get(ds, "BurnedInAnnotation") or "").strip().upper() == "YES":
+        return "BurnedInAnnotation is YES"
+    image_type = _get(ds, "ImageType")
+    values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    values = [str(v).strip().upper() for v in values]
+    if len(values) > 1 and values[1] == "SECONDARY":
+        hits = [v for v in values[2:] if v in _SCREEN_CAPTURE_TYPES]
+        if hits:
+            return f"ImageType SECONDARY with {hits[0]} (a screen capture or report page)"
+    return ""
 
 
 def _identity(ds: Dataset) -> dict:
@@ -436,7 +693,8 @@ def _identity(ds: Dataset) -> dict:
                 instance_uid=str(_get(ds, "SOPInstanceUID") or ""), instance=_int(_get(ds, "InstanceNumber")))
 
 
-def _frames_classic(path: str, ds: Dataset, n_frames: int, rows: int, cols: int) -> tuple[list[_Frame], list[str]]:
+def _frames_classic(path: str, name: str, ds: Dataset, n_frames: int, rows: int,
+                    cols: int) -> tuple[list[_Frame], list[str]]:
     kind = _complex_component_classic(ds)
     if kind:
         raise _Problem("non-image", f"{kind} image; only magnitude images are used")
@@ -446,9 +704,9 @@ def _frames_classic(path: str, ds: Dataset, n_frames: int, rows: int, cols: int)
     date_ord, tod = _date_ord(date), _tod_ms(tm)
     if tod is None and _get(ds, "AcquisitionDateTime"):
         date_ord, tod = _datetime(_get(ds, "AcquisitionDateTime"))
+    ipp, iop, issue = _geometry(ds, ds)
     common = dict(
-        path=path, **ident,
-        ipp=_floats(_get(ds, "ImagePositionPatient"), 3), iop=_iop(_get(ds, "ImageOrientationPatient")),
+        path=path, name=name, **ident, ipp=ipp, iop=iop, geometry_issue=issue,
         slice_location=_float(_get(ds, "SliceLocation")), trigger_ms=_float(_get(ds, "TriggerTime")),
         date_ord=date_ord, tod_ms=tod, temporal_index=None, shape=(rows, cols),
         spacing=_floats(_get(ds, "PixelSpacing"), 2), thickness=_float(_get(ds, "SliceThickness")),
@@ -459,7 +717,8 @@ def _frames_classic(path: str, ds: Dataset, n_frames: int, rows: int, cols: int)
     return [_Frame(frame=i, **common) for i in idx], []
 
 
-def _frames_enhanced(path: str, ds: Dataset, n_frames: int, rows: int, cols: int) -> tuple[list[_Frame], list[str]]:
+def _frames_enhanced(path: str, name: str, ds: Dataset, n_frames: int, rows: int,
+                     cols: int) -> tuple[list[_Frame], list[str]]:
     per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") or []
     shared_seq = _get(ds, "SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
@@ -480,11 +739,11 @@ def _frames_enhanced(path: str, ds: Dataset, n_frames: int, rows: int, cols: int
             continue
         content, meas = fg("FrameContentSequence"), fg("PixelMeasuresSequence")
         date_ord, tod = _datetime(_get(content, "FrameAcquisitionDateTime"))
+        ipp, iop, issue = _geometry(fg("PlanePositionSequence"), fg("PlaneOrientationSequence"),
+                                    where=f"frame {i} ")
         frames.append(_Frame(
-            path=path, frame=None if n_frames == 1 else i, **ident,
-            ipp=_floats(_get(fg("PlanePositionSequence"), "ImagePositionPatient"), 3),
-            iop=_iop(_get(fg("PlaneOrientationSequence"), "ImageOrientationPatient")),
-            slice_location=None,
+            path=path, name=name, frame=None if n_frames == 1 else i, **ident,
+            ipp=ipp, iop=iop, geometry_issue=issue, slice_location=None,
             trigger_ms=_float(_get(fg("CardiacSynchronizationSequence"), "NominalCardiacTriggerDelayTime")),
             date_ord=date_ord, tod_ms=tod, temporal_index=_int(_get(content, "TemporalPositionIndex")),
             shape=(rows, cols),
@@ -498,8 +757,36 @@ def _frames_enhanced(path: str, ds: Dataset, n_frames: int, rows: int, cols: int
     notes = []
     if dropped:
         kinds = ", ".join(f"{n} {k.lower()}" for k, n in sorted(dropped.items()))
-        notes.append(f"{path}: {kinds} frame(s) of {n_frames} left out (only magnitude frames are used)")
+        notes.append(f"{name}: {kinds} frame(s) of {n_frames} left out (only magnitude frames are used)")
     return frames, notes
+
+
+def _geometry(pos_src: Dataset | None, ori_src: Dataset | None, where: str = ""):
+    """``(ipp, iop, issue)``: ImagePositionPatient, ImageOrientationPatient, or None each, and
+    why (``"ImagePositionPatient missing"``, ``"... malformed (2 values)"``; '' when both are fine).
+
+    A malformed value is one that is not 3 (6) finite numbers, or an orientation whose two
+    directions do not span a plane.
+    """
+    issues = []
+    values = {}
+    for keyword, src, n, parse in (("ImagePositionPatient", pos_src, 3, lambda v: _floats(v, 3)),
+                                   ("ImageOrientationPatient", ori_src, 6, _iop)):
+        raw = _get(src, keyword)
+        values[keyword] = parsed = parse(raw)
+        if parsed is not None:
+            continue
+        present = src is not None and keyword in src and raw not in (None, "", [])
+        if not present:
+            issues.append(f"{where}{keyword} missing")
+        else:
+            try:
+                count = len(raw) if not isinstance(raw, str) else 1
+            except TypeError:
+                count = 1
+            issues.append(f"{where}{keyword} malformed ({count} value{'s' if count != 1 else ''}, "
+                          f"expected {n} finite numbers{' spanning a plane' if n == 6 else ''})")
+    return values["ImagePositionPatient"], values["ImageOrientationPatient"], "; ".join(issues)
 
 
 def _fg_item(per_frame_item: Dataset, shared: Dataset | None, keyword: str) -> Dataset | None:
@@ -529,18 +816,13 @@ def _complex_component_classic(ds: Dataset) -> str:
         return ""
 
 
-def _check_pixel_data(fp, offset, size, ts: UID, n_samples, bits, n_frames, path) -> None:
-    """Raise _Problem unless the Pixel Data element after the header is complete."""
+def _check_pixel_data(fp, offset, size, ts: UID, n_samples, bits, n_frames) -> None:
+    """Raise _Problem unless the Pixel Data element after the header is complete and, when not
+    encapsulated, exactly as long as the header implies (plus one byte of even-length padding).
+
+    ``fp``/``offset``/``size``: the file, or a deflated file's inflated data set.
+    """
     expected = (n_samples + 7) // 8 if bits == 1 else n_samples * (bits // 8)
-    if ts == _DEFLATED:  # the body is a zlib stream: file offsets mean nothing, read it all
-        try:
-            full = pydicom.dcmread(path)
-            have = len(full.PixelData) if "PixelData" in full else 0
-        except Exception as e:
-            raise _Problem("corrupt", f"cannot inflate the deflated data set ({type(e).__name__})") from None
-        if have < expected:
-            raise _Problem("corrupt", f"pixel data truncated: {have} of {expected} bytes present")
-        return
     try:
         little, implicit = ts.is_little_endian, ts.is_implicit_VR
     except ValueError:
@@ -578,6 +860,11 @@ def _check_pixel_data(fp, offset, size, ts: UID, n_samples, bits, n_frames, path
     if have < expected:
         raise _Problem("corrupt", f"pixel data truncated: {have} of {expected} bytes present "
                                   "(Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8)")
+    if length not in (expected, expected + expected % 2):  # DICOM pads an odd length to even
+        raise _Problem("corrupt", f"pixel data is {length} bytes, but the header implies {expected} "
+                                  f"(Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8"
+                                  f"{', plus 1 byte of padding' if expected % 2 else ''}); the header and "
+                                  "the pixels disagree, so neither can be trusted")
 
 
 def _check_fragments(fp, at: int, size: int, n_frames: int) -> None:
@@ -600,7 +887,7 @@ def _check_fragments(fp, at: int, size: int, n_frames: int) -> None:
                                   f"for {n_frames} frame(s)")
 
 
-def _check_decoder(ts: UID, path: str) -> None:
+def _check_decoder(ts: UID) -> None:
     from pydicom.pixels import get_decoder
 
     try:
@@ -621,7 +908,12 @@ def _missing_decoder_message(ts: UID) -> str:
 # ----------------------------------------------------------------------------- series assembly
 
 
-def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: str):
+def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: str, *, strict: bool = False):
+    """One series from its frames: ``(SeriesInfo, notes)``; :class:`_Problem` if it cannot be used.
+
+    ``strict`` (``--on-error fail``): an image without a usable ImagePositionPatient/
+    ImageOrientationPatient refuses the series instead of falling back to SliceLocation.
+    """
     notes: list[str] = []
     frames, dups = _dedupe(frames)
     if dups:
@@ -637,14 +929,28 @@ def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: s
         pos = [float(np.dot(f.ipp, normal)) for f in frames]
         position_source, normal_t = "ImagePositionPatient", tuple(float(v) for v in normal)
     elif all(f.slice_location is not None for f in frames):
+        bad = [f for f in frames if f.ipp is None or f.iop is None]
+        issues = Counter(f.geometry_issue for f in bad)
+        what = "; ".join(f"{n} with {issue}" for issue, n in sorted(issues.items()))
+        if strict:
+            raise _Problem(
+                "inconsistent-series",
+                f"{bad[0].geometry_issue} in this file ({len(bad)} of {len(frames)} image(s): {what}); slices "
+                f"could only be told apart by SliceLocation, which is rounded and not always along the normal",
+                where=bad[0].path,
+                hint="fix the header, or use --on-error skip to accept the SliceLocation fallback (counted and "
+                     "warned)",
+            )
         pos = [f.slice_location for f in frames]
         position_source, normal_t = "SliceLocation", None
-        notes.append(f"series {key}: ImagePositionPatient/ImageOrientationPatient missing; "
-                     "slices separated by SliceLocation")
+        notes.append(f"series {key}: {len(bad)} of {len(frames)} image(s) without a usable "
+                     f"ImagePositionPatient/ImageOrientationPatient ({what}; e.g. {bad[0].name}); slices "
+                     "separated by SliceLocation")
     else:
-        n = sum(1 for f in frames if (f.ipp is None or f.iop is None) and f.slice_location is None)
-        raise _Problem("inconsistent-series", f"{n} image(s) have neither ImagePositionPatient + "
-                       "ImageOrientationPatient nor SliceLocation; slices cannot be told apart")
+        bad = [f for f in frames if (f.ipp is None or f.iop is None) and f.slice_location is None]
+        raise _Problem("inconsistent-series", f"{len(bad)} image(s) have neither ImagePositionPatient + "
+                       f"ImageOrientationPatient nor SliceLocation (e.g. {bad[0].name}: "
+                       f"{bad[0].geometry_issue}, SliceLocation missing); slices cannot be told apart")
 
     groups: list[list[int]] = []
     anchor = -math.inf
@@ -682,7 +988,7 @@ def _build_series(frames: list[_Frame], key: str, study_key: str, patient_key: s
                            f"the frames of the slice at {position:.2f} mm differ in size ({sizes})")
         slices.append(SliceInfo(
             index=index, position_mm=position,
-            frames=tuple(FrameRef(f.path, f.frame) for f in fs),
+            frames=tuple(FrameRef(f.path, f.frame, f.name) for f in fs),
             times_ms=None if rel_times is None else tuple(rel_times[i] for i in members),
             shape=fs[0].shape, pixel_spacing_mm=fs[0].spacing, slice_thickness_mm=fs[0].thickness,
             acquisition_matrix=fs[0].acq_matrix,
@@ -768,20 +1074,23 @@ def load_slice(s: SliceInfo) -> np.ndarray:
     MissingDecoderError
         The transfer syntax needs a decoder plugin that is not installed.
     DicomError
-        A frame cannot be read or decoded, or no longer matches the scanned header.
+        A frame cannot be read or decoded, or no longer matches the scanned header.  Messages
+        name the file as the scan did (``FrameRef.name``), never by a path it was not given.
     """
     out = np.empty((s.n_frames, *s.shape), dtype=np.float32)
     cache: dict[str, Dataset] = {}  # multi-frame files are read once per call
     with _quiet_pydicom():
         for t, ref in enumerate(s.frames):
+            if not ref.name:  # a hand-made FrameRef: name it by its place, not its path
+                ref = FrameRef(ref.path, ref.frame, f"frame {t} of slice {s.index}")
             ds = cache.get(ref.path)
             if ds is None:
-                ds = _read_full(ref.path)
+                ds = _read_full(ref.path, ref.name)
                 if ref.frame is not None:
                     cache[ref.path] = ds
             arr = _decode(ds, ref)
             if arr.shape != s.shape:
-                raise DicomError(f"{ref.path}: decoded image is {arr.shape}, the scan found {s.shape}; "
+                raise DicomError(f"{ref.name}: decoded image is {arr.shape}, the scan found {s.shape}; "
                                  "did the file change since the scan?")
             slope, intercept = _rescale(ds, ref.frame)
             out[t] = arr.astype(np.float64) * slope + intercept
@@ -794,31 +1103,37 @@ def _decode(ds: Dataset, ref: FrameRef) -> np.ndarray:
 
     ts = _get(getattr(ds, "file_meta", None), "TransferSyntaxUID")
     if not ts:
-        raise DicomError(f"{ref.path}: no TransferSyntaxUID in the file meta; {_SKIP_HINT}")
+        raise DicomError(f"{ref.name}: no TransferSyntaxUID in the file meta; {_SKIP_HINT}")
     ts = UID(str(ts))
     if ts.is_compressed:
         try:
-            _check_decoder(ts, ref.path)
+            _check_decoder(ts)
         except _Problem as p:
-            raise p.exc(f"{ref.path}: {p.reason}") from None
+            raise p.exc(f"{ref.name}: {p.reason}") from None
     try:
         return pixel_array(ds, index=ref.frame)
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as e:  # also decoder panics (pyo3's PanicException is a BaseException)
         if isinstance(e, RuntimeError) and "missing" in str(e) and "dependenc" in str(e):
-            raise MissingDecoderError(f"{ref.path}: {_missing_decoder_message(ts)}") from None
+            raise MissingDecoderError(f"{ref.name}: {_missing_decoder_message(ts)}") from None
         where = "" if ref.frame is None else f" frame {ref.frame}"
-        raise DicomError(f"{ref.path}{where}: cannot decode the {ts.name} pixel data "
+        raise DicomError(f"{ref.name}{where}: cannot decode the {ts.name} pixel data "
                          f"({type(e).__name__}: {_scrub(e)}); the file may be corrupt; {_SKIP_HINT}") from None
 
 
-def _read_full(path: str) -> Dataset:
+def _read_full(path: str, name: str) -> Dataset:
+    """The whole file (a deflated one inflated within its cap); errors call it ``name``."""
     try:
-        return pydicom.dcmread(path)
+        with open(path, "rb") as fp:
+            if _deflated_meta(fp) is not None:
+                return _read_deflated(fp, full=True)[0]
+            return pydicom.dcmread(fp)
+    except _Problem as p:
+        raise DicomError(f"{name}: {p.reason}; {_SKIP_HINT}") from None
     except Exception as e:
         detail = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {_scrub(e)}"
-        raise DicomError(f"{path}: cannot read the file ({detail}); {_SKIP_HINT}") from None
+        raise DicomError(f"{name}: cannot read the file ({detail}); {_SKIP_HINT}") from None
 
 
 def _rescale(ds: Dataset, frame: int | None) -> tuple[float, float]:

@@ -239,7 +239,7 @@ def test_frames_of_one_slice_with_different_sizes_refuse_the_series(tmp_path):
     assert skip.category == "inconsistent-series" and skip.path == str(tmp_path / "bad")
     assert "37x31" in skip.reason and "36x31" in skip.reason
     with pytest.raises(DicomError, match="--on-error skip") as e:
-        scan([tmp_path], salt=SALT, on_error="fail")
+        scan([tmp_path], salt=SALT, on_error="fail", show_paths=True)
     assert str(tmp_path / "bad") in str(e.value)
 
 
@@ -302,7 +302,7 @@ def test_non_dicom_and_non_image_files_are_skipped_and_counted(tmp_path, caplog)
                     "DICOMDIR": "non-image", "notes.txt": "not-dicom", "noise.bin": "not-dicom",
                     "empty": "not-dicom"}
     assert all("\n" not in s.reason for s in cat.skipped)
-    assert all(Path(s.path).name in caplog.text for s in cat.skipped)
+    assert all(s.name in caplog.text and s.name.startswith("#") for s in cat.skipped)
 
 
 def _truncate(src: Path, dest: Path, keep: int) -> Path:
@@ -348,21 +348,28 @@ def test_damaged_files_are_reported_by_name(tmp_path, name):
     with pytest.raises(DicomError) as e:
         scan([tmp_path / "in"], salt=SALT, on_error="fail")
     assert type(e.value) is DicomError
-    assert str(bad) in str(e.value) and "--on-error skip" in str(e.value)
+    assert str(skip) in str(e.value) and "--on-error skip" in str(e.value)
+    assert bad.name not in str(e.value) and skip.name.startswith("#")  # masked by default
+    with pytest.raises(DicomError) as e:
+        scan([tmp_path / "in"], salt=SALT, on_error="fail", show_paths=True)
+    assert str(bad) in str(e.value)
 
 
 def test_only_damaged_files_means_no_input(tmp_path):
     copy_testdata("MR_truncated.dcm", tmp_path)
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(NoInputError) as e:
-        scan([tmp_path], salt=SALT)
+        scan([tmp_path], salt=SALT, show_paths=True)
     msg = str(e.value)
     assert str(tmp_path) in msg and "1 corrupt" in msg and "1 not-dicom" in msg and "MR_truncated.dcm" in msg
 
 
 def test_missing_input_is_named(tmp_path):
     with pytest.raises(NoInputError, match="nope"):
+        scan([tmp_path / "nope"], salt=SALT, show_paths=True)
+    with pytest.raises(NoInputError, match="input not found: #") as e:
         scan([tmp_path / "nope"], salt=SALT)
+    assert "nope" not in str(e.value)
     with pytest.raises(NoInputError):
         scan([], salt=SALT)
     (tmp_path / "empty").mkdir()
@@ -377,7 +384,7 @@ def test_bad_on_error_value(tmp_path):
 
 def test_file_damaged_after_scan_fails_loudly(tmp_path):
     paths = write_series(tmp_path, n_slices=1, n_frames=2)
-    (sl,) = scan([tmp_path], salt=SALT).series[0].slices
+    (sl,) = scan([tmp_path], salt=SALT, show_paths=True).series[0].slices
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[:-200])
     with pytest.raises(DicomError, match=str(paths[1].name)):
@@ -412,7 +419,7 @@ def test_missing_decoder_in_scan(tmp_path, no_j2k_decoder):
     assert skip.category == "unsupported" and skip.path == str(src)
     _assert_names_decoder(skip.reason)
     with pytest.raises(MissingDecoderError) as e:
-        scan([tmp_path / "in"], salt=SALT, on_error="fail")
+        scan([tmp_path / "in"], salt=SALT, on_error="fail", show_paths=True)
     _assert_names_decoder(str(e.value))
     assert isinstance(e.value, ImportError) and str(src) in str(e.value)
 
@@ -448,7 +455,7 @@ def test_corrupt_codestream_is_a_dicom_error(tmp_path):
     data = bytearray(src.read_bytes())
     data[-900:-400] = bytes(500)  # garble the codestream, keep the fragment structure
     src.write_bytes(bytes(data))
-    (sl,) = scan([src], salt=SALT).series[0].slices
+    (sl,) = scan([src], salt=SALT, show_paths=True).series[0].slices
     try:
         out = load_slice(sl)
     except DicomError as e:
@@ -694,6 +701,6 @@ def test_decoder_panic_is_a_dicom_error(tmp_path):
     ds.PixelData = bytes(frag)
     bad = tmp_path / "bad.dcm"
     ds.save_as(bad)
-    cat = scan([bad], salt=SALT)
+    cat = scan([bad], salt=SALT, show_paths=True)
     with pytest.raises(DicomError, match="bad.dcm"):
         load_slice(cat.series[0].slices[0])
