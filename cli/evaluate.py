@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.recon import BASELINES, check_selection, load_checked, open_checked, select_checked, selection_options
+from cli.recon import (BASELINES, check_coil_options, check_selection, load_checked, open_checked, select_checked,
+                       selection_options)
 
 
 def _baseline_list(value: str) -> list[str]:
@@ -25,17 +26,19 @@ def _baseline_list(value: str) -> list[str]:
               help="Classical baselines to report besides the models (comma-separated).")
 @click.option("--no-baselines", is_flag=True, help="Report the --model entries only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the table.")
-def evaluate(specs, store, examples, split, device, coil_mode, cs_iters, baselines, no_baselines, as_json):
+def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, baselines, no_baselines, as_json):
     """Metrics of each --model and the baselines on STORE, with paired t-tests.
 
     Per method: NMSE, PSNR, SSIM (mean ± sd; computed as training validation does), the failure
     rate (NMSE > 1000) and the model's forward time per example (mean ± sd, device stated).
     Paired t-tests (scipy.stats.ttest_rel) on per-example PSNR, SSIM and NMSE for every pair of
     --model entries and each of them against zero-filled.  A checkpoint runs in the coil mode it
-    was trained in; the baselines in --coil-mode, by default the models' coil mode when they all
-    share one, else virtual.
+    was trained in; the baselines in --coil-mode (--virtual-coils K), by default the models' coil
+    mode when they all share one, else virtual.  Every method's magnitude (RSS over its coils) is
+    compared with the store's target.
     """
     check_selection(examples, split)
+    coil_mode, coils = check_coil_options(coil_mode, coils)
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
@@ -50,14 +53,15 @@ def evaluate(specs, store, examples, split, device, coil_mode, cs_iters, baselin
         raise click.UsageError("nothing to evaluate: give --model, or drop --no-baselines")
 
     dev = open_checked(store, device)
-    trained = {s: load_checked(s, dev, coil_mode, cs_iters) for s in specs if s not in BASELINES}
+    trained = {s: load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs if s not in BASELINES}
     if coil_mode is None:
-        modes = {m.coil_mode for m in trained.values()}
-        coil_mode = modes.pop() if len(modes) == 1 else "virtual"
-    methods = [trained[s] if s in trained else load_checked(s, dev, coil_mode, cs_iters) for s in specs]
-    methods += [load_checked(b, dev, coil_mode, cs_iters, hint="--baselines") for b in chosen if b not in specs]
-    for mode in dict.fromkeys(m.coil_mode for m in methods):
-        select_checked(store, mode, examples, split)
+        modes = {(m.coil_mode, m.coils) for m in trained.values()}
+        coil_mode, coils = modes.pop() if len(modes) == 1 else ("virtual", None)
+    methods = [trained[s] if s in trained else load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs]
+    methods += [load_checked(b, dev, coil_mode, cs_iters, hint="--baselines", coils=coils)
+                for b in chosen if b not in specs]
+    for mode, k in dict.fromkeys((m.coil_mode, m.coils) for m in methods):
+        select_checked(store, mode, examples, split, coils=k)
 
     from synth.errors import SmssynthError
     from tqdm import tqdm

@@ -11,7 +11,7 @@ import contextlib
 import click
 
 BASELINES = ("zero-filled", "cs-tfft", "cs-ttv")  # zoo.baselines.BASELINES, named without importing torch
-COIL_MODES = ("virtual", "per-coil")  # zoo.data.COIL_MODES
+COIL_MODES = ("virtual", "compressed", "per-coil")  # zoo.data.COIL_MODES
 
 
 class IndexList(click.ParamType):
@@ -46,7 +46,8 @@ def user_errors(hint: str):
 
 
 def selection_options(f):
-    """``--examples``, ``--split``, ``--device``, ``--coil-mode``, ``--cs-iters`` (recon and evaluate)."""
+    """``--examples``, ``--split``, ``--device``, ``--coil-mode``, ``--virtual-coils``, ``--cs-iters``
+    (recon and evaluate)."""
     opts = [
         click.option("--examples", type=INDEX_LIST, default=None,
                      help="Store indices to use, e.g. 0,3,5.  [default: every complete example]"),
@@ -55,7 +56,10 @@ def selection_options(f):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--coil-mode", type=click.Choice(COIL_MODES), default=None,
                      help="Coil mode of the baselines (and of checkpoints that record none); a checkpoint "
-                          "runs in the coil mode it was trained in.  [default: virtual]"),
+                          "runs in the coil mode it was trained in.  Every method's RSS magnitude is compared "
+                          "with the store's target.  [default: virtual]"),
+        click.option("--virtual-coils", "coils", type=click.IntRange(min=1), default=None, metavar="K",
+                     help="K virtual coils of --coil-mode compressed (implied when --coil-mode is not given)."),
         click.option("--cs-iters", type=click.IntRange(min=0), default=None,
                      help="Cap the iterations of cs-tfft / cs-ttv (faster).  [default: 100 / 200]"),
     ]
@@ -80,22 +84,36 @@ def open_checked(store: str, device: str):
         return pick_device(device)
 
 
-def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model"):
+def check_coil_options(coil_mode, coils):
+    """``(coil_mode, coils)`` validated at the boundary: ``--virtual-coils K`` implies ``--coil-mode
+    compressed``, contradicts ``virtual``/``per-coil``, and ``compressed`` needs it."""
+    if coils is not None:
+        if coil_mode in ("virtual", "per-coil"):
+            raise click.BadParameter(f"--virtual-coils {coils} is K of --coil-mode compressed; --coil-mode "
+                                     f"{coil_mode} has {'one' if coil_mode == 'virtual' else 'every measured'} coil",
+                                     param_hint="--virtual-coils")
+        return "compressed", coils
+    if coil_mode == "compressed":
+        raise click.BadParameter("--coil-mode compressed needs --virtual-coils K (1..C)", param_hint="--virtual-coils")
+    return coil_mode, None
+
+
+def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model", coils=None):
     from zoo.recon import load_method
 
     with user_errors(hint):
-        return load_method(spec, device=device, coil_mode=coil_mode, cs_iters=cs_iters)
+        return load_method(spec, device=device, coil_mode=coil_mode, cs_iters=cs_iters, coils=coils)
 
 
-def select_checked(store: str, coil_mode: str, examples, split) -> None:
-    """Check the example selection, naming the option at fault."""
+def select_checked(store: str, coil_mode: str, examples, split, coils=None) -> None:
+    """Check the example selection (and K against the store's coils), naming the option at fault."""
     from zoo.recon import open_examples
 
-    with user_errors("--split" if split is not None else "STORE"):
-        open_examples(store, coil_mode, split=split)
+    with user_errors("--virtual-coils" if coils is not None else "--split" if split is not None else "STORE"):
+        open_examples(store, coil_mode, split=split, coils=coils)
     if examples is not None:
         with user_errors("--examples"):
-            open_examples(store, coil_mode, examples=examples, split=split)
+            open_examples(store, coil_mode, examples=examples, split=split, coils=coils)
 
 
 @click.command("recon")
@@ -113,7 +131,7 @@ def select_checked(store: str, coil_mode: str, examples, split) -> None:
               help="Also store the complex reconstruction (recon_complex; per coil for per-coil models).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
-def recon(spec, store, out, examples, split, device, coil_mode, cs_iters, png_dir, gif_dir, save_complex,
+def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters, png_dir, gif_dir, save_complex,
           overwrite, quiet):
     """Reconstruct examples of STORE with a model or a baseline into the recon store --out.
 
@@ -124,14 +142,16 @@ def recon(spec, store, out, examples, split, device, coil_mode, cs_iters, png_di
     Baselines run in --coil-mode (default virtual); a checkpoint in its own.
     """
     check_selection(examples, split)
+    coil_mode, coils = check_coil_options(coil_mode, coils)
     dev = open_checked(store, device)
     from synth.errors import SmssynthError
+    from zoo.data import coil_label
     from zoo.recon import check_out, run_recon
 
     with user_errors("--out"):
         check_out(out, store, overwrite)
-    method = load_checked(spec, dev, coil_mode, cs_iters)
-    select_checked(store, method.coil_mode, examples, split)
+    method = load_checked(spec, dev, coil_mode, cs_iters, coils=coils)
+    select_checked(store, method.coil_mode, examples, split, coils=method.coils)
 
     from tqdm import tqdm
 
@@ -151,7 +171,7 @@ def recon(spec, store, out, examples, split, device, coil_mode, cs_iters, png_di
         bar.close()
     m, t, n = attrs["metrics"], attrs["timing"], attrs["dims"]["N"]
     click.echo(
-        f"recon: {method.label} ({method.coil_mode}) on {n} example{'s' if n != 1 else ''} -> {out}; "
+        f"recon: {method.label} ({coil_label(method.coil_mode, method.coils)}) on {n} example{'s' if n != 1 else ''} -> {out}; "
         f"PSNR {m['psnr']['mean']:.2f} ± {m['psnr']['sd']:.2f} dB, SSIM {m['ssim']['mean']:.4f}, "
         f"NMSE {m['nmse']['mean']:.4g}; forward {t['mean']:.4g} ± {t['sd']:.2g} s/example on {t['device']}"
         + (f"; PNG in {png_dir}" if png_dir else "") + (f"; GIF in {gif_dir}" if gif_dir else "")

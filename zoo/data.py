@@ -138,6 +138,11 @@ class DataConfig:
              f"seed must be an int >= 0, got {self.seed!r}")
 
 
+def coil_label(coil_mode: str, coils: int | None = None) -> str:
+    """Short name of a coil mode for tables and messages: ``virtual``, ``per-coil``, ``compressed K=4``."""
+    return f"compressed K={coils}" if coil_mode == "compressed" else coil_mode
+
+
 def coil_compression_weights(kspace: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
     """Coil-compression matrix from the acquired calibration data (SVD coil compression).
 

@@ -8,15 +8,15 @@ rate (:func:`zoo.metrics.failure_rate`, NMSE > 1000).  Between methods: paired t
 (``scipy.stats.ttest_rel``) on the per-example PSNR, SSIM and NMSE, for every pair of the
 methods the user named and each of those against ``zero-filled`` (when evaluated).
 
-Coil modes: a checkpoint runs in the coil mode it was trained in; the baselines in the one
-chosen (default ``virtual``).  The magnitude reference depends on the coil mode (``|virtual
-truth|`` or the store's target, :mod:`zoo.data`), so metrics, and tests between methods of
-different coil modes, compare against different references: :func:`evaluate` records a warning.
+Coil modes: a checkpoint runs in the coil mode (and K) it was trained in; the baselines in the
+one chosen (default ``virtual``).  Every method's magnitude (RSS over its coils) is compared with
+the same reference, the store's ``target`` (:mod:`zoo.data`, "The truth is the image"), so
+metrics and paired tests compare methods of different coil modes fairly.
 
 The result (:func:`evaluate`) is one JSON-able dict, ``format`` ``smssynth.evaluation`` 1.0::
 
     store, split, indices, n_examples, device, timed, failure_threshold_nmse
-    methods: [{label, kind, name, architecture, config, sha256, source, coil_mode, normalization,
+    methods: [{label, kind, name, architecture, config, sha256, source, coil_mode, coils, normalization,
                summary: {nmse|psnr|ssim|seconds: {mean, sd, n}, failure_rate},
                per_example: [{index, nmse, psnr, ssim, seconds}]}]
     tests:   [{a, b, metric, n, mean_diff (a - b), sd_diff, t, p}]
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo.data import coil_label
 from zoo.metrics import failure_rate, summarize
 from zoo.recon import METRICS, TIMED, Method, check_coil_mode, device_description, open_examples, reconstruct_item
 
@@ -129,15 +130,16 @@ def evaluate(
     named = [mth.label for mth in methods if mth.kind != "baseline"] if named is None else list(named)
 
     per_example: dict[str, list[dict]] = {label: [] for label in labels}
-    modes = list(dict.fromkeys(mth.coil_mode for mth in methods))
-    opened = {mode: open_examples(store_path, mode, examples=examples, split=split) for mode in modes}
+    modes = list(dict.fromkeys((mth.coil_mode, mth.coils) for mth in methods))
+    opened = {mode: open_examples(store_path, mode[0], examples=examples, split=split, coils=mode[1])
+              for mode in modes}
     selections = {mode: [ds.indices[p] for p in positions] for mode, (ds, positions) in opened.items()}
     indices = selections[modes[0]]
     if any(sel != indices for sel in selections.values()):  # same store and selection: cannot happen
         raise RuntimeError(f"coil modes selected different examples: {selections}")
     total, done = len(methods) * len(indices), 0
     for mode, (ds, positions) in opened.items():
-        group = [mth for mth in methods if mth.coil_mode == mode]
+        group = [mth for mth in methods if (mth.coil_mode, mth.coils) == mode]
         for j, p in enumerate(positions):
             item = ds[p]  # read once, reconstructed by every method of this coil mode
             for mth in group:
@@ -155,12 +157,7 @@ def evaluate(
         summary["failure_rate"] = failure_rate([r["nmse"] for r in rows], FAILURE_THRESHOLD)
         out_methods.append({**mth.describe(), "summary": summary, "per_example": rows})
 
-    warns = []
-    if len(modes) > 1:
-        by_mode = {mode: [mth.label for mth in methods if mth.coil_mode == mode] for mode in modes}
-        warns.append(f"methods use different coil modes {by_mode}: their metrics compare against different "
-                     f"references (virtual: |virtual truth|; per-coil: the store's target), and so do the "
-                     f"paired tests between them; pass --coil-mode to match the baselines to a model")
+    warns: list[str] = []
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -218,7 +215,7 @@ def format_table(result: dict[str, Any]) -> str:
     rows = []
     for mth in result["methods"]:
         s = mth["summary"]
-        rows.append((mth["label"], mth["coil_mode"], _pm(s["nmse"], ".4g"), _pm(s["psnr"], ".2f"),
+        rows.append((mth["label"], coil_label(mth["coil_mode"], mth.get("coils")), _pm(s["nmse"], ".4g"), _pm(s["psnr"], ".2f"),
                      _pm(s["ssim"], ".4f"), f"{100 * s['failure_rate']:.1f}%", _pm(s["seconds"], ".4g")))
     lines += _columns(header, rows)
     lines.append(f"failed: NMSE > {result['failure_threshold_nmse']:g}")

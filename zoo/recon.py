@@ -27,13 +27,14 @@ so only checkpoints trained on stored masks reproduce their validation numbers e
 Recon store (:func:`run_recon`), format ``smssynth.recon`` 1.0, a Zarr v3 group
 -----------------------------------------------------------------------------
 Readable with plain ``zarr.open_group(path, mode="r")``; one row ``r`` per reconstructed example,
-``index[r]`` its index in the source store; ``L = ()`` for ``virtual``, ``(C,)`` for ``per-coil``.
+``index[r]`` its index in the source store; ``L = ()`` for ``virtual``, ``(K,)`` for ``compressed``
+to K coils, ``(C,)`` for ``per-coil`` (the coil axis length is ``dims["C"]``).
 
 ============== ===================== ========= ==================================================
 array          dims                  dtype     meaning
 ============== ===================== ========= ==================================================
 recon          (N, M, T, Y, X)       float32   magnitude of the reconstruction on the store's scale:
-                                               ``|x|`` (virtual) or the RSS over coils (per-coil)
+                                               ``|x|`` (virtual) or the RSS over its coils
 recon_complex  (N, *L, M, T, Y, X)   complex64 the complex reconstruction (only with ``complex=True``)
 index          (N,)                  int64     store index of row ``r``
 seconds        (N,)                  float64   model forward time of the example (see ``timing``)
@@ -42,11 +43,12 @@ nmse/psnr/ssim (N,)                  float64   metrics of ``recon`` vs the magni
 complete       (N,)                  bool      written after the row's data
 ============== ===================== ========= ==================================================
 
-The magnitude reference is the store's ``target`` (per-coil) or ``|virtual truth|`` (virtual:
-the store's target times the virtual coil's sensitivity, :mod:`zoo.data`); it is not copied.
+The magnitude reference is the store's ``target`` in every coil mode -- the image that came from
+the DICOM, never the (virtual) coil images (:mod:`zoo.data`, "The truth is the image"); it is
+not copied.
 Root attributes: ``format``, ``format_version``, ``dims``, ``arrays``, ``method`` (label, kind,
 architecture, config, sha256, source), ``source`` (store path, format, dims, split),
-``coil_mode``, ``reference``, ``data_config``, ``normalization``, ``timing`` (device, what is
+``coil_mode``, ``coils`` (K of ``compressed``), ``reference``, ``data_config``, ``normalization``, ``timing`` (device, what is
 timed, per-example seconds, mean, sd), ``metrics`` (summaries and failure rate), ``software``,
 ``created``.
 
@@ -74,7 +76,7 @@ from torch import Tensor, nn
 from synth import output
 from synth.errors import ConfigError, StoreExistsError
 from zoo.baselines import BASELINES, Baseline
-from zoo.data import COIL_MODES, DataConfig, SmsDataset
+from zoo.data import COIL_MODES, DataConfig, SmsDataset, coil_label
 from zoo.errors import UnknownWeightsError
 from zoo.metrics import failure_rate, nmse, psnr, ssim, summarize
 
@@ -96,10 +98,8 @@ METRICS = ("nmse", "psnr", "ssim")
 output.register_format(FORMAT, ("recon", "recon_complex", "index", "seconds", "complete", *METRICS))
 TIMED = ("model forward only: torch.no_grad, eval mode, CUDA synchronised before and after; "
          "excludes data loading, normalisation and metrics")
-REFERENCE = {
-    "virtual": "|virtual truth|: the store's target times |virtual coil sensitivity| (zoo.data, coil_mode virtual)",
-    "per-coil": "the store's target (the RSS of the coil images)",
-}
+_REFERENCE = "the store's target (the magnitude image from the DICOM), compared with the RSS over the coils"
+REFERENCE = {mode: _REFERENCE for mode in COIL_MODES}  # the same in every coil mode (zoo.data)
 
 
 # --- methods ----------------------------------------------------------------------------------
@@ -114,7 +114,8 @@ class Method:
     label : the name the user gave (baseline name, registry name, or checkpoint path).
     kind : ``baseline``, ``registry`` or ``checkpoint``.
     model : the module, in eval mode, on the device it runs on.
-    coil_mode : ``virtual`` or ``per-coil`` (the checkpoint's, or the one chosen for a baseline).
+    coil_mode : ``virtual``, ``compressed`` or ``per-coil`` (the checkpoint's, or the one chosen
+        for a baseline; :mod:`zoo.data`).
     quantile : input normalisation quantile (:func:`zoo.train.normalize_batch`).
     info : JSON-able description: ``name``, ``architecture``, ``config``, ``sha256`` (None for a
         baseline), ``source``, ``coil_mode_source``, and for checkpoints ``training_data_config``
@@ -127,10 +128,12 @@ class Method:
     coil_mode: str
     quantile: float = NORM_QUANTILE
     info: dict[str, Any] = field(default_factory=dict)
+    coils: int | None = None
+    """K of ``compressed`` (None in the other modes)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-able record of the method (for recon stores and evaluation reports)."""
-        return {"label": self.label, "kind": self.kind, "coil_mode": self.coil_mode,
+        return {"label": self.label, "kind": self.kind, "coil_mode": self.coil_mode, "coils": self.coils,
                 "normalization": {"kind": "quantile of |x0| per example", "quantile": self.quantile}, **self.info}
 
 
@@ -156,6 +159,7 @@ def load_method(
     coil_mode: str | None = None,
     cs_iters: int | None = None,
     weights_dir: str | Path | None = None,
+    coils: int | None = None,
 ) -> Method:
     """Resolve ``spec``: a baseline name, registered weights name, or checkpoint path (module doc).
 
@@ -163,8 +167,9 @@ def load_method(
     ----------
     spec : ``zero-filled``, ``cs-tfft``, ``cs-ttv``, a registry name, or a checkpoint path.
     device : where the model runs.
-    coil_mode : for a baseline (default :data:`BASELINE_COIL_MODE`), and for a checkpoint whose
-        metadata records none; a checkpoint's recorded coil mode always wins.
+    coil_mode, coils : for a baseline (default :data:`BASELINE_COIL_MODE`), and for a checkpoint
+        whose metadata records none; a checkpoint's recorded coil mode (and K) always wins.
+        ``coils`` is K of ``compressed`` (:class:`zoo.data.DataConfig`).
     cs_iters : iterations of the CS baselines (default: :data:`zoo.baselines.DEFAULTS`).
     weights_dir : registry folder (default ``$SMSSYNTH_WEIGHTS_DIR`` or the package's).
 
@@ -177,12 +182,14 @@ def load_method(
 
     if coil_mode is not None and coil_mode not in COIL_MODES:
         raise ConfigError(f"coil mode must be one of {COIL_MODES}, got {coil_mode!r}")
+    if coil_mode is not None or coils is not None:
+        DataConfig(coil_mode=coil_mode or BASELINE_COIL_MODE, coils=coils)  # ConfigError for a bad pair
     device = torch.device(device)
     if spec in BASELINE_NAMES:
         params = {} if cs_iters is None or spec == "zero-filled" else {"n_iter": int(cs_iters)}
         model = Baseline(spec, **params).to(device).eval()
         return Method(label=spec, kind="baseline", model=model, coil_mode=coil_mode or BASELINE_COIL_MODE,
-                      info={"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
+                      coils=coils, info={"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
                             "source": "zoo.baselines",
                             "coil_mode_source": "chosen" if coil_mode else "default for baselines"})
     try:
@@ -198,13 +205,19 @@ def load_method(
     registered = spec in list_weights(weights_dir=weights_dir)
     data_config = dict((meta.get("data") or {}).get("data_config") or {})
     recorded = data_config.get("coil_mode")
-    if recorded is not None and recorded not in COIL_MODES:
-        raise ConfigError(f"{spec}: the checkpoint records coil_mode {recorded!r}, not one of {COIL_MODES}")
+    if recorded is not None:
+        if recorded not in COIL_MODES:
+            raise ConfigError(f"{spec}: the checkpoint records coil_mode {recorded!r}, not one of {COIL_MODES}")
+        try:  # checkpoints from before coil compression record no 'coils': virtual and per-coil need none
+            DataConfig(coil_mode=recorded, coils=data_config.get("coils"))
+        except ConfigError as e:
+            raise ConfigError(f"{spec}: the checkpoint's coil mode is invalid ({e})") from None
+        coil_mode, coils = recorded, data_config.get("coils")
     norm = (meta.get("training") or {}).get("normalization") or {}
     quantile = float(norm.get("quantile", NORM_QUANTILE))
     return Method(
         label=spec, kind="registry" if registered else "checkpoint", model=model.eval(),
-        coil_mode=recorded or coil_mode or BASELINE_COIL_MODE, quantile=quantile,
+        coil_mode=coil_mode or BASELINE_COIL_MODE, coils=coils, quantile=quantile,
         info={"name": spec, "architecture": meta["model"]["name"], "config": meta["model"]["config"],
               "sha256": meta["sha256"], "source": "registry" if registered else str(spec),
               "coil_mode_source": "checkpoint" if recorded else "not recorded in the checkpoint; chosen/default",
@@ -216,15 +229,17 @@ def load_method(
 
 
 def open_examples(
-    store_path: str | Path, coil_mode: str, *, examples: list[int] | None = None, split: str | None = None
+    store_path: str | Path, coil_mode: str, *, examples: list[int] | None = None, split: str | None = None,
+    coils: int | None = None,
 ) -> tuple[SmsDataset, list[int]]:
-    """The dataset of ``coil_mode`` (stored masks) and the positions of the chosen examples in it.
+    """The dataset of ``coil_mode`` (``coils`` = K of ``compressed``; stored masks) and the
+    positions of the chosen examples in it.
 
     ``examples`` are store indices (in the given order; each complete, in range, no repeats, and
     in ``split`` when both are given); None = every complete example (of ``split``).  Raises
     StoreError for the store, ConfigError naming the split or the indices.
     """
-    ds = SmsDataset(store_path, DataConfig(coil_mode=coil_mode, mask="stored", split=split))
+    ds = SmsDataset(store_path, DataConfig(coil_mode=coil_mode, coils=coils, mask="stored", split=split))
     if examples is None:
         return ds, list(range(len(ds)))
     n = int(ds.dims["N"])
@@ -254,7 +269,7 @@ class Reconstruction:
     """One example reconstructed (CPU tensors, the store's scale).
 
     ``image`` complex64 (*L, M, T, Y, X); ``magnitude``, ``target``, ``zero_filled`` float32
-    (M, T, Y, X) -- the last the magnitude of ``x0`` (RSS for per-coil); ``metrics`` NMSE, PSNR,
+    (M, T, Y, X) -- the last the RSS magnitude of ``x0`` over its coils; ``metrics`` NMSE, PSNR,
     SSIM of ``magnitude`` vs ``target``; ``seconds`` the model's forward time.
     """
 
@@ -315,10 +330,12 @@ def reconstruct(method: Method, dataset: SmsDataset, positions: list[int], devic
 
 
 def check_coil_mode(method: Method, dataset: SmsDataset) -> None:
-    """Refuse to feed a method a dataset of another coil mode (wrong shapes and reference)."""
-    if method.coil_mode != dataset.config.coil_mode:
-        raise ConfigError(f"{method.label}: coil mode {method.coil_mode!r}, but the dataset is "
-                          f"{dataset.config.coil_mode!r}; open the examples with the method's coil mode")
+    """Refuse to feed a method a dataset of another coil mode or K (the model's input shapes)."""
+    cfg = dataset.config
+    if (method.coil_mode, method.coils) != (cfg.coil_mode, cfg.coils):
+        raise ConfigError(f"{method.label}: coil mode {coil_label(method.coil_mode, method.coils)!r}, but the "
+                          f"dataset is {coil_label(cfg.coil_mode, cfg.coils)!r}; open the examples with the "
+                          f"method's coil mode")
 
 
 # --- recon store ------------------------------------------------------------------------------
@@ -386,7 +403,8 @@ def run_recon(
     and ``overwrite`` is false (checked before any work), ConfigError / StoreError for bad input.
     """
     check_out(out, store_path, overwrite)
-    ds, positions = open_examples(store_path, method.coil_mode, examples=examples, split=split)
+    ds, positions = open_examples(store_path, method.coil_mode, examples=examples, split=split,
+                                  coils=method.coils)
     # an existing recon store is replaced only at the end: the new one is written beside it
     replacement = output.prepare(out, formats=[FORMAT], overwrite=overwrite, inputs=[store_path])
     try:
@@ -406,11 +424,11 @@ def _write_recon(method: Method, store_path, out, ds, positions, *, device, spli
 
     d = ds.dims
     n, m, t, ny, nx = len(positions), d["M"], d["T"], d["Ky"], d["Kx"]
-    lead = (d["C"],) if method.coil_mode == "per-coil" else ()
+    lead = () if method.coil_mode == "virtual" else (ds.n_coils,)
     img_dims = ["slice", "time", "y", "x"]
     arrays = {
         "recon": ((n, m, t, ny, nx), (1, 1, t, ny, nx), "float32", ["example", *img_dims],
-                  "magnitude of the reconstruction, store scale (|x| virtual, RSS over coils per-coil)"),
+                  "magnitude of the reconstruction, store scale (the RSS over its coils; |x| for one)"),
         "index": ((n,), (n,), "int64", ["example"], "store index of each row"),
         "seconds": ((n,), (n,), "float64", ["example"], "model forward time of the example, seconds"),
         **{k: ((n,), (n,), "float64", ["example"], f"{k.upper()} of recon vs the reference (zoo.metrics)")
@@ -429,13 +447,14 @@ def _write_recon(method: Method, store_path, out, ds, positions, *, device, spli
     attrs: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "dims": {"N": n, **({"C": d["C"]} if lead else {}), "M": m, "T": t, "Y": ny, "X": nx},
+        "dims": {"N": n, **({"C": ds.n_coils} if lead else {}), "M": m, "T": t, "Y": ny, "X": nx},
         "arrays": {k: {"dims": v[3], "dtype": v[2], "meaning": v[4]} for k, v in arrays.items()},
         "method": method.describe(),
         "source": {"store": str(store_path), "dims": dict(d), "params": ds.params, "split": split},
         "coil_mode": method.coil_mode,
+        "coils": method.coils,
         "reference": REFERENCE[method.coil_mode],
-        "data_config": {"coil_mode": method.coil_mode, "mask": "stored", "split": split},
+        "data_config": {"coil_mode": method.coil_mode, "coils": method.coils, "mask": "stored", "split": split},
         "normalization": {"kind": "quantile of |x0| per example (zoo.train.normalize_batch)",
                           "quantile": method.quantile},
         "software": _software(),

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import zarr
 from scipy.stats import ttest_rel
 
 from tests.zoo.test_data import make_store
@@ -143,11 +144,30 @@ def test_json_schema(store, tmp_path):
     assert all(t["p"] is None and t["n"] == 1 for t in doc["tests"])
 
 
-def test_mixed_coil_modes_warn(store):
-    res = E.evaluate(store, [R.load_method("zero-filled"), R.load_method("cs-tfft", coil_mode="per-coil", cs_iters=1)],
-                     examples=[1, 2], device=CPU)
-    assert res["warnings"] and "different coil modes" in res["warnings"][0]
-    assert "warning:" in E.format_table(res)
+def test_every_coil_mode_is_scored_against_the_stores_target(store):
+    """Mixed coil modes share one reference: each method's RSS magnitude vs the store's target."""
+    modes = [("virtual", None), ("compressed", 2), ("compressed", 3), ("per-coil", None)]
+    methods = []
+    for mode, k in modes:
+        m = R.load_method("zero-filled", coil_mode=mode, coils=k)
+        m.label = f"zf-{mode}-{k}"
+        methods.append(m)
+    res = E.evaluate(store, methods, examples=[1, 2], device=CPU)
+    assert res["warnings"] == []
+    target = torch.from_numpy(zarr.open_group(store, mode="r")["target"][:])
+    got = by_label(res)
+    for (mode, k), m in zip(modes, methods):
+        for row in got[m.label]["per_example"]:
+            zf = independent_zero_filled(store, row["index"], mode, k)[None]
+            ref = target[row["index"]][None]
+            for name, f in (("nmse", nmse), ("psnr", psnr), ("ssim", ssim)):
+                np.testing.assert_allclose(row[name], float(f(zf, ref)), rtol=1e-5)
+    # K = C compressed and per-coil see the same RSS zero-filled image (W unitary)
+    for a, b in zip(got["zf-compressed-3"]["per_example"], got["zf-per-coil-None"]["per_example"]):
+        assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-3)
+    # one virtual coil is shaded: it scores worse against the image than all coils
+    assert got["zf-virtual-None"]["summary"]["psnr"]["mean"] < got["zf-per-coil-None"]["summary"]["psnr"]["mean"]
+    assert "compressed K=2" in E.format_table(res)
 
 
 def test_failure_rate_counts_diverged(store, monkeypatch):

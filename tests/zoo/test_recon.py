@@ -16,7 +16,7 @@ from zoo import physics as P
 from zoo import recon as R
 from zoo import train as T
 from zoo.checkpoint import describe_store, read_metadata, save_checkpoint
-from zoo.data import DataConfig, SmsDataset, virtual_coil_weights
+from zoo.data import DataConfig, SmsDataset, coil_compression_weights, virtual_coil_weights
 from zoo.errors import ChecksumError, UnknownWeightsError
 from zoo.metrics import nmse, psnr, ssim
 from zoo.models import build_model, model_config_dict
@@ -29,12 +29,12 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def save_tiny(path, store, coil_mode="virtual", seed=0, quantile=T.NORM_QUANTILE):
+def save_tiny(path, store, coil_mode="virtual", seed=0, quantile=T.NORM_QUANTILE, coils=None):
     """An untrained tiny SMS-CRNN saved with the metadata zoo.train.fit writes (coil mode, normalisation)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model("sms-crnn", TINY)
-    data_config = dataclasses.asdict(DataConfig(coil_mode=coil_mode))
+    data_config = dataclasses.asdict(DataConfig(coil_mode=coil_mode, coils=coils))
     save_checkpoint(path, model, model_name="sms-crnn", model_config=model_config_dict(model),
                     training={"command": "train", "step": 0,
                               "normalization": {"kind": "quantile of |x0| per example", "quantile": quantile}},
@@ -60,12 +60,19 @@ def ckpt_per_coil(store, tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("ckpc") / "tiny-pc", store, coil_mode="per-coil", seed=1)
 
 
-def independent_zero_filled(store, i, coil_mode):
-    """|zoo.physics.zero_filled| of example i straight from the store's arrays (RSS per-coil)."""
+@pytest.fixture(scope="module")
+def ckpt_compressed(store, tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("ckcc") / "tiny-k2", store, coil_mode="compressed", coils=2, seed=2)
+
+
+def independent_zero_filled(store, i, coil_mode, coils=None):
+    """|zoo.physics.zero_filled| of example i straight from the store's arrays (RSS over the coils)."""
     root = zarr.open_group(store, mode="r")
     y, mask, m = root["kspace"][i], root["mask"][i], root.attrs["dims"]["M"]
     if coil_mode == "virtual":
         y = np.tensordot(virtual_coil_weights(y, mask).conj(), y, axes=1)
+    elif coil_mode == "compressed":
+        y = np.tensordot(coil_compression_weights(y, mask, coils).conj().T, y, axes=1)
     k3, _ = P.to_3d_data(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(mask), m)
     x = P.zero_filled(k3)
     return x.abs() if coil_mode == "virtual" else torch.linalg.vector_norm(x, dim=0)
@@ -79,14 +86,21 @@ def test_baselines_and_cs_iters():
     assert m.kind == "baseline" and m.coil_mode == R.BASELINE_COIL_MODE == "virtual"
     assert m.model.config["n_iter"] == 3 and m.info["sha256"] is None
     assert R.load_method("zero-filled", cs_iters=3, coil_mode="per-coil").coil_mode == "per-coil"
+    k2 = R.load_method("zero-filled", coil_mode="compressed", coils=2)
+    assert (k2.coil_mode, k2.coils, k2.describe()["coils"]) == ("compressed", 2, 2)
+    for bad in ({"coil_mode": "compressed"}, {"coil_mode": "per-coil", "coils": 2}, {"coil_mode": "sense"}):
+        with pytest.raises(ConfigError):
+            R.load_method("zero-filled", **bad)
     assert set(R.BASELINE_NAMES) == {"zero-filled", "cs-tfft", "cs-ttv"}
 
 
-def test_checkpoint_settings_come_from_metadata(store, ckpt, ckpt_per_coil, tmp_path):
+def test_checkpoint_settings_come_from_metadata(store, ckpt, ckpt_per_coil, ckpt_compressed, tmp_path):
     m = R.load_method(ckpt, coil_mode="per-coil")  # the checkpoint's recorded mode wins
     assert (m.kind, m.coil_mode, m.info["architecture"]) == ("checkpoint", "virtual", "sms-crnn")
     assert m.info["sha256"] == read_metadata(ckpt)["sha256"]
     assert R.load_method(ckpt_per_coil).coil_mode == "per-coil"
+    k2 = R.load_method(ckpt_compressed, coil_mode="virtual")  # recorded mode and K win
+    assert (k2.coil_mode, k2.coils) == ("compressed", 2)
     odd = R.load_method(save_tiny(tmp_path / "q", store, quantile=0.9))
     assert odd.quantile == 0.9 and odd.describe()["normalization"]["quantile"] == 0.9
 
@@ -140,11 +154,11 @@ def test_incomplete_example_is_refused(tmp_path):
 # --- inference --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fixture", ["ckpt", "ckpt_per_coil"])
+@pytest.mark.parametrize("fixture", ["ckpt", "ckpt_per_coil", "ckpt_compressed"])
 def test_inference_equals_validation_path(store, fixture, request):
     """Per-example metrics equal zoo.train.evaluate_examples (training validation) on the same examples."""
     method = R.load_method(request.getfixturevalue(fixture))
-    ds, pos = R.open_examples(store, method.coil_mode)
+    ds, pos = R.open_examples(store, method.coil_mode, coils=method.coils)
     recs = list(R.reconstruct(method, ds, pos, CPU))
     rows = T.evaluate_examples(method.model, ds, pos, CPU, batch_size=2, num_workers=0)
     assert [r.index for r in recs] == [row[0] for row in rows] == list(range(6))
@@ -152,41 +166,51 @@ def test_inference_equals_validation_path(store, fixture, request):
         got = [rec.metrics[k] for k in R.METRICS]
         np.testing.assert_allclose(got, vals, rtol=1e-5)
         assert rec.seconds > 0
-        lead = (3,) if method.coil_mode == "per-coil" else ()
+        lead = {"per-coil": (3,), "compressed": (2,)}.get(method.coil_mode, ())
         assert rec.image.shape == (*lead, 2, 4, 37, 31) and rec.image.dtype == torch.complex64
+        # the magnitude is the RSS of the coil images, the reference the store's own target
+        torch.testing.assert_close(rec.magnitude, T.rss_magnitude(rec.image[None])[0])
+        np.testing.assert_array_equal(rec.target.numpy(), zarr.open_group(store, mode="r")["target"][rec.index])
         assert rec.magnitude.shape == rec.target.shape == rec.zero_filled.shape == (2, 4, 37, 31)
 
 
-def test_coil_mode_mismatch_is_refused(store, ckpt):
+def test_coil_mode_mismatch_is_refused(store, ckpt, ckpt_compressed):
     method = R.load_method(ckpt)
     ds, pos = R.open_examples(store, "per-coil")
     with pytest.raises(ConfigError, match="coil mode"):
         next(R.reconstruct(method, ds, pos, CPU))
+    ds, pos = R.open_examples(store, "compressed", coils=3)
+    with pytest.raises(ConfigError, match="'compressed K=2'.*'compressed K=3'"):
+        next(R.reconstruct(R.load_method(ckpt_compressed), ds, pos, CPU))
 
 
 # --- recon store ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("coil_mode", ["virtual", "per-coil"])
-def test_zero_filled_recon_store_equals_physics(store, tmp_path, coil_mode):
+@pytest.mark.parametrize("coil_mode,coils", [("virtual", None), ("per-coil", None), ("compressed", 2)])
+def test_zero_filled_recon_store_equals_physics(store, tmp_path, coil_mode, coils):
     out = tmp_path / "zf.zarr"
-    attrs = R.run_recon(R.load_method("zero-filled", coil_mode=coil_mode), store, out, device=CPU,
+    attrs = R.run_recon(R.load_method("zero-filled", coil_mode=coil_mode, coils=coils), store, out, device=CPU,
                         examples=[4, 1], save_complex=True)
     root = zarr.open_group(str(out), mode="r")  # plain zarr, no smssynth code
     assert root.attrs["format"] == "smssynth.recon" and root.attrs["format_version"] == "1.0"
     assert list(root["index"][:]) == [4, 1] and root["complete"][:].all()
-    lead = (3,) if coil_mode == "per-coil" else ()
+    lead = {"per-coil": (3,), "compressed": (2,)}.get(coil_mode, ())
     assert root["recon"].shape == (2, 2, 4, 37, 31) and root["recon"].dtype == np.float32
     assert root["recon_complex"].shape == (2, *lead, 2, 4, 37, 31) and root["recon_complex"].dtype == np.complex64
     assert list(root["recon"].metadata.dimension_names) == ["example", "slice", "time", "y", "x"]
     for r, i in enumerate([4, 1]):
-        expect = independent_zero_filled(store, i, coil_mode)
+        expect = independent_zero_filled(store, i, coil_mode, coils)
         torch.testing.assert_close(torch.from_numpy(root["recon"][r]), expect.float(), rtol=1e-4, atol=1e-6)
         mag = np.abs(root["recon_complex"][r])
-        mag = np.sqrt((mag ** 2).sum(0)) if coil_mode == "per-coil" else mag
+        mag = np.sqrt((mag ** 2).sum(0)) if lead else mag
         np.testing.assert_allclose(mag, root["recon"][r], rtol=1e-5, atol=1e-7)
+        # the metrics compare that magnitude with the store's target, whatever the coil mode
+        target = torch.from_numpy(zarr.open_group(store, mode="r")["target"][i])[None]
+        np.testing.assert_allclose(root["psnr"][r], float(psnr(expect.float()[None], target)), rtol=1e-5)
     assert attrs["coil_mode"] == coil_mode == root.attrs["method"]["coil_mode"]
-    assert root.attrs["dims"] == {"N": 2, **({"C": 3} if lead else {}), "M": 2, "T": 4, "Y": 37, "X": 31}
+    assert attrs["coils"] == coils == root.attrs["data_config"]["coils"]
+    assert root.attrs["dims"] == {"N": 2, **({"C": lead[0]} if lead else {}), "M": 2, "T": 4, "Y": 37, "X": 31}
 
 
 def test_recon_store_layout_and_metrics(store, ckpt, tmp_path):
@@ -206,9 +230,8 @@ def test_recon_store_layout_and_metrics(store, ckpt, tmp_path):
     assert list(root["index"][:]) == [4, 5]
     assert a["timing"]["device"].startswith("cpu") and len(a["timing"]["seconds"]) == 2
     np.testing.assert_array_equal(root["seconds"][:], a["timing"]["seconds"])
-    # stored metrics = zoo.metrics of the stored recon against the dataset's reference
-    ds = SmsDataset(store, DataConfig(coil_mode="virtual"))
-    ref = torch.stack([ds[i]["target"] for i in (4, 5)])
+    # stored metrics = zoo.metrics of the stored recon against the store's target
+    ref = torch.from_numpy(zarr.open_group(store, mode="r")["target"][4:6])
     rec = torch.from_numpy(root["recon"][:])
     for name, f in (("nmse", nmse), ("psnr", psnr), ("ssim", ssim)):
         np.testing.assert_allclose(root[name][:], f(rec, ref).numpy(), rtol=1e-6)
