@@ -100,7 +100,8 @@ class LossConfig:
             raise ConfigError(
                 "LossConfig: on='complex' (an MSE against the complex coil images) is no longer offered: every "
                 "loss term compares the RSS magnitude of the reconstruction with the store's target, the image "
-                "from the DICOM (zoo.data, 'The truth is the image'); set on: magnitude or drop the key"
+                "from the DICOM (zoo.data, 'The truth is the image'); set on: magnitude or drop the key (a run "
+                "trained with it cannot be resumed: fine-tune from its checkpoint instead)"
             )
         if self.on not in MSE_ON:
             raise ConfigError(f"LossConfig: on must be one of {MSE_ON}, got {self.on!r}")

@@ -206,7 +206,7 @@ _SECTIONS = {
     "train": ("epochs", "seed", "max_steps", "amp", "device", "freeze"),
 }
 # DataConfig fields the YAML may set (split and seed are the loop's: the split selection and train.seed)
-_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind")
+_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind", "caipi")
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,7 @@ def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
         optimizer: {lr: 1.0e-4, weight_decay: 0, grad_clip: null}
         data: {coil_mode: compressed, coils: 4, mask: stored, batch_size: 1, num_workers: 0, val_fraction: 0.1,
                crop: null}                                # coil modes: zoo.data
+        # fresh masks (zoo.data, "Masks"): mask: fresh [mask_kind: vd (default), accel, acs, caipi: row|acquired]
         train: {epochs: 10, seed: 0, max_steps: null, amp: false, device: null, freeze: []}
 
     Unknown sections or keys raise ConfigError naming the file and the key.
@@ -342,6 +343,8 @@ def resolve_run_config(
     for section, keys in _SECTIONS.items():
         t.update({k: v for k, v in y.get(section, {}).items() if k in keys})
     d = {k: v for k, v in y.get("data", {}).items() if k in _DATA_KEYS}
+    if overrides.get("coil_mode") in ("virtual", "per-coil") and "coils" not in overrides:
+        d.pop("coils", None)  # a flag choosing a mode without K overrides the YAML's K along with its mode
     for k, v in overrides.items():
         if k in tfields:
             t[k] = v
@@ -358,6 +361,7 @@ def resolve_run_config(
                      command=command, parent=parent)
 
 
+_FLAG_NAMES = {"coils": "--virtual-coils"}  # config field -> command-line flag, where they differ
 RESUMABLE = ("epochs", "max_steps", "num_workers", "device")
 """Options a resumed run may change; everything else is fixed by the run's ``config.json``."""
 
@@ -380,7 +384,7 @@ def resumed_run_config(run_dir: str | Path, command: str, given: dict[str, Any],
         raise ConfigError(f"--out {run_dir} is a '{saved.command}' run; resume it with `smssynth {saved.command}`")
     fixed = sorted(k for k in given if k not in RESUMABLE)
     if fixed:
-        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        flags = ", ".join(_FLAG_NAMES.get(k, "--" + k.replace("_", "-")) for k in fixed)
         raise ConfigError(f"{flags} cannot change on --resume (the run's config.json fixes them); only "
                           f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} and --data may")
     train = dataclasses.replace(saved.train, **{k: given[k] for k in RESUMABLE if k in given})
