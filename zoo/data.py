@@ -1,7 +1,8 @@
 r"""A PyTorch dataset over an smssynth store (``docs/store-format.md``): training examples in 3D k-space.
 
 Each item is one SMS example, turned into the 3D-Fourier form that the models reconstruct
-(:mod:`zoo.physics`): the measured collapsed k-space placed at ``kz = n mod M``, its 3D mask, the
+(:mod:`zoo.physics`): the measured collapsed k-space placed at each row's ``kz`` (the store's
+``kz`` array; ``n mod M`` for 1.0 stores), its 3D mask, the
 zero-filled image, the complex coil images built from the store's ``target``, ``csm`` and
 ``phase`` through the store's forward model ``x_c = target * csm_c * exp(j phase_c)``, and the
 truth everything is scored against.
@@ -48,10 +49,17 @@ orthonormal columns, compressed data carry the store's noise level ``noise_sigma
 
 Masks
 -----
-``stored`` uses the store's ``mask``.  ``fresh`` draws a new in-plane mask per epoch with the
-simulator's generator :func:`synth.masks.row_mask` and ``np.random.default_rng([seed, epoch,
-store_index])``, so a mask depends only on (seed, epoch, example) -- not on the worker count or
-order.  The store's k-space holds every ky row, so any mask can be applied.
+``stored`` uses the store's ``mask`` and ``kz``.  ``fresh`` draws a new in-plane mask per epoch
+with the simulator's generator :func:`synth.masks.row_mask` and ``np.random.default_rng([seed,
+epoch, store_index])``, so a mask depends only on (seed, epoch, example) -- not on the worker
+count or order; by default of CRNN-MRI's variable-density kind (``vd``) with the store's R and
+ACS.  The store's k-space holds every ky row, so any mask can be applied as long as the rows keep
+their kz: with the ``row`` CAIPI ordering (kz = n mod M) for both the store and the fresh mask,
+the stored k-space is used.  Otherwise -- a fresh mask under the ``acquired`` ordering, whose kz
+follows the new mask's acquisition order, or a store made with ``acquired`` -- the measurement is
+re-simulated from ``target``, ``csm`` and ``phase`` with the fresh kz (:func:`simulate_kspace`),
+plus complex Gaussian noise of the store's ``noise_sigma`` from
+``np.random.default_rng([seed, epoch, store_index, 1])``.
 
 Worker safety: no zarr handle is kept across pickling; each process opens the store on its first
 read (``DataLoader`` workers with fork or spawn).  Call :meth:`SmsDataset.set_epoch` before an
@@ -73,11 +81,13 @@ from torch.utils.data import Dataset
 from synth.errors import ConfigError, StoreError
 from synth.masks import KINDS as MASK_KINDS
 from synth.masks import row_mask
+from synth.sms import CAIPI_ORDERS, SmsForward, kz_table
 from synth.store import Store
 from zoo import physics
 
 COIL_MODES = ("virtual", "compressed", "per-coil")
 MASK_SOURCES = ("stored", "fresh")
+FRESH_MASK_KIND = "vd"  # CRNN-MRI's variable-density random lines, drawn anew per frame and epoch
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,10 @@ class DataConfig:
     coils : K, the number of virtual coils of ``compressed`` (1..C, checked against the store by
         :class:`SmsDataset`); must be None (or 1 for ``virtual``) in the other modes.
     mask : ``stored`` (the store's mask) or ``fresh`` (a new mask per epoch, seeded).
-    accel, acs, mask_kind : R, ACS rows and ``uniform``/``random`` of a fresh mask; None = the
-        store's ``params`` (only with ``mask="fresh"``).
+    accel, acs, mask_kind, caipi : R, ACS rows, kind (``vd``/``uniform``/``random``) and CAIPI
+        ordering (``row``/``acquired``) of a fresh mask (only with ``mask="fresh"``).  None: the
+        store's ``params`` for R, ACS and the ordering (``row`` for 1.0 stores); ``vd`` for the
+        kind, CRNN-MRI's masks, whatever the store's.
     split : keep only examples whose provenance (``attrs["examples"]``) has this ``split``; None = all.
     seed : root seed of the fresh masks.
     """
@@ -104,6 +116,7 @@ class DataConfig:
     accel: int | None = None
     acs: int | None = None
     mask_kind: str | None = None
+    caipi: str | None = None
     split: str | None = None
     seed: int = 0
 
@@ -125,14 +138,16 @@ class DataConfig:
              f"coil_mode='per-coil' keeps all C coils; coils must be None, got {k} "
              f"(use coil_mode='compressed' for K virtual coils)")
         need(self.mask in MASK_SOURCES, f"mask must be one of {MASK_SOURCES}, got {self.mask!r}")
-        fresh_only = {k: v for k, v in (("accel", self.accel), ("acs", self.acs), ("mask_kind", self.mask_kind))
-                      if v is not None}
+        fresh_only = {k: v for k, v in (("accel", self.accel), ("acs", self.acs), ("mask_kind", self.mask_kind),
+                                        ("caipi", self.caipi)) if v is not None}
         need(self.mask == "fresh" or not fresh_only,
              f"{sorted(fresh_only)} only apply to mask='fresh'; set mask='fresh' or leave them None")
         need(self.accel is None or int(self.accel) >= 1, f"accel must be >= 1, got {self.accel}")
         need(self.acs is None or int(self.acs) >= 0, f"acs must be >= 0, got {self.acs}")
         need(self.mask_kind is None or self.mask_kind in MASK_KINDS,
              f"mask_kind must be one of {MASK_KINDS} or None, got {self.mask_kind!r}")
+        need(self.caipi is None or self.caipi in CAIPI_ORDERS,
+             f"caipi must be one of {CAIPI_ORDERS} or None, got {self.caipi!r}")
         need(self.split is None or isinstance(self.split, str), f"split must be a string or None, got {self.split!r}")
         need(isinstance(self.seed, (int, np.integer)) and self.seed >= 0,
              f"seed must be an int >= 0, got {self.seed!r}")
@@ -200,6 +215,42 @@ def virtual_coil_weights(kspace: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return coil_compression_weights(kspace, mask, 1)[:, 0]
 
 
+def simulate_kspace(target: np.ndarray, csm: np.ndarray, phase: np.ndarray | None, kz: np.ndarray,
+                    sigma: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The store's measurement of one example for a given kz, through its documented forward model.
+
+    Parameters
+    ----------
+    target : float32 (M, T, Y, X)
+    csm : complex64 (C, M, Y, X)
+    phase : float32 (C, M, T, Y, X) radians, or None (phase model ``none``)
+    kz : int (T, Ky)
+        The kz of every row (:func:`synth.sms.kz_table`).
+    sigma : float
+        Standard deviation of complex circular Gaussian noise, ``E|n|^2 = sigma^2`` (the store's
+        ``noise_sigma``); 0 = none.
+    rng : numpy.random.Generator
+        Source of the noise (required when ``sigma > 0``).
+
+    Returns
+    -------
+    kspace : complex64 (C, T, Ky, Kx)
+        ``sum_i exp(-2j pi i kz[t,n]/M) fft2c(target[i] csm[c,i] exp(j phase[c,i]))[t, n] + noise``
+        (:class:`synth.sms.SmsForward` with ``kz``): every row, as the store's ``kspace``.
+    """
+    x = target[None] * csm[:, :, None]  # (C, M, T, Y, X)
+    if phase is not None:
+        x = x * np.exp(1j * phase)
+    x = x.astype(np.complex64, copy=False)
+    y = SmsForward(x.shape, None, kz)(x).astype(np.complex64, copy=False)
+    if sigma > 0:
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"simulate_kspace: noise needs a numpy.random.Generator, got {type(rng).__name__}")
+        flat = y.reshape(-1).view(np.float32)  # (real, imag) interleaved
+        flat += rng.standard_normal(flat.size, dtype=np.float32) * np.float32(sigma / np.sqrt(2.0))
+    return y
+
+
 class SmsDataset(Dataset):
     """Examples of an smssynth store as 3D k-space training items.
 
@@ -217,9 +268,11 @@ class SmsDataset(Dataset):
     ======== ============================ ========= ==================================================
     key      shape                        dtype     meaning
     ======== ============================ ========= ==================================================
-    k3       (*L, M, T, Ky, Kx)           complex64 measured 3D k-space, ``y / sqrt(M)`` at kz = n mod M
+    k3       (*L, M, T, Ky, Kx)           complex64 measured 3D k-space, ``y / sqrt(M)`` at each row's kz
                                                     on sampled rows, 0 elsewhere (:func:`physics.to_3d_data`)
     mask3    (M, T, Ky, 1)                bool      3D sampling mask
+    kz       (T, Ky)                      int64     the kz of every row (the store's ``kz``; ``n mod M``
+                                                    for a 1.0 store; the fresh mask's under ``mask="fresh"``)
     x0       (*L, M, T, Y, X)             complex64 zero-filled image ``ifft3(k3)``
     truth    (*L, M, T, Y, X)             complex64 coil images in the item's coil basis, ``W^H x``
                                                     (diagnostics only; never scored against)
@@ -236,6 +289,7 @@ class SmsDataset(Dataset):
         self.dims = store.dims
         self.m = int(self.dims["M"])
         self.params = store.params
+        self.store_caipi = store.caipi  # the stored k-space's CAIPI ordering ("row" for 1.0 stores)
         self.has_phase = "phase" in store.root
         if not self.has_phase and self.params.get("phase") != "none":
             raise StoreError(
@@ -263,7 +317,8 @@ class SmsDataset(Dataset):
                               f"choose coils between 1 and {c}")
         return k
 
-    def _fresh_mask_args(self) -> tuple[str, int, int]:
+    def _fresh_mask_args(self) -> tuple[str, int, int, str]:
+        """(kind, R, ACS, CAIPI ordering) of the fresh masks (:class:`DataConfig`)."""
         cfg, p = self.config, self.params
 
         def pick(value, key):
@@ -276,10 +331,17 @@ class SmsDataset(Dataset):
                 )
             return p[key]
 
-        args = (pick(cfg.mask_kind, "mask"), int(pick(cfg.accel, "accel")), int(pick(cfg.acs, "acs")))
+        caipi = cfg.caipi if cfg.caipi is not None else self.store_caipi
+        args = (cfg.mask_kind or FRESH_MASK_KIND, int(pick(cfg.accel, "accel")), int(pick(cfg.acs, "acs")), caipi)
         # fail here, not in a worker: a throwaway draw validates R and ACS against Ky
         row_mask(args[0], self.dims["T"], self.dims["Ky"], args[1], args[2], np.random.default_rng(0))
         return args
+
+    @property
+    def resimulates(self) -> bool:
+        """True when items re-simulate their k-space (fresh masks whose rows may carry another kz
+        than the stored k-space's: see the module doc, "Masks")."""
+        return self._fresh is not None and self.m > 1 and not (self._fresh[3] == "row" == self.store_caipi)
 
     def _select(self, store: Store) -> list[int]:
         keep = [int(i) for i in np.flatnonzero(store.complete())]
@@ -329,20 +391,30 @@ class SmsDataset(Dataset):
 
     def fresh_mask(self, index: int) -> np.ndarray:
         """The fresh in-plane mask, bool (T, Ky), of store example ``index`` in the current epoch."""
-        kind, accel, acs = self._fresh
+        kind, accel, acs, _ = self._fresh
         rng = np.random.default_rng([int(self.config.seed), self.epoch, int(index)])
         return row_mask(kind, self.dims["T"], self.dims["Ky"], accel, acs, rng)
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         index = self.indices[i]
-        names = ["kspace", "target", "csm"] + (["phase"] if self.has_phase else [])
+        resim = self.resimulates
+        names = ["target", "csm"] + (["phase"] if self.has_phase else [])
+        names += ["noise_sigma"] if resim else ["kspace"]
         if self._fresh is None:
-            names.append("mask")
+            names += ["mask", "kz"]  # kz: the store's, or n mod M for a 1.0 store
         ex = self._open().example(index, names)
-        mask = ex["mask"] if self._fresh is None else self.fresh_mask(index)
         target, csm = ex["target"], ex["csm"]  # (M, T, Y, X), (C, M, Y, X)
         phase = ex.get("phase")  # (C, M, T, Y, X) or None (phase model "none")
-        y = ex["kspace"]  # (C, T, Ky, Kx)
+        if self._fresh is None:
+            mask, kz = ex["mask"], ex["kz"]
+        else:
+            mask = self.fresh_mask(index)
+            kz = kz_table(self._fresh[3], mask, self.m)
+        if resim:
+            noise = np.random.default_rng([int(self.config.seed), self.epoch, int(index), 1])
+            y = simulate_kspace(target, csm, phase, kz, float(ex["noise_sigma"]), noise)
+        else:
+            y = ex["kspace"]  # (C, T, Ky, Kx)
 
         if self.config.coil_mode == "per-coil":
             sens = csm[:, :, None] * (1 if phase is None else np.exp(1j * phase))
@@ -359,10 +431,13 @@ class SmsDataset(Dataset):
             if self.config.coil_mode == "virtual":  # K = 1 without a coil axis
                 y, truth = y[0], truth[0]
 
-        k3, mask3 = physics.to_3d_data(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(mask), self.m)
+        kz_t = torch.from_numpy(np.ascontiguousarray(kz, dtype=np.int64))
+        k3, mask3 = physics.to_3d_data(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(mask), self.m,
+                                       kz_t)
         return {
             "k3": k3,
             "mask3": mask3,
+            "kz": kz_t,
             "x0": physics.zero_filled(k3),
             "truth": torch.from_numpy(np.ascontiguousarray(truth, dtype=np.complex64)),
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),

@@ -11,6 +11,8 @@ image            ``(B, M, T, Y, X)`` complex, slice axis ``M`` at dim -4
 collapsed data   ``(B, T, Ky, Kx)`` complex (what the scanner measures, per coil)
 in-plane mask    ``(B, T, Ky)`` bool, True where ky row ``n`` of frame ``t`` is sampled
 3D mask          ``(B, M, T, Ky, 1)`` bool
+kz               ``(B, T, Ky)`` integer (int8 or long), the kz each row carries (the store's ``kz``);
+                 every operator takes ``kz=None`` as ``n mod M`` (the ``row`` CAIPI ordering)
 
 ``B`` stands for any leading dims: a coil axis may be folded into it or kept as an extra leading
 dim, ``(B, C, M, T, Y, X)``, because every operator acts on the trailing dims only.  Ky and Kx are
@@ -25,9 +27,13 @@ DC row ``Ky // 2``)
                = \sqrt{M}\, (F_z\, \mathrm{fft2c}\, x)[n \bmod M, t, n, :]
 
 with :math:`F_z` the orthonormal, unshifted DFT over the slice axis: the collapsed data are the 3D
-Fourier transform of the slice stack sampled at one kz per ky row (the paper's supplement).  So
+Fourier transform of the slice stack sampled at one kz per ky row (the paper's supplement).  In
+general (store format 1.1, ``--caipi acquired``) row ``n`` of frame ``t`` carries its own
+``kz[t, n]`` in place of ``n mod M``:
+:math:`y[t, n, :] = \sum_i e^{-j 2\pi i\, k_z[t,n] / M} \mathrm{fft2c}(x_i)[t, n, :]
+= \sqrt{M} (F_z \mathrm{fft2c}\, x)[k_z[t,n], t, n, :]`.  So
 reconstruction is a 3D-Fourier problem with the sampling mask
-``mask3[kz, t, n] = row_mask[t, n] & (kz == n mod M)``, and data consistency is done in 3D k-space
+``mask3[kz', t, n] = row_mask[t, n] & (kz' == kz[t, n])``, and data consistency is done in 3D k-space
 (Schlemper et al., "A deep cascade of convolutional neural networks for dynamic MR image
 reconstruction", IEEE TMI 2018 / arXiv 2017):
 
@@ -88,25 +94,40 @@ def caipi_phase(m: int, ny: int, device=None, dtype: torch.dtype = torch.complex
     return torch.polar(torch.ones_like(angle), angle).to(dtype)
 
 
-def _phase_like(m: int, ny: int, t: Tensor) -> Tensor:
+def caipi_phase_kz(kz: Tensor, m: int, dtype: torch.dtype = torch.complex64) -> Tensor:
+    """CAIPI phase factors for per-row kz, complex (..., M, Ky): ``exp(-2j*pi * i * kz / M)``.
+
+    ``kz`` integer (..., Ky); equals :func:`synth.sms.caipi_phase_kz`.
+    """
+    i = torch.arange(m, device=kz.device)[:, None]
+    angle = (CAIPI_SIGN * 2 * math.pi / m) * ((i * kz.long()[..., None, :]) % m).to(torch.float64)
+    return torch.polar(torch.ones_like(angle), angle).to(dtype)
+
+
+def _phase_like(m: int, ny: int, t: Tensor, kz: Tensor | None = None) -> Tensor:
+    """(M, Ky) phases, or (..., M, Ky) for a ``kz`` (..., Ky), in ``t``'s complex dtype and device."""
     dtype = t.dtype if t.is_complex() else torch.complex64
-    return caipi_phase(m, ny, device=t.device, dtype=dtype)
+    if kz is None:
+        return caipi_phase(m, ny, device=t.device, dtype=dtype)
+    return caipi_phase_kz(kz.to(t.device), m, dtype=dtype)
 
 
-def collapse(k: Tensor) -> Tensor:
+def collapse(k: Tensor, kz: Tensor | None = None) -> Tensor:
     """CAIPI-collapse per-slice k-space: (..., M, Ky, Kx) -> (..., Ky, Kx).
 
-    ``y[..., n, :] = sum_i exp(-2j*pi*i*n/M) * k[..., i, n, :]``; equals :func:`synth.sms.collapse`.
-    Note the slice axis is dim -3 here (as in ``synth``), not -4 as in the image layout.
+    ``y[..., n, :] = sum_i exp(-2j*pi*i*kz[..., n]/M) * k[..., i, n, :]``; equals
+    :func:`synth.sms.collapse`.  ``kz`` integer (..., Ky) broadcasts against ``k``'s leading dims
+    (None = ``n mod M``).  Note the slice axis is dim -3 here (as in ``synth``), not -4 as in the
+    image layout.
     """
     m, ny = k.shape[-3], k.shape[-2]
-    return (k * _phase_like(m, ny, k)[:, :, None]).sum(dim=-3)
+    return (k * _phase_like(m, ny, k, kz)[..., None]).sum(dim=-3)
 
 
-def expand(y: Tensor, m: int) -> Tensor:
+def expand(y: Tensor, m: int, kz: Tensor | None = None) -> Tensor:
     """Adjoint of :func:`collapse`: (..., Ky, Kx) -> (..., M, Ky, Kx)."""
-    p = _phase_like(m, y.shape[-2], y).conj()
-    return y[..., None, :, :] * p[:, :, None]
+    p = _phase_like(m, y.shape[-2], y, kz).conj()
+    return y[..., None, :, :] * p[..., None]
 
 
 # --- 3D Fourier view --------------------------------------------------------------------------
@@ -126,14 +147,18 @@ def ifft3(k3: Tensor) -> Tensor:
     return ifft2c(torch.fft.ifft(k3, dim=_SLICE, norm="ortho"))
 
 
-def _kz_one_hot(m: int, ny: int, device) -> Tensor:
-    """bool (M, 1, Ky, 1): True at ``kz == n mod M`` (broadcasts against (..., M, T, Ky, Kx))."""
-    kz = torch.arange(ny, device=device) % m
-    return (kz[None, :] == torch.arange(m, device=device)[:, None])[:, None, :, None]
+def _kz_one_hot(m: int, ny: int, device, kz: Tensor | None = None) -> Tensor:
+    """bool (M, 1, Ky, 1): True at ``kz == n mod M``, or (..., M, T, Ky, 1) for a ``kz``
+    (..., T, Ky): True at ``kz' == kz[..., t, n]`` (broadcasts against (..., M, T, Ky, Kx))."""
+    if kz is None:
+        kz = torch.arange(ny, device=device) % m
+        return (kz[None, :] == torch.arange(m, device=device)[:, None])[:, None, :, None]
+    kz = kz.to(device=device, dtype=torch.long)
+    return (kz[..., None, :, :] == torch.arange(m, device=device)[:, None, None])[..., None]
 
 
-def kz_mask(m: int, row_mask: Tensor) -> Tensor:
-    """3D sampling mask from the in-plane mask: row ``n`` is sampled at ``kz = n mod M`` only.
+def kz_mask(m: int, row_mask: Tensor, kz: Tensor | None = None) -> Tensor:
+    """3D sampling mask from the in-plane mask: row ``n`` of frame ``t`` is sampled at its kz only.
 
     Parameters
     ----------
@@ -141,19 +166,21 @@ def kz_mask(m: int, row_mask: Tensor) -> Tensor:
         M, slices per SMS excitation.
     row_mask : bool (..., T, Ky)
         In-plane sampled rows (the store's ``mask`` is (T, Ky); batched (B, T, Ky)).
+    kz : integer (..., T, Ky), or None for ``n mod M``
+        The kz of every row (the store's ``kz``); broadcasts against ``row_mask``.
 
     Returns
     -------
     mask3 : bool (..., M, T, Ky, 1)
-        ``mask3[..., kz, t, n, 0] = row_mask[..., t, n] & (kz == n mod M)``; same as
+        ``mask3[..., k, t, n, 0] = row_mask[..., t, n] & (k == kz[..., t, n])``; same as
         :func:`synth.sms.kz_mask` up to the axis order.
     """
     row_mask = row_mask.to(torch.bool)
-    one_hot = _kz_one_hot(m, row_mask.shape[-1], row_mask.device)  # (M, 1, Ky, 1)
+    one_hot = _kz_one_hot(m, row_mask.shape[-1], row_mask.device, kz)  # (M, 1, Ky, 1) or (..., M, T, Ky, 1)
     return row_mask[..., None, :, :, None] & one_hot
 
 
-def to_3d_data(y: Tensor, row_mask: Tensor | None, m: int) -> tuple[Tensor, Tensor]:
+def to_3d_data(y: Tensor, row_mask: Tensor | None, m: int, kz: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Place measured collapsed data into zero-filled 3D k-space.
 
     Parameters
@@ -164,13 +191,15 @@ def to_3d_data(y: Tensor, row_mask: Tensor | None, m: int) -> tuple[Tensor, Tens
         In-plane mask; leading dims broadcast against ``y``'s.
     m : int
         M.
+    kz : integer (..., T, Ky), or None for ``n mod M``
+        The kz of every row (the store's ``kz``); leading dims broadcast like ``row_mask``'s.
 
     Returns
     -------
     k3 : complex (..., M, T, Ky, Kx)
-        ``y[..., t, n, :] / sqrt(M)`` at ``kz = n mod M`` on sampled rows, 0 elsewhere.
+        ``y[..., t, n, :] / sqrt(M)`` at ``kz[..., t, n]`` on sampled rows, 0 elsewhere.
     mask3 : bool (..., M, T, Ky, 1)
-        :func:`kz_mask` of ``row_mask`` (with ``row_mask``'s leading dims, not ``y``'s).
+        :func:`kz_mask` of ``row_mask`` and ``kz`` (with their leading dims, not ``y``'s).
 
     Notes
     -----
@@ -179,19 +208,20 @@ def to_3d_data(y: Tensor, row_mask: Tensor | None, m: int) -> tuple[Tensor, Tens
     """
     if row_mask is None:
         row_mask = torch.ones(y.shape[-3:-1], dtype=torch.bool, device=y.device)
-    mask3 = kz_mask(m, row_mask)
+    mask3 = kz_mask(m, row_mask, kz)
     k3 = (y / math.sqrt(m))[..., None, :, :, :] * mask3.to(y.dtype)
     return k3, mask3
 
 
-def from_3d_data(k3: Tensor) -> Tensor:
+def from_3d_data(k3: Tensor, kz: Tensor | None = None) -> Tensor:
     """Collapsed data from 3D k-space: (..., M, T, Ky, Kx) -> (..., T, Ky, Kx).
 
-    ``y[..., t, n, :] = sqrt(M) * k3[..., n mod M, t, n, :]`` (no in-plane mask applied), so
-    ``from_3d_data(fft3(x))`` is the CAIPI collapse of ``fft2c(x)`` (the paper's 3D identity).
+    ``y[..., t, n, :] = sqrt(M) * k3[..., kz[..., t, n], t, n, :]`` (no in-plane mask applied;
+    ``kz`` integer (..., T, Ky), None = ``n mod M``), so ``from_3d_data(fft3(x), kz)`` is the CAIPI
+    collapse of ``fft2c(x)`` with that kz (the paper's 3D identity).
     """
     m, ny = k3.shape[_SLICE], k3.shape[-2]
-    one_hot = _kz_one_hot(m, ny, k3.device).to(k3.dtype)
+    one_hot = _kz_one_hot(m, ny, k3.device, kz).to(k3.dtype)
     return math.sqrt(m) * (k3 * one_hot).sum(dim=_SLICE)
 
 
@@ -239,10 +269,11 @@ def data_consistency(
 class SmsOperator:
     r"""The SMS acquisition of one batch as a linear operator with adjoint.
 
-    .. math:: A x = P \cdot \mathrm{collapse}(\mathrm{fft2c}\, x)
+    .. math:: A x = P \cdot \mathrm{collapse}_{k_z}(\mathrm{fft2c}\, x)
 
     ``x`` complex (..., M, T, Y, X) -> ``y`` complex (..., T, Ky, Kx), with ``P`` the in-plane row
-    mask.  Equals :class:`synth.sms.SmsForward` with the coil axis as the leading dim.
+    mask and ``kz`` the kz of every row.  Equals :class:`synth.sms.SmsForward` with the coil axis
+    as the leading dim.
 
     Parameters
     ----------
@@ -251,13 +282,16 @@ class SmsOperator:
         (B, C, M, T, Y, X) images).
     m : int
         M, slices per excitation.
+    kz : integer (..., T, Ky), or None for ``n mod M``
+        The kz of every row (the store's ``kz``); broadcast like ``row_mask``.
     """
 
-    def __init__(self, row_mask: Tensor | None, m: int):
+    def __init__(self, row_mask: Tensor | None, m: int, kz: Tensor | None = None):
         if m < 1:
             raise ValueError(f"SmsOperator: m (slices per excitation) must be >= 1, got {m}")
         self.m = int(m)
         self.row_mask = None if row_mask is None else row_mask.to(torch.bool)[..., None]
+        self.kz = None if kz is None else kz.long()
 
     def _mask(self, y: Tensor) -> Tensor:
         return y if self.row_mask is None else y * self.row_mask.to(y.dtype)
@@ -267,11 +301,11 @@ class SmsOperator:
         if x.shape[_SLICE] != self.m:
             raise ValueError(f"SmsOperator: expected {self.m} slices at dim -4, got shape {tuple(x.shape)}")
         k = fft2c(x).movedim(_SLICE, _SLICE_3)  # (..., T, M, Ky, Kx)
-        return self._mask(collapse(k))
+        return self._mask(collapse(k, self.kz))
 
     def adjoint(self, y: Tensor) -> Tensor:
         """(..., T, Ky, Kx) -> (..., M, T, Y, X)."""
-        return ifft2c(expand(self._mask(y), self.m).movedim(_SLICE_3, _SLICE))
+        return ifft2c(expand(self._mask(y), self.m, self.kz).movedim(_SLICE_3, _SLICE))
 
     def normal(self, x: Tensor) -> Tensor:
         """``A^H A x``."""
@@ -281,7 +315,8 @@ class SmsOperator:
 
     def __repr__(self) -> str:
         mask = None if self.row_mask is None else tuple(self.row_mask.shape[:-1])
-        return f"SmsOperator(m={self.m}, row_mask={mask})"
+        kz = None if self.kz is None else tuple(self.kz.shape)
+        return f"SmsOperator(m={self.m}, row_mask={mask}, kz={kz})"
 
 
 # --- network boundary -------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from synth import store as sstore
 from synth.errors import ConfigError, StoreError
 from synth.fft import fft2c
 from synth.masks import row_mask
-from synth.sms import collapse_images
+from synth.sms import collapse, collapse_images, kz_table
 from zoo import physics as P
-from zoo.data import DataConfig, SmsDataset, coil_compression_weights, virtual_coil_weights
+from zoo.data import DataConfig, SmsDataset, coil_compression_weights, simulate_kspace, virtual_coil_weights
 
 C, T, NY, NX = 3, 4, 37, 31  # odd image sizes catch axis mix-ups
 
@@ -26,21 +26,26 @@ def smooth_phase(rng, lead, ny, nx):
             + a[..., 3, :, :] * np.cos(np.pi * (xx + yy))).astype(np.float32)
 
 
-def simulate(rng, m, *, kind="uniform", accel=3, acs=6, zero_phase=False, sigma=0.0):
-    """One example through the store's forward model (docs/store-format.md)."""
+def simulate(rng, m, *, kind="uniform", accel=3, acs=6, zero_phase=False, sigma=0.0, caipi="row"):
+    """One example through the store's forward model (docs/store-format.md), rows at their ``kz``."""
     target = rng.random((m, T, NY, NX)).astype(np.float32)
     target /= target.max()
     csm = rng.standard_normal((C, m, NY, NX)) + 1j * rng.standard_normal((C, m, NY, NX))
     csm = (csm / np.sqrt((np.abs(csm) ** 2).sum(0))).astype(np.complex64)
     phase = np.zeros((C, m, T, NY, NX), np.float32) if zero_phase else smooth_phase(rng, (C, m, T), NY, NX)
     x = target.astype(np.float64) * csm[:, :, None] * np.exp(1j * phase.astype(np.float64))  # (C, M, T, Y, X)
-    kspace = fft2c(collapse_images(np.moveaxis(x, 1, -3)))  # (C, T, Ky, Kx)
+    kspace = fft2c(collapse_images(np.moveaxis(x, 1, -3)))  # (C, T, Ky, Kx), kz = n mod M
     if sigma:
         shape = kspace.shape
         kspace = kspace + sigma / np.sqrt(2) * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    mask = row_mask(kind, T, NY, accel, acs, rng)
+    kz = kz_table(caipi, mask, m)
+    if caipi != "row":  # the same noise, on the k-space of the rows' own kz
+        kspace = kspace - fft2c(collapse_images(np.moveaxis(x, 1, -3))) + collapse(np.moveaxis(fft2c(x), 1, 2), kz)
     return {
         "kspace": kspace.astype(np.complex64),
-        "mask": row_mask(kind, T, NY, accel, acs, rng),
+        "mask": mask,
+        "kz": kz,
         "target": target,
         "csm": csm,
         "phase": phase,
@@ -50,15 +55,17 @@ def simulate(rng, m, *, kind="uniform", accel=3, acs=6, zero_phase=False, sigma=
 
 
 def make_store(path, *, n=4, m=2, written=None, partial=(), with_phase=True, phase_kind="kmeans",
-               splits=None, accel=3, acs=6, kind="uniform", sigma=0.0, seed=0):
+               splits=None, accel=3, acs=6, kind="uniform", sigma=0.0, seed=0, caipi="row"):
     rng = np.random.default_rng(seed)
-    params = {"sms": m, "coils": C, "accel": accel, "acs": acs, "mask": kind, "phase": phase_kind, "seed": seed}
+    params = {"sms": m, "coils": C, "accel": accel, "acs": acs, "mask": kind, "caipi": caipi, "phase": phase_kind,
+              "seed": seed}
     examples = [{"index": i, **({"split": splits[i]} if splits else {})} for i in range(n)]
     root = sstore.create(path, {"N": n, "C": C, "M": m, "T": T, "Ky": NY, "Kx": NX},
                          {"params": params, "examples": examples}, with_phase=with_phase)
     sims = {}
     for i in range(n):
-        sims[i] = simulate(rng, m, kind=kind, accel=accel, acs=acs, zero_phase=phase_kind == "none", sigma=sigma)
+        sims[i] = simulate(rng, m, kind=kind, accel=accel, acs=acs, zero_phase=phase_kind == "none", sigma=sigma,
+                           caipi=caipi)
         if written is None or i in written:
             sstore.write_example(root, i, sims[i])
         elif i in partial:  # data written, completion marker not: an interrupted writer
@@ -132,6 +139,7 @@ def test_shapes_and_dtypes(store, mode):
     expect = {
         "k3": (lead + (m, T, NY, NX), torch.complex64),
         "mask3": ((m, T, NY, 1), torch.bool),
+        "kz": ((T, NY), torch.int64),
         "x0": (lead + (m, T, NY, NX), torch.complex64),
         "truth": (lead + (m, T, NY, NX), torch.complex64),
         "target": ((m, T, NY, NX), torch.float32),
@@ -355,3 +363,122 @@ def test_pickle_drops_the_store_handle(store):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._store is None
     assert torch.equal(clone[0]["k3"], ds[0]["k3"])
+
+
+# --- CAIPI orderings: kz per row (store format 1.1), 1.0 stores, fresh masks that re-simulate ----
+
+
+def downgrade_to_1_0(path):
+    """Make ``path`` what a 1.0 writer left: no ``kz`` array, ``format_version`` "1.0", no params.caipi."""
+    import shutil
+
+    import zarr
+
+    shutil.rmtree(path / "kz")
+    root = zarr.open_group(str(path), mode="r+")
+    arrays = {k: v for k, v in root.attrs["arrays"].items() if k != "kz"}
+    params = {k: v for k, v in root.attrs["params"].items() if k != "caipi"}
+    root.attrs.update({"format_version": "1.0", "arrays": arrays, "params": params})
+
+
+@pytest.mark.parametrize("mode", ["virtual", "per-coil"])
+def test_acquired_store_items_carry_its_kz(tmp_path, mode):
+    path, sims = make_store(tmp_path / "s.zarr", n=2, m=2, caipi="acquired", kind="vd", accel=2, acs=4)
+    ds = SmsDataset(path, DataConfig(coil_mode=mode))
+    for i in range(2):
+        item = ds[i]
+        np.testing.assert_array_equal(item["kz"].numpy(), sims[i]["kz"])
+        assert not np.array_equal(sims[i]["kz"], kz_table("row", sims[i]["mask"], 2))  # not n mod M
+        mask = torch.from_numpy(sims[i]["mask"])
+        assert torch.equal(item["mask3"], P.kz_mask(2, mask, item["kz"]))
+        # data consistency stays exact: the truth's 3D k-space on the kz-aware mask is the data
+        assert rel(P.fft3(item["truth"]) * item["mask3"], item["k3"]) < 1e-5
+
+
+def test_1_0_store_loads_as_row_ordering(tmp_path):
+    new, _ = make_store(tmp_path / "new.zarr", n=3, m=3)
+    old, _ = make_store(tmp_path / "old.zarr", n=3, m=3)
+    downgrade_to_1_0(old)
+    st = sstore.Store.open(old)
+    assert st.version == (1, 0) and st.caipi == "row" and "kz" not in st.root
+    for cfg in (DataConfig(), DataConfig(coil_mode="per-coil"), DataConfig(mask="fresh", seed=2)):
+        a, b = SmsDataset(old, cfg), SmsDataset(new, cfg)
+        assert a.store_caipi == "row" and not a.resimulates
+        for i in range(3):
+            x, y = a[i], b[i]
+            np.testing.assert_array_equal(x["kz"].numpy(), np.tile(np.arange(NY) % 3, (T, 1)))
+            for key in x:
+                assert torch.equal(x[key], y[key]), key
+
+
+def test_simulate_kspace_is_the_stores_forward_model(tmp_path):
+    """The re-simulation reproduces a noise-free store's own k-space for its own mask and kz."""
+    path, sims = make_store(tmp_path / "s.zarr", n=2, m=3, caipi="acquired", kind="random", accel=2, acs=4)
+    st = sstore.Store.open(path)
+    for i in range(2):
+        ex = st.example(i)
+        y = simulate_kspace(ex["target"], ex["csm"], ex["phase"], ex["kz"])
+        assert y.dtype == np.complex64 and y.shape == ex["kspace"].shape
+        assert rel(y, ex["kspace"]) < 2e-6
+        # and with another kz it is that kz's k-space, not the stored one
+        other = simulate_kspace(ex["target"], ex["csm"], ex["phase"], kz_table("row", ex["mask"], 3))
+        assert rel(other, ex["kspace"]) > 0.1
+    with pytest.raises(TypeError, match="Generator"):
+        simulate_kspace(ex["target"], ex["csm"], ex["phase"], ex["kz"], sigma=0.1)
+
+
+def test_fresh_acquired_masks_resimulate_the_measurement(tmp_path, monkeypatch):
+    path, sims = make_store(tmp_path / "s.zarr", n=3, m=2, kind="uniform", accel=2, acs=4)  # a row store
+    cfg = DataConfig(mask="fresh", caipi="acquired", seed=5)
+    ds = SmsDataset(path, cfg)
+    assert ds.resimulates and ds._fresh == ("vd", 2, 4, "acquired")  # vd by default, R/ACS of the store
+    item = ds[0]
+    mask = ds.fresh_mask(0)
+    np.testing.assert_array_equal(mask, row_mask("vd", T, NY, 2, 4, np.random.default_rng([5, 0, 0])))
+    np.testing.assert_array_equal(item["kz"].numpy(), kz_table("acquired", mask, 2))
+    counts = np.stack([(mask & (item["kz"].numpy() == z)).sum(1) for z in range(2)], axis=1)
+    assert (np.abs(counts[:, 0] - counts[:, 1]) <= 1).all()
+    assert rel(P.fft3(item["truth"]) * item["mask3"], item["k3"]) < 1e-5  # DC exact on re-simulated data
+    # with the stored mask, the fresh route gives the stored route's item of an acquired store
+    acq, _ = make_store(tmp_path / "acq.zarr", n=3, m=2, kind="uniform", accel=2, acs=4, caipi="acquired")
+    stored = SmsDataset(acq)
+    fresh = SmsDataset(acq, DataConfig(mask="fresh", seed=5))  # the store's ordering: acquired
+    assert fresh._fresh[3] == "acquired" and fresh.resimulates
+    st = sstore.Store.open(acq)
+    monkeypatch.setattr(fresh, "fresh_mask", lambda index: st.example(index, ["mask"])["mask"])
+    for i in range(3):
+        a, b = fresh[i], stored[i]
+        assert torch.equal(a["kz"], b["kz"]) and torch.equal(a["mask3"], b["mask3"])
+        assert rel(a["k3"], b["k3"]) < 2e-6 and rel(a["x0"], b["x0"]) < 2e-6
+
+
+def test_fresh_row_masks_on_an_acquired_store_resimulate(tmp_path):
+    """A row-ordered fresh mask cannot reuse k-space made with acquired kz: it is re-simulated too."""
+    path, _ = make_store(tmp_path / "s.zarr", n=2, m=2, caipi="acquired", accel=2, acs=4)
+    ds = SmsDataset(path, DataConfig(mask="fresh", caipi="row", mask_kind="uniform", seed=1))
+    assert ds.resimulates
+    item = ds[1]
+    np.testing.assert_array_equal(item["kz"].numpy(), np.tile(np.arange(NY) % 2, (T, 1)))
+    assert rel(P.fft3(item["truth"]) * item["mask3"], item["k3"]) < 1e-5
+
+
+def test_resimulated_noise_has_the_stores_level_and_is_seeded(tmp_path):
+    sigma = 0.02
+    path, _ = make_store(tmp_path / "s.zarr", n=2, m=2, sigma=sigma, accel=2, acs=4)
+    ds = SmsDataset(path, DataConfig(mask="fresh", caipi="acquired", coil_mode="per-coil", seed=3))
+    a, b = ds[0], SmsDataset(path, ds.config)[0]
+    assert torch.equal(a["k3"], b["k3"])  # a function of (seed, epoch, example)
+    clean = P.fft3(a["truth"]) * a["mask3"]
+    resid = (a["k3"] - clean)[a["mask3"].expand_as(clean)] * np.sqrt(ds.m)
+    assert resid.abs().pow(2).mean().sqrt().item() == pytest.approx(sigma, rel=0.1)
+    ds.set_epoch(1)
+    c = ds[0]
+    assert not torch.equal(c["mask3"], a["mask3"])
+
+
+def test_fresh_caipi_is_validated():
+    with pytest.raises(ConfigError, match="caipi must be one of"):
+        DataConfig(mask="fresh", caipi="rank")
+    with pytest.raises(ConfigError, match="only apply to mask='fresh'"):
+        DataConfig(caipi="acquired")
+    assert DataConfig(mask="fresh", mask_kind="vd").mask_kind == "vd"

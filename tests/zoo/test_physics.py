@@ -46,6 +46,11 @@ def row_mask(gen, b, t, ny, device="cpu"):
     return (torch.rand(b, t, ny, generator=gen) < 0.5).to(device)
 
 
+def random_kz(gen, b, t, ny, m, device="cpu"):
+    """An arbitrary kz per row, int8 (B, T, Ky), as a store's ``kz`` array holds."""
+    return torch.randint(0, m, (b, t, ny), generator=gen).to(torch.int8).to(device)
+
+
 def close(a, b, tol=2e-6):
     """Relative max-norm agreement (float32 precision) of torch/numpy arrays."""
     a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
@@ -71,7 +76,11 @@ def test_operator_suite(shape, device):
         "from_3d_data": (P.from_3d_data, lambda y: from_3d_adjoint(y, m), k3, coll),
     }
     mask = row_mask(gen, b, t, ny, device)
-    for name, op in {"unmasked": P.SmsOperator(None, m), "masked": P.SmsOperator(mask, m)}.items():
+    kz = random_kz(gen, b, t, ny, m, device)
+    ops["collapse-kz"] = (lambda k: P.collapse(k, kz), lambda y: P.expand(y, m, kz), (b, t, m, ny, nx), coll)
+    ops["from_3d_data-kz"] = (lambda k: P.from_3d_data(k, kz), lambda y: m * P.to_3d_data(y, None, m, kz)[0], k3, coll)
+    for name, op in {"unmasked": P.SmsOperator(None, m), "masked": P.SmsOperator(mask, m),
+                     "masked-kz": P.SmsOperator(mask, m, kz), "unmasked-kz": P.SmsOperator(None, m, kz)}.items():
         ops[f"sms-{name}"] = (op.forward, op.adjoint, img, coll)
     for name, (fwd, adj, ishape, oshape) in ops.items():
         check_adjoint(fwd, adj, ishape, oshape, gen, device)
@@ -160,6 +169,53 @@ def test_3d_data_round_trip_and_zero_filled_scale():
     x = crandn(gen, b, m, t, ny, nx)
     k3x, _ = P.to_3d_data(P.SmsOperator(mask, m).forward(x), mask, m)
     close(k3x, P.fft3(x) * mask3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(m=st.integers(1, 3), t=st.integers(1, 3), ny=st.integers(4, 21), nx=st.integers(3, 11),
+       seed=st.integers(0, 2**31))
+def test_kz_operators_match_synth(m, t, ny, nx, seed):
+    """The kz-aware operators equal synth.sms's, for the acquired ordering and any kz."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((2, m, t, ny, nx)) + 1j * rng.standard_normal((2, m, t, ny, nx))).astype(np.complex64)
+    xt = torch.from_numpy(x)
+    mask = rng.random((t, ny)) < 0.6
+    for kz in (sms.kz_table("acquired", mask, m), rng.integers(0, m, (t, ny)).astype(np.int8)):
+        kzt = torch.from_numpy(kz)
+        close(P.caipi_phase_kz(kzt, m), sms.caipi_phase_kz(kz, m), tol=1e-6)
+        per_slice = np.moveaxis(sfft.fft2c(x), 1, -3)  # (B, T, M, Ky, Kx)
+        y_np = sms.collapse(per_slice, kz)
+        close(P.collapse(torch.from_numpy(per_slice), kzt), y_np)
+        close(P.collapse(torch.from_numpy(per_slice), kzt.long()), y_np)  # long works as int8 does
+        y = rng.standard_normal((2, t, ny, nx)).astype(np.complex64)
+        close(P.expand(torch.from_numpy(y), m, kzt), sms.expand(y, m, kz))
+        # 3D identity with kz: from_3d_data(fft3(x), kz) is the collapse with kz
+        close(P.from_3d_data(P.fft3(xt), kzt), y_np)
+        ref = sms.SmsForward(x.shape, mask, kz)
+        op = P.SmsOperator(torch.from_numpy(mask), m, kzt)
+        close(op.forward(xt), ref(x))
+        close(op.adjoint(torch.from_numpy(y)), ref.H(y))
+        ours = P.kz_mask(m, torch.from_numpy(mask), kzt)
+        assert ours.shape == (m, t, ny, 1)
+        np.testing.assert_array_equal(ours[..., 0].numpy(), np.moveaxis(sms.kz_mask(m, mask, kz), -2, -3))
+        # a noiseless measurement with kz lands on the 3D k-space of x at (kz, t, n)
+        k3x, mask3 = P.to_3d_data(op.forward(xt), torch.from_numpy(mask), m, kzt)
+        close(k3x, P.fft3(xt) * mask3)
+    # kz = n mod M is the default
+    row = torch.from_numpy(sms.kz_table("row", mask, m))
+    close(P.SmsOperator(torch.from_numpy(mask), m, row).forward(xt), P.SmsOperator(torch.from_numpy(mask), m).forward(xt))
+    assert torch.equal(P.kz_mask(m, torch.from_numpy(mask), row), P.kz_mask(m, torch.from_numpy(mask)).expand(m, t, ny, 1))
+
+
+def test_kz_batches_broadcast_over_coils():
+    """kz (B, T, Ky) with images (B, C, M, T, Y, X): kz[:, None] broadcasts over the coil dim."""
+    gen = torch.Generator().manual_seed(5)
+    b, c, m, t, ny, nx = 2, 3, 2, 2, 9, 7
+    x = crandn(gen, b, c, m, t, ny, nx)
+    mask, kz = row_mask(gen, b, t, ny), random_kz(gen, b, t, ny, m)
+    op = P.SmsOperator(mask[:, None], m, kz[:, None])
+    folded = P.SmsOperator(mask.repeat_interleave(c, 0), m, kz.repeat_interleave(c, 0))
+    close(op.forward(x), folded.forward(x.reshape(b * c, m, t, ny, nx)).reshape(b, c, t, ny, nx))
 
 
 # --- data consistency -------------------------------------------------------------------------

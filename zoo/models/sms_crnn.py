@@ -10,8 +10,9 @@ Each unrolled iteration, for the image stack :math:`x \in \mathbb{C}^{B \times M
    CRNN-MRI, "a 2D+time 3D convolution before DC"; :class:`zoo.models.crnn.SpatioTemporalConv`);
 3. data consistency in 3D k-space on the whole stack,
    :math:`x \leftarrow F_3^{H}[\,P\,k_3 + (1-P)\,F_3 x\,]` (:func:`zoo.physics.data_consistency`),
-   the only step that couples the slices: with the CAIPI collapse seen as 3D sampling at
-   ``kz = ky mod M``, the SMS measurement is consistent with the stack only jointly.
+   the only step that couples the slices: with the CAIPI collapse seen as 3D sampling at each
+   row's ``kz`` (``ky mod M`` under the ``row`` ordering; the store's ``kz`` array in general), the
+   SMS measurement is consistent with the stack only jointly.
 
 The weights (and the recurrences over iterations) are shared over the 5 iterations, as in
 CRNN-MRI (Qin et al., IEEE TMI 2018).
