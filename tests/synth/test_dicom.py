@@ -704,3 +704,321 @@ def test_decoder_panic_is_a_dicom_error(tmp_path):
     cat = scan([bad], salt=SALT, show_paths=True)
     with pytest.raises(DicomError, match="bad.dcm"):
         load_slice(cat.series[0].slices[0])
+
+
+# ----------------------------------------------------------------------------- file names (issue 9.2)
+
+PATIENT_DIR, PATIENT_FILE = "DOE_JOHN_12345", "IM_DOE_JOHN"
+NAME_NEEDLES = ("DOE_JOHN", "JOHN", "DOE")  # letters outside [0-9a-f]: no hash or number can contain them
+
+
+def write_patient_export(root: Path) -> dict[str, Path]:
+    """An export named after the patient: a good series, a corrupt image and a non-DICOM file."""
+    folder = root / PATIENT_DIR
+    paths = write_series(folder / "CINE_DOE", n_slices=2, n_frames=3)
+    for i, p in enumerate(sorted(paths)):
+        p.rename(p.with_name(f"{PATIENT_FILE}_{i:04d}.dcm"))
+    corrupt = copy_testdata("MR_truncated.dcm", folder)
+    corrupt = corrupt.rename(folder / f"{PATIENT_FILE}.dcm")
+    notes = folder / "DOE_JOHN_notes.txt"
+    notes.write_text("not dicom")
+    return {"folder": folder, "corrupt": corrupt, "notes": notes}
+
+
+def assert_no_name(*texts: str) -> None:
+    for text in texts:
+        for needle in NAME_NEEDLES:
+            assert needle not in text, (needle, text)
+
+
+def test_file_names_never_reach_messages_unless_show_paths(tmp_path, caplog):
+    ex = write_patient_export(tmp_path / "export")
+    texts = []
+    with caplog.at_level(logging.DEBUG):
+        cat = scan([tmp_path / "export"], salt=SALT)
+        texts += [str(s) for s in cat.skipped] + [s.name for s in cat.skipped] + cat.warnings
+        for inputs in ([tmp_path / "export"], [ex["folder"]], [ex["corrupt"]]):  # every way in: fatal errors
+            with pytest.raises((DicomError, NoInputError)) as e:
+                scan(inputs, salt=SALT, on_error="fail")
+            texts.append(str(e.value))
+        with pytest.raises(NoInputError) as e:
+            scan([ex["folder"] / "DOE_JOHN_missing"], salt=SALT)
+        texts.append(str(e.value))
+        # a file damaged after the scan: load_slice names it as the scan did
+        se = cat.series[0]
+        victim = Path(se.slices[0].frames[1].path)
+        victim.write_bytes(victim.read_bytes()[:-100])
+        with pytest.raises(DicomError) as e:
+            load_slice(se.slices[0])
+        texts.append(str(e.value))
+    texts.append(caplog.text)
+    assert {s.category for s in cat.skipped} == {"corrupt", "not-dicom"}
+    assert all(s.name.startswith("#") and s.name.count("/") == 2 for s in cat.skipped)  # export/patient/file
+    by_cat = {s.category: s.name for s in cat.skipped}
+    assert by_cat["corrupt"].endswith(".dcm") and by_cat["not-dicom"].endswith(".txt")  # extensions kept
+    assert se.slices[0].frames[1].name in texts[-2]  # the masked name, so the user can still match it up
+    assert_no_name(*texts)
+
+    shown = scan([tmp_path / "export"], salt=SALT, show_paths=True)
+    assert {s.name for s in shown.skipped} == {str(ex["corrupt"]), str(ex["notes"]), str(victim)}
+    with pytest.raises(DicomError, match=f"{PATIENT_FILE}.dcm"):
+        scan([tmp_path / "export"], salt=SALT, on_error="fail", show_paths=True)
+
+
+def test_masked_names_are_stable_and_salted(tmp_path):
+    ex = write_patient_export(tmp_path / "export")
+    a = {s.path: s.name for s in scan([tmp_path / "export"], salt=SALT).skipped}
+    b = {s.path: s.name for s in scan([tmp_path / "export"], salt=SALT).skipped}
+    c = {s.path: s.name for s in scan([tmp_path / "export"], salt=b"other").skipped}
+    assert a == b and a[str(ex["corrupt"])] != c[str(ex["corrupt"])]
+    folder = a[str(ex["corrupt"])].rsplit("/", 1)[0]
+    assert folder.count("#") == 2 and a[str(ex["notes"])].startswith(folder + "/")  # one folder, one hash
+
+
+# ----------------------------------------------------------------------------- burned-in (issue 9.3)
+
+BURNED_IN = {
+    "annotation-yes": dict(BurnedInAnnotation="YES"),
+    "screen-shot": dict(ImageType=["DERIVED", "SECONDARY", "SCREEN SHOT"]),
+    "sc-value": dict(ImageType=["DERIVED", "SECONDARY", "OTHER", "SC"]),
+    "sc-sop-class": dict(SOPClassUID="1.2.840.10008.5.1.4.1.1.7", Modality="OT"),
+}
+KEPT = {
+    "annotation-no": dict(BurnedInAnnotation="NO"),
+    "reformat": dict(ImageType=["DERIVED", "SECONDARY", "MPR"]),  # a legitimate derived series
+    "derived-secondary": dict(ImageType=["DERIVED", "SECONDARY"]),
+    "screen-word-but-primary": dict(ImageType=["ORIGINAL", "PRIMARY", "M", "SCREEN SHOT"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BURNED_IN))
+def test_burned_in_images_are_skipped_or_refused(tmp_path, case):
+    write_series(tmp_path / "good", n_slices=1, n_frames=2)
+    (bad,) = write_series(tmp_path / "shot", n_slices=1, n_frames=1, SeriesInstanceUID="1.2.826.0.1.3680043.9.1111.9",
+                          **BURNED_IN[case])
+    cat = scan([tmp_path], salt=SALT)
+    (skip,) = cat.skipped
+    assert skip.category == "burned-in" and skip.path == str(bad) and "identifiers" in skip.reason
+    assert len(cat.series) == 1 and cat.series[0].slices[0].n_frames == 2
+    with pytest.raises(DicomError, match="never used") as e:
+        scan([tmp_path], salt=SALT, on_error="fail")
+    assert skip.name in str(e.value) and "--on-error skip" in str(e.value)
+
+
+@pytest.mark.parametrize("case", list(KEPT))
+def test_ordinary_derived_images_are_kept(tmp_path, case):
+    write_series(tmp_path, n_slices=1, n_frames=2, **KEPT[case])
+    cat = scan([tmp_path], salt=SALT, on_error="fail")
+    assert not cat.skipped and cat.series[0].slices[0].n_frames == 2
+
+
+def test_pydicom_deflated_secondary_capture_is_burned_in_not_truncated(tmp_path):
+    copy_testdata("image_dfl.dcm", tmp_path)  # a valid deflated file, Secondary Capture
+    write_series(tmp_path / "good", n_slices=1, n_frames=1)
+    (skip,) = scan([tmp_path], salt=SALT).skipped
+    assert skip.category == "burned-in" and "Secondary Capture" in skip.reason
+
+
+# ----------------------------------------------------------------------------- deflated (issue 9.5)
+
+
+def _deflated_copy(src: Path, dest: Path) -> Path:
+    """``src`` re-saved in Deflated Explicit VR Little Endian (pydicom deflates on writing)."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest, enforce_file_format=True)
+    return dest
+
+
+def _split_deflated(path: Path) -> tuple[bytes, bytes]:
+    """(preamble + file meta bytes, inflated data set bytes) of a deflated file."""
+    import io
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    raw = path.read_bytes()
+    fp = io.BytesIO(raw)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)
+    return raw[: fp.tell()], zlib.decompress(raw[fp.tell():], -15)
+
+
+def _deflate_bomb(template: Path, dest: Path, *, extra: int, pixel_length: int | None = None) -> Path:
+    """A valid deflated file whose data set is followed by ``extra`` zero bytes of trailing
+    padding (FFFC,FFFC) (or whose Pixel Data claims ``pixel_length`` bytes): a few hundred kB that
+    inflate to ``extra`` bytes more than the header implies.  Built from flushed copies of one
+    compressed 16 MiB block of zeros, so making it takes milliseconds."""
+    import struct
+    import zlib
+
+    meta, dataset = _split_deflated(template)
+    if pixel_length is not None:
+        at = dataset.rfind(b"\xe0\x7f\x10\x00OW\x00\x00")
+        dataset = dataset[: at + 8] + struct.pack("<I", pixel_length)
+        tail = pixel_length
+    else:
+        dataset += struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, extra)
+        tail = extra
+    block = 16 << 20
+    assert tail % block == 0
+    head = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = head.compress(dataset) + head.flush(zlib.Z_FULL_FLUSH)
+    body += (zeros.compress(bytes(block)) + zeros.flush(zlib.Z_FULL_FLUSH)) * (tail // block)
+    body += zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # the final (empty) block
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(meta + body)
+    return dest
+
+
+def test_deflated_mr_is_read_like_the_original(tmp_path):
+    (src,) = write_series(tmp_path / "plain", n_slices=1, n_frames=1)
+    dfl = _deflated_copy(src, tmp_path / "dfl" / "img.dcm")
+    assert pydicom.dcmread(dfl).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"
+    cat = scan([dfl], salt=SALT, on_error="fail")
+    (sl,) = cat.series[0].slices
+    plain = scan([src], salt=SALT).series[0].slices[0]
+    assert np.array_equal(load_slice(sl), load_slice(plain))
+    odd = _deflated_copy(get_testdata_file("MR_small.dcm"), tmp_path / "small" / "mr.dcm")  # 64x64 real MR
+    (sl,) = scan([odd], salt=SALT, on_error="fail").series[0].slices
+    assert np.array_equal(load_slice(sl)[0], pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array)
+
+
+@pytest.mark.parametrize("kind", ["trailing", "pixel-length"])
+def test_deflate_bomb_is_refused_before_inflating(tmp_path, kind):
+    import time
+
+    (src,) = write_series(tmp_path / "plain", n_slices=1, n_frames=1)
+    template = _deflated_copy(src, tmp_path / "t.dcm")
+    one_gib = 64 * (16 << 20)
+    bomb = _deflate_bomb(template, tmp_path / "in" / "bomb.dcm", extra=one_gib,
+                         pixel_length=one_gib if kind == "pixel-length" else None)
+    assert bomb.stat().st_size < 2 << 20  # < 2 MB on disk, 1 GiB inflated
+    write_series(tmp_path / "in" / "good", n_slices=1, n_frames=2)
+    t0 = time.perf_counter()
+    cat = scan([tmp_path / "in"], salt=SALT)
+    (skip,) = cat.skipped
+    assert time.perf_counter() - t0 < 5  # inflating the whole GiB alone takes longer on this machine
+    assert skip.category == "corrupt" and "inflates to more than" in skip.reason and "header" in skip.reason
+    with pytest.raises(DicomError, match="deflate bomb") as e:
+        scan([tmp_path / "in"], salt=SALT, on_error="fail")
+    assert skip.name in str(e.value) and "bomb" not in skip.name
+
+
+def test_deflated_file_turned_into_a_bomb_after_the_scan_fails_in_load(tmp_path):
+    (src,) = write_series(tmp_path / "plain", n_slices=1, n_frames=1)
+    dfl = _deflated_copy(src, tmp_path / "in" / "img.dcm")
+    (sl,) = scan([dfl], salt=SALT).series[0].slices
+    _deflate_bomb(_deflated_copy(src, tmp_path / "t.dcm"), dfl, extra=16 * (16 << 20))
+    with pytest.raises(DicomError, match="inflates to more than") as e:
+        load_slice(sl)
+    assert sl.frames[0].name in str(e.value) and "img" not in str(e.value)
+
+
+def test_damaged_deflated_streams_are_corrupt(tmp_path):
+    (src,) = write_series(tmp_path / "plain", n_slices=1, n_frames=1)
+    dfl = _deflated_copy(src, tmp_path / "t.dcm")
+    data = dfl.read_bytes()
+    _truncate(dfl, tmp_path / "in" / "cut.dcm", -40)
+    junk = bytearray(data)
+    junk[-200:-100] = bytes(range(100))
+    (tmp_path / "in" / "junk.dcm").write_bytes(bytes(junk))
+    write_series(tmp_path / "in" / "good", n_slices=1, n_frames=1)
+    cat = scan([tmp_path / "in"], salt=SALT, show_paths=True)
+    assert {Path(s.path).name: s.category for s in cat.skipped} == {"cut.dcm": "corrupt", "junk.dcm": "corrupt"}
+
+
+# ----------------------------------------------------------------------------- geometry and pixel length (9.8)
+
+GEOMETRY = {
+    "missing": (dict(ImagePositionPatient=None), "ImagePositionPatient missing"),
+    "two-values": (dict(ImagePositionPatient=[1.0, 2.0]), "ImagePositionPatient malformed (2 values"),
+    # written as 1.25\\2.5\\3.75, then patched to 1.25\\2.x\\3.75 (pydicom refuses to write it)
+    "not-numbers": (dict(ImagePositionPatient=[1.25, 2.5, 3.75]), "ImagePositionPatient malformed (3 values"),
+    "orientation-flat": (dict(ImageOrientationPatient=[1, 0, 0, 1, 0, 0]), "ImageOrientationPatient malformed"),
+}
+
+
+@pytest.mark.parametrize("case", list(GEOMETRY))
+def test_missing_or_malformed_position_is_fatal_under_fail(tmp_path, case, caplog):
+    attrs, needle = GEOMETRY[case]
+    def per_frame(s, t):
+        if (s, t) == (1, 1):  # one image of one slice: the whole series would fall back
+            return dict(attrs, SliceLocation=f"{8.0 * s}")
+        return dict(SliceLocation=f"{8.0 * s}")
+
+    paths = write_series(tmp_path, n_slices=2, n_frames=2, per_frame=per_frame)
+    broken = paths[3]
+    if case == "not-numbers":
+        data = broken.read_bytes()
+        assert data.count(b"2.5\\3.75") == 1
+        broken.write_bytes(data.replace(b"2.5\\3.75", b"2.x\\3.75"))
+    with pytest.raises(DicomError) as e:
+        scan([tmp_path], salt=SALT, on_error="fail")
+    msg = str(e.value)
+    assert needle in msg and "SliceLocation" in msg and "--on-error skip" in msg and "Traceback" not in msg
+    named = scan([tmp_path], salt=SALT)
+    (frame,) = [f for s in named.series[0].slices for f in s.frames if f.path == str(broken)]
+    assert msg.startswith(frame.name + ":")  # names the (masked) file
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="smssynth.dicom"):
+        cat = scan([tmp_path], salt=SALT)  # skip: the documented fallback, counted and warned once
+    (se,) = cat.series
+    assert se.position_source == "SliceLocation" and cat.fallbacks == {"SliceLocation": 1}
+    (warning,) = [w for w in cat.warnings if "SliceLocation" in w]
+    assert se.key in warning and "1 of 4 image(s)" in warning and needle in warning
+    assert caplog.text.count("separated by SliceLocation") == 1
+
+
+def test_geometry_and_slice_location_both_missing_names_an_example(tmp_path):
+    write_series(tmp_path, n_slices=2, n_frames=2, ImagePositionPatient=None)
+    with pytest.raises(DicomError, match="ImagePositionPatient missing, SliceLocation missing"):
+        scan([tmp_path], salt=SALT, on_error="fail")
+
+
+def _with_pixel_bytes(path: Path, data: bytes) -> Path:
+    ds = pydicom.dcmread(path)
+    ds.PixelData = data
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("factor,category", [(3, "corrupt"), (1, None)])
+def test_pixel_data_longer_than_the_header_says_is_corrupt(tmp_path, factor, category):
+    (bad,) = write_series(tmp_path / "x", n_slices=1, n_frames=1, SeriesInstanceUID="1.2.826.0.1.3680043.9.1111.9")
+    _with_pixel_bytes(bad, pydicom.dcmread(bad).PixelData * factor)
+    write_series(tmp_path / "good", n_slices=1, n_frames=2)
+    cat = scan([tmp_path], salt=SALT)
+    if category is None:
+        assert not cat.skipped and len(cat.series) == 2
+        return
+    (skip,) = cat.skipped
+    assert skip.category == category and f"{37 * 31 * 2 * 3} bytes" in skip.reason and str(37 * 31 * 2) in skip.reason
+    with pytest.raises(DicomError, match="header and the pixels disagree"):
+        scan([tmp_path], salt=SALT, on_error="fail")
+
+
+def test_odd_length_pixel_data_may_carry_one_padding_byte(tmp_path):
+    """8-bit 37x31 = 1147 bytes: written padded to 1148 (DICOM's even length) - accepted; 1149 is not."""
+    def eight_bit(path: Path, n: int) -> Path:
+        ds = pydicom.dcmread(path)
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        ds.PixelData = bytes(range(256)) * 4 + bytes(n - 1024)
+        ds.save_as(path)
+        return path
+
+    (ok,) = write_series(tmp_path / "ok", n_slices=1, n_frames=1)
+    eight_bit(ok, 1147)
+    assert len(pydicom.dcmread(ok).PixelData) == 1148  # pydicom pads on writing
+    (sl,) = scan([ok], salt=SALT, on_error="fail").series[0].slices
+    assert load_slice(sl).shape == (1, 37, 31)
+    (bad,) = write_series(tmp_path / "bad", n_slices=1, n_frames=1)
+    eight_bit(bad, 1150)
+    with pytest.raises(DicomError, match="1150 bytes"):
+        scan([bad], salt=SALT, on_error="fail")
