@@ -14,7 +14,10 @@ import click
 @click.option("--example", "-e", type=click.IntRange(min=0), default=0, show_default=True, help="Example to draw.")
 @click.option("--frame", "-t", type=click.IntRange(min=0), default=0, show_default=True, help="Time frame to draw.")
 @click.option("--json", "as_json", is_flag=True, help="Print the root attributes as JSON instead of a summary.")
-def inspect_cmd(store, png, example, frame, as_json):
+@click.option("--verify", is_flag=True,
+              help="Read every complete example and check each chunk (size, decoding, finite values); exit 1 "
+                   "listing the damaged ones.  Reads the whole store.")
+def inspect_cmd(store, png, example, frame, as_json, verify):
     """Describe the smssynth store STORE (schema, parameters, completeness)."""
     from synth.errors import SmssynthError
     from synth.store import Store
@@ -27,6 +30,17 @@ def inspect_cmd(store, png, example, frame, as_json):
         click.echo(json.dumps(st.attrs, indent=2))
     else:
         describe(st)
+    if verify:
+        n = int(st.complete().sum())
+        bad = st.verify(deep=True)
+        for i, problems in sorted(bad.items()):
+            click.echo(f"example {i} damaged: {'; '.join(problems)}")
+        if bad:
+            raise click.ClickException(
+                f"{len(bad)} of {n} complete examples are damaged; re-run the command that generated the store "
+                f"(same options) to recompute them"
+            )
+        click.echo(f"verified: all {n} complete examples are readable")
     if png:
         n = len(st)
         if example >= n:

@@ -11,7 +11,7 @@ import click
 
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "batch_size", "num_workers", "val_fraction", "crop", "seed", "max_steps", "amp",
-             "device", "coil_mode", "coils", "mask")
+             "device", "coil_mode", "coils", "mask", "allow_incomplete")
 
 
 def loop_options(f):
@@ -54,6 +54,9 @@ def loop_options(f):
                      help="Number of virtual coils, 1..C (the store's coils); implies --coil-mode compressed."),
         click.option("--mask", type=click.Choice(["stored", "fresh"]), default=None,
                      help="The store's masks, or a fresh seeded mask per epoch.  [default: stored]"),
+        click.option("--allow-incomplete", is_flag=True, default=None,
+                     help="Train even when fewer than 90 % of the store's examples are complete (an interrupted "
+                          "generation); a store with any incomplete example is reported either way."),
         click.option("--resume", is_flag=True,
                      help="Continue the run in --out from checkpoints/last (weights, optimizer, epoch, RNG); "
                           "--epochs/--max-steps may be raised."),

@@ -331,6 +331,17 @@ def direct_chunk_folder(arr: zarr.Array) -> Path | None:
     return Path(store.root) / arr.store_path.path
 
 
+def _plain_chunk_folder(arr: zarr.Array) -> Path | None:
+    """The chunk folder of an uncompressed local array in either byte order (for size checks)."""
+    store = arr.store_path.store
+    codecs = arr.metadata.codecs
+    if not isinstance(store, LocalStore) or arr.metadata.zarr_format != 3:
+        return None
+    if len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
+        return None
+    return Path(store.root) / arr.store_path.path
+
+
 class _Scratch:
     """Accepts and drops block assignments (the phase of a store without a ``phase`` array)."""
 
@@ -539,10 +550,64 @@ class Store:
                 f"re-run the generating command to complete the store"
             )
         names = names or [k for k in DATA_ARRAYS if k in self.root]
-        out = {k: np.asarray(self.root[k][index]) for k in names if k != "kz"}
+        out = {k: self._read(k, index) for k in names if k != "kz"}
         if "kz" in names:
             out["kz"] = self._kz(index, out.get("mask"))
         return out
+
+    def _read(self, name: str, index: int) -> np.ndarray:
+        """``root[name][index]``, naming the example and array when a chunk cannot be decoded."""
+        try:
+            return np.asarray(self.root[name][index])
+        except Exception as e:  # zarr/numcodecs raise many types for a truncated or garbled chunk
+            raise StoreError(
+                f"{self.path}: example {index}, array {name!r}: a chunk cannot be read ({type(e).__name__}); "
+                f"the store is damaged: `smssynth inspect {self.path} --verify` lists every damaged example, and "
+                f"re-running the generating command recomputes them"
+            ) from None
+
+    def verify(self, indices=None, *, deep: bool = False) -> dict[int, list[str]]:
+        """Damaged examples among the complete ones: ``{index: [problem, ...]}`` ({} if none).
+
+        Cheap check (always): every chunk file of an uncompressed array that exists has exactly
+        the chunk's byte size (local stores; a missing chunk is legal, zarr does not store chunks
+        that equal the fill value).  ``deep``: every array of the example is also read and decoded,
+        which catches damage in compressed chunks and works for any store, at the cost of reading it.
+        """
+        done = self.complete()
+        indices = np.flatnonzero(done) if indices is None else [i for i in indices if done[i]]
+        names = [k for k in (*DATA_ARRAYS, "kz") if k in self.root]
+        sized = {}
+        for k in names:
+            arr = self.root[k]
+            folder = _plain_chunk_folder(arr)
+            if folder is not None:
+                sized[k] = (arr, folder, int(np.prod(arr.chunks)) * arr.dtype.itemsize)
+        bad: dict[int, list[str]] = {}
+        for i in indices:
+            i = int(i)
+            for k, (arr, folder, nbytes) in sized.items():
+                grid = [range(0, n, c) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
+                for starts in itertools.product(*grid):
+                    coords = (i,) + tuple(st // c for st, c in zip(starts, arr.chunks[1:]))
+                    f = folder / arr.metadata.encode_chunk_key(coords)
+                    try:
+                        size = f.stat().st_size
+                    except FileNotFoundError:
+                        continue
+                    if size != nbytes:
+                        bad.setdefault(i, []).append(f"array {k!r} chunk {list(coords)}: {size} bytes, expected {nbytes}")
+                        break
+            if deep:
+                for k in names:
+                    try:
+                        v = np.asarray(self.root[k][i])
+                    except Exception as e:
+                        bad.setdefault(i, []).append(f"array {k!r}: unreadable ({type(e).__name__})")
+                        continue
+                    if v.dtype.kind in "fc" and not np.isfinite(v).all():
+                        bad.setdefault(i, []).append(f"array {k!r}: holds NaN or infinite values")
+        return bad
 
     def _kz(self, index: int, mask: np.ndarray | None) -> np.ndarray:
         from synth.sms import kz_index, kz_table

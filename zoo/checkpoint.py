@@ -364,7 +364,8 @@ def load_checkpoint(
     ``metadata["sha256"]`` -- a mismatch raises :class:`~zoo.errors.ChecksumError` naming the
     file and both hashes; build the architecture with ``zoo.models.build_model(name, config)``
     from the metadata; load the tensors with ``safetensors.torch.load_file`` and
-    ``load_state_dict(strict=True)``; check the header's model name and tensor hash and the
+    ``load_state_dict(strict=True)``; check the header's model name and tensor hash, that every
+    weight is finite (NaN/Inf weights are refused, not loaded to reconstruct NaN) and the
     parameter count.  Any mismatch with the code raises :class:`~zoo.errors.CheckpointError`.
     """
     from zoo.models import build_model
@@ -403,6 +404,14 @@ def load_checkpoint(
         raise ChecksumError(
             f"{st_path}: tensor hash mismatch: expected {header['tensors_sha256']} (file header), "
             f"found {tensors_sha256(state)}; the file is corrupt, restore it"
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() or v.is_complex()
+           if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{st_path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(sorted(bad)[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); the training diverged or the file was altered -- use an "
+            f"earlier checkpoint (e.g. checkpoints/best) or retrain with a lower learning rate"
         )
     try:
         model.load_state_dict(state, strict=True)

@@ -148,6 +148,9 @@ class TrainConfig:
     amp : float16 autocast of the convolutions with a GradScaler (CUDA only).
     device : ``cpu``, ``cuda``, ``cuda:N``; None = CUDA when available.
     freeze : glob patterns of parameter names to keep fixed (``cell.*``), matched with fnmatch.
+    allow_incomplete : train on a store of which less than :data:`MIN_COMPLETE` of the examples
+        are complete (an interrupted generation); otherwise refused.  Any incomplete example
+        is reported with the count either way.
     """
 
     epochs: int = 10
@@ -163,6 +166,7 @@ class TrainConfig:
     amp: bool = False
     device: str | None = None
     freeze: tuple[str, ...] = ()
+    allow_incomplete: bool = False
 
     def __post_init__(self):
         def need(cond, key, msg):
@@ -197,13 +201,15 @@ class TrainConfig:
         need(self.device is None or isinstance(self.device, str), "device", f"must be a string, got {self.device!r}")
         need(isinstance(self.freeze, tuple) and all(isinstance(p, str) and p for p in self.freeze), "freeze",
              f"must be a list of glob patterns, got {self.freeze!r}")
+        need(isinstance(self.allow_incomplete, bool), "allow_incomplete",
+             f"must be true or false, got {self.allow_incomplete!r}")
 
 
 # where each TrainConfig field lives in the YAML file
 _SECTIONS = {
     "optimizer": ("lr", "weight_decay", "grad_clip"),
     "data": ("batch_size", "num_workers", "val_fraction", "crop"),
-    "train": ("epochs", "seed", "max_steps", "amp", "device", "freeze"),
+    "train": ("epochs", "seed", "max_steps", "amp", "device", "freeze", "allow_incomplete"),
 }
 # DataConfig fields the YAML may set (split and seed are the loop's: the split selection and train.seed)
 _DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind", "caipi")
@@ -858,6 +864,22 @@ def fit(
         D.shutdown(info)
 
 
+MIN_COMPLETE = 0.9  # below this fraction of complete examples, training needs allow_incomplete
+
+
+def check_complete(store: Store, allow: bool, say=print) -> None:
+    """Report a store with incomplete examples; refuse one mostly incomplete unless ``allow``."""
+    done = store.complete()
+    n, k = len(done), int(done.sum())
+    if k == n:
+        return
+    msg = (f"{store.path}: only {k} of {n} examples are complete (an interrupted generation?); "
+           f"re-run the generating command to complete the store")
+    if k < MIN_COMPLETE * n and not allow:
+        raise ConfigError(f"{msg}, or pass --allow-incomplete to train on the {k} complete examples")
+    say(f"warning: {msg}; training on the {k} complete examples")
+
+
 def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -> FitResult:
     cfg = run.train
     main = info.is_main
@@ -867,6 +889,7 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
 
     # data: two views of the store, validation never sees fresh masks of later epochs
     store = Store.open(run.store)
+    check_complete(store, cfg.allow_incomplete, echo if main else (lambda s: None))
     train_ds = SmsDataset(run.store, run.data)
     val_ds = SmsDataset(run.store, run.data)
     train_idx, val_idx, how = split_examples(store, train_ds.indices, cfg.val_fraction, cfg.seed)

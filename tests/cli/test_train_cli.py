@@ -102,3 +102,23 @@ def test_bad_freeze_pattern(store, config, tmp_path):
     r = invoke(finetune, "--from", tmp_path / "p" / "checkpoints" / "last", "--data", store,
                "--freeze", "cell.*", "--out", tmp_path / "ft")
     one_line_error(r, "--freeze", "cell.*", "matches no parameter")
+
+
+def test_mostly_incomplete_store_is_refused_unless_allowed(store, config, tmp_path):
+    """A store left by an interrupted generation (here 2 of 6 examples complete) is not trained on
+    silently: refused below 90 % complete, or trained on with the count reported when allowed."""
+    import shutil
+
+    part = tmp_path / "part.zarr"
+    shutil.copytree(store, part)
+    chunks = sorted((part / "complete" / "c").iterdir())
+    for f in chunks[2:]:
+        f.unlink()  # completion markers of examples 2.. gone: what an interrupted writer leaves
+    out = tmp_path / "run"
+    one_line_error(invoke(train, "--data", part, "--config", config, "--max-steps", 1, "--out", out, "-q"),
+                   "only 2 of 6 examples are complete", "--allow-incomplete")
+    assert not out.exists()
+    r = invoke(train, "--data", part, "--config", config, "--max-steps", 1, "--val-fraction", 0.5,
+               "--allow-incomplete", "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    assert "warning:" in r.output and "only 2 of 6 examples are complete" in r.output

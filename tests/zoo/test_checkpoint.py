@@ -230,3 +230,15 @@ def test_describe_store_counts_the_complete_examples_of_the_split(tmp_path):
     assert (d["format"], d["format_version"], d["split"], d["n_examples"]) == ("smssynth.sms-kspace", "1.0", "train", 2)
     assert d["dims"]["M"] == 2 and d["params"]["sms"] == 2 and d["data_config"] == {"coil_mode": "virtual"}
     assert describe_store(path)["n_examples"] == 3 and describe_store(path, n_examples=7)["n_examples"] == 7
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_inf_are_refused_at_load(tmp_path, bad):
+    """A checkpoint of a diverged run (hashes all consistent) must not load and reconstruct NaN."""
+    model = tiny()
+    name, p = next(iter(model.named_parameters()))
+    with torch.no_grad():
+        p.view(-1)[0] = bad
+    st = save(tmp_path / "ck", model)
+    with pytest.raises(CheckpointError, match=rf"NaN or infinite.*{name}"):
+        load_checkpoint(st)
