@@ -92,9 +92,32 @@ def test_baselines_follow_the_models_coil_mode(store, tmp_path):
     doc = json.loads(invoke(evaluate, "--model", pc, store, "--examples", "0", "--baselines", "zero-filled",
                             "--json").output)
     assert [m["coil_mode"] for m in doc["methods"]] == ["per-coil", "per-coil"] and not doc["warnings"]
+    # mixed coil modes are scored against the same reference (the store's target): nothing to warn about
     doc = json.loads(invoke(evaluate, "--model", pc, store, "--examples", "0", "--baselines", "zero-filled",
                             "--coil-mode", "virtual", "--json").output)
-    assert [m["coil_mode"] for m in doc["methods"]] == ["per-coil", "virtual"] and doc["warnings"]
+    assert [m["coil_mode"] for m in doc["methods"]] == ["per-coil", "virtual"] and not doc["warnings"]
+    k2 = save_tiny(tmp_path / "k2", store, coil_mode="compressed", coils=2)
+    r = invoke(evaluate, "--model", k2, store, "--examples", "0", "--baselines", "zero-filled", "--json")
+    doc = json.loads(r.output)
+    assert [(m["coil_mode"], m["coils"]) for m in doc["methods"]] == [("compressed", 2)] * 2
+    r = invoke(evaluate, store, "--examples", "0", "--baselines", "zero-filled", "--virtual-coils", "3")
+    assert r.exit_code == 0 and "compressed K=3" in r.output, r.output
+
+
+def test_virtual_coils_are_validated(store, tmp_path):
+    out = tmp_path / "o"
+    one_line_error(invoke(evaluate, store, "--virtual-coils", "4"), "--virtual-coils", "has 3 coils")
+    one_line_error(invoke(evaluate, store, "--coil-mode", "virtual", "--virtual-coils", "2"), "--virtual-coils",
+                   "--coil-mode virtual")
+    one_line_error(invoke(recon, "--model", "zero-filled", store, "--out", out, "--coil-mode", "compressed"),
+                   "--virtual-coils", "needs")
+    one_line_error(invoke(recon, "--model", "zero-filled", store, "--out", out, "--virtual-coils", "0"),
+                   "--virtual-coils")
+    assert not out.exists()
+    r = invoke(recon, "--model", "zero-filled", store, "--out", out, "--virtual-coils", "2", "--examples", "1",
+               "--complex", "-q")
+    assert r.exit_code == 0 and "compressed K=2" in r.output, r.output
+    assert zarr.open_group(str(out), mode="r")["recon_complex"].shape[1] == 2
 
 
 def test_clean_errors(store, ckpt, tmp_path):

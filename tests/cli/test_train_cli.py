@@ -122,3 +122,26 @@ def test_mostly_incomplete_store_is_refused_unless_allowed(store, config, tmp_pa
                "--allow-incomplete", "--out", out, "-q")
     assert r.exit_code == 0, r.output
     assert "warning:" in r.output and "only 2 of 6 examples are complete" in r.output
+
+
+def test_virtual_coils(store, config, tmp_path):
+    """--virtual-coils K trains compressed to K coils; it is validated against --coil-mode and the store."""
+    assert "--virtual-coils" in invoke(train, "--help").output
+    out = tmp_path / "k2"
+    r = invoke(train, "--data", store, "--config", config, "--virtual-coils", "2", "--max-steps", "1", "--out", out,
+               "-q")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["data"]["coil_mode"], cfg["data"]["coils"]) == ("compressed", 2)
+    one_line_error(invoke(train, "--out", out, "--resume", "--virtual-coils", "1"), "--virtual-coils",
+                   "cannot change")
+    bad = tmp_path / "bad"
+    one_line_error(invoke(train, "--data", store, "--config", config, "--virtual-coils", "3", "--out", bad),
+                   "--virtual-coils", "has 2 coils")
+    one_line_error(invoke(train, "--data", store, "--config", config, "--coil-mode", "per-coil", "--virtual-coils",
+                          "2", "--out", bad), "--virtual-coils", "--coil-mode per-coil")
+    one_line_error(invoke(train, "--data", store, "--config", config, "--coil-mode", "compressed", "--out", bad),
+                   "coils=K", "--virtual-coils")
+    one_line_error(invoke(train, "--data", store, "--config", config, "--virtual-coils", "0", "--out", bad),
+                   "--virtual-coils")
+    assert not bad.exists()

@@ -297,3 +297,78 @@ def test_resume_state_roundtrip(tmp_path):
 def test_dataclass_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         T.TrainConfig().lr = 1.0
+
+
+# --- coil modes: the truth is the image -------------------------------------------------------
+
+
+def test_k2_training_step_end_to_end(store, tmp_path, monkeypatch):
+    """K = 2 virtual coils: the model sees 2 coil images per example, the loss and the metrics get
+    their RSS and compare it with the store's target."""
+    seen = {}
+    forward = T.SmsLoss.forward
+
+    def spy(self, pred, target):
+        seen.setdefault("pred", pred.shape)
+        seen.setdefault("target", target.detach().clone())
+        return forward(self, pred, target)
+
+    monkeypatch.setattr(T.SmsLoss, "forward", spy)
+    r = T.fit(run_config(store, coil_mode="compressed", coils=2, crop=16, batch_size=2, max_steps=1), tmp_path / "k2",
+              quiet=True)
+    assert r.step == 1 and np.isfinite(float(r.history[0]["val_psnr"]))
+    assert seen["pred"][:2] == (2, 2) and seen["pred"][-1] == 16  # (B, K, M, T, Y, crop)
+    cfg = json.loads((tmp_path / "k2" / "config.json").read_text())
+    assert (cfg["data"]["coil_mode"], cfg["data"]["coils"]) == ("compressed", 2)
+    meta = read_metadata(tmp_path / "k2" / "checkpoints" / "last")
+    assert meta["data"]["data_config"]["coils"] == 2
+    # the validation metrics are those of the RSS over the 2 coils against the store's target
+    val_ds = SmsDataset(store, DataConfig(coil_mode="compressed", coils=2))
+    ids = json.loads((tmp_path / "k2" / "baseline.json").read_text())["val_indices"]
+    root = Store.open(store).root
+    for i in ids:
+        item = val_ds[val_ds.indices.index(i)]
+        np.testing.assert_array_equal(item["target"].numpy(), root["target"][i])
+    rows = T.evaluate_examples(None, val_ds, [val_ds.indices.index(i) for i in ids], torch.device("cpu"), 1, 0)
+    for idx, n, p, s in rows:
+        zf = torch.linalg.vector_norm(val_ds[val_ds.indices.index(idx)]["x0"], dim=0)[None]
+        ref = torch.from_numpy(root["target"][idx])[None]
+        assert p == pytest.approx(float(T.psnr(zf, ref)), rel=1e-6)
+
+
+def test_rss_magnitude():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 2, 4, 5, 6, dtype=torch.complex64, generator=g)
+    torch.testing.assert_close(T.rss_magnitude(x), x.abs().pow(2).sum(1).sqrt())
+    torch.testing.assert_close(T.rss_magnitude(x[:, 0]), x[:, 0].abs())
+
+
+def test_old_virtual_and_per_coil_configs_still_load(store, tmp_path):
+    # the shipped checkpoint's training YAML (coil_mode virtual, no coils key)
+    sections = T.load_yaml_config("zoo/configs/sms-crnn-cine-cpu.yaml")
+    run = T.resolve_run_config(store, yaml_sections=sections)
+    assert (run.data.coil_mode, run.data.coils) == ("virtual", None)
+    # a config.json written before coil compression: no data.coils, loss without 'on'
+    saved = run_config(store, coil_mode="per-coil").to_dict()
+    del saved["data"]["coils"]
+    del saved["loss"]["on"]
+    back = T.RunConfig.from_dict(saved)
+    assert (back.data.coil_mode, back.data.coils, back.loss.on) == ("per-coil", None, "magnitude")
+    assert SmsDataset(store, back.data).n_coils == 3
+    # ... but one trained with the complex MSE is not silently resumed with another loss
+    saved["loss"]["on"] = "complex"
+    with pytest.raises(ConfigError, match="fine-tune from its checkpoint"):
+        T.RunConfig.from_dict(saved)
+    # flags over YAML: a mode without K drops the YAML's K; K needs the compressed mode
+    y = {"model": {"name": "sms-crnn", "config": TINY}, "data": {"coil_mode": "compressed", "coils": 2}}
+    assert T.resolve_run_config(store, yaml_sections=y).data.coils == 2
+    assert T.resolve_run_config(store, yaml_sections=y, overrides={"coil_mode": "per-coil"}).data.coils is None
+    with pytest.raises(ConfigError, match="coils"):
+        T.resolve_run_config(store, yaml_sections={**y, "data": {"coil_mode": "compressed"}})
+
+
+def test_shipped_checkpoint_loads_as_virtual():
+    from zoo.recon import load_method
+
+    m = load_method("sms-crnn-cine-cpu")
+    assert (m.coil_mode, m.coils) == ("virtual", None)
