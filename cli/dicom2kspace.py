@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import common_run_options, config_from_options, setup_logging, sim_options
+from cli.options import PATHS_NOTE, common_run_options, config_from_options, setup_logging, sim_options, user_error
 
 
 @click.command("dicom2kspace")
@@ -14,7 +14,7 @@ from cli.options import common_run_options, config_from_options, setup_logging, 
               help="Threads that compute and write coils  [default: the CPU cores available]")
 @sim_options
 @common_run_options
-def dicom2kspace(inputs, out, threads, salt, on_error, overwrite, quiet, **kwargs):
+def dicom2kspace(inputs, out, threads, salt, on_error, show_paths, overwrite, quiet, **kwargs):
     """Simulate multi-coil complex SMS k-space from magnitude DICOM INPUTS (files or folders).
 
     Series are grouped by UID, slices by position along the slice normal, frames by trigger
@@ -41,13 +41,13 @@ def dicom2kspace(inputs, out, threads, salt, on_error, overwrite, quiet, **kwarg
     try:
         summary = run(
             inputs, out, config, salt=resolve_salt(salt), on_error=on_error, overwrite=overwrite, progress=progress,
-            threads=threads,
+            threads=threads, show_paths=show_paths,
         )
     except SmssynthError as e:
         bar.close()
-        raise click.ClickException(str(e)) from None
+        raise user_error(e) from None
     bar.close()
-    print_summary(summary, out)
+    print_summary(summary, out, show_paths)
     if summary.written == 0 and not summary.already:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")
     if summary.failed:
@@ -57,7 +57,7 @@ def dicom2kspace(inputs, out, threads, salt, on_error, overwrite, quiet, **kwarg
         )
 
 
-def print_summary(s, out) -> None:
+def print_summary(s, out, show_paths: bool = False) -> None:
     t, ny, nx = s.shape
     click.echo(
         f"\n{s.written} of {s.n_examples} examples written to {out}"
@@ -79,6 +79,8 @@ def print_summary(s, out) -> None:
         click.echo(f"warning: {w}")
     for note in s.notes:
         click.echo(note)
+    if not show_paths and (s.skip_reasons or s.failed or s.warnings):
+        click.echo(PATHS_NOTE)
     if s.seconds:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
         click.echo(f"time {s.wall_seconds:.1f}s (stages, summed over threads: {stages}; they overlap)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import common_run_options, config_from_options, setup_logging, sim_options
+from cli.options import PATHS_NOTE, common_run_options, config_from_options, setup_logging, sim_options, user_error
 
 
 class KeyValue(click.ParamType):
@@ -35,7 +35,7 @@ class KeyValue(click.ParamType):
 @sim_options
 @common_run_options
 def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, storage_options, salt, on_error,
-             overwrite, quiet, **kwargs):
+             show_paths, overwrite, quiet, **kwargs):
     """Generate an SMS k-space dataset from every study under INPUT_ROOT (or a --manifest).
 
     Every simulation option of dicom2kspace applies with the same meaning.  Runs on a local dask
@@ -77,12 +77,12 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
     try:
         res = run(input_root, out, config, salt=resolve_salt(salt), manifest=rows, split=split, workers=workers,
                   scheduler=scheduler, on_error=on_error, overwrite=overwrite,
-                  storage_options=dict(storage_options) or None, progress=progress)
+                  storage_options=dict(storage_options) or None, progress=progress, show_paths=show_paths)
     except SmssynthError as e:
         bar.close()
-        raise click.ClickException(str(e)) from None
+        raise user_error(e) from None
     bar.close()
-    print_summary(res, out, time.perf_counter() - t0)
+    print_summary(res, out, time.perf_counter() - t0, show_paths)
     if res.written + res.already == 0:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")
     if res.failed:
@@ -92,7 +92,7 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
         )
 
 
-def print_summary(r, out, wall) -> None:
+def print_summary(r, out, wall, show_paths: bool = False) -> None:
     t, ny, nx = r.shape
     rate = r.written / r.seconds if r.seconds else 0.0
     click.echo("")
@@ -122,3 +122,5 @@ def print_summary(r, out, wall) -> None:
         click.echo(f"warning: {wmsg}")
     for note in r.notes:
         click.echo(note)
+    if not show_paths and (r.skip_reasons or r.failed or r.warnings):
+        click.echo(PATHS_NOTE)

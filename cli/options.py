@@ -8,6 +8,7 @@ import logging
 import click
 
 from synth.config import CAIPI_ORDERS, CSMS, COMBINES, FRAME_MODES, MASKS, PHASES, RESOLUTIONS, SimConfig
+from synth.deid import MASKED_PATHS_NOTE as PATHS_NOTE
 from synth.errors import ConfigError
 
 
@@ -112,7 +113,8 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 
 def common_run_options(f):
     @click.option("--salt", envvar="SMSSYNTH_SALT", default=None, help="Secret for pseudonymous keys (env SMSSYNTH_SALT; default: a per-user secret in ~/.config/smssynth/salt). Pass the same salt to reproduce a store elsewhere.")
-    @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Corrupt or undecodable DICOM: skip it (reported) or stop.")
+    @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Corrupt or undecodable DICOM, images with burned-in annotation, or slices without ImagePositionPatient: skip them / fall back to SliceLocation (counted and reported), or stop.")
+    @click.option("--show-paths", is_flag=True, help="Name input files by their real paths in messages. By default each folder and file name is shown as a salted hash, since exports often name them after the patient.")
     @click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
     @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the summary.")
     @functools.wraps(f)
@@ -120,3 +122,20 @@ def common_run_options(f):
         return f(*args, **kwargs)
 
     return wrapper
+
+
+class UserError(click.ClickException):
+    """A one-line error with the documented exit code: 2 for a usage or configuration problem
+    (bad option, existing or refused --out, no usable input), 1 for a failure at run time."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def user_error(e: Exception) -> UserError:
+    """The project's error ``e`` as a :class:`UserError` with its exit code."""
+    from synth.errors import ConfigError, NoInputError, StoreExistsError
+
+    usage = isinstance(e, (ConfigError, StoreExistsError, NoInputError))
+    return UserError(str(e), 2 if usage else 1)

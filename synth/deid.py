@@ -125,6 +125,10 @@ _PLAIN_EXTENSIONS = frozenset({
 })
 
 
+MASKED_PATHS_NOTE = ("file and folder names above are shown as #hashes (salted, one per path component), since "
+                     "exports often name them after the patient; pass --show-paths to see the real paths")
+
+
 class PathNames:
     """How messages name input files and folders: masked (the default) or as given.
 
@@ -165,8 +169,5 @@ class PathNames:
 
     @property
     def note(self) -> str:
-        """One line for a summary: how paths are shown and how to see them."""
-        if self.show:
-            return ""
-        return ("file and folder names are shown as #hashes (salted, one per path component) because real "
-                "exports name them after patients; pass --show-paths to see the real paths")
+        """One line for a summary: how paths are shown and how to see them ('' with ``show``)."""
+        return "" if self.show else MASKED_PATHS_NOTE

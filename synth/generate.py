@@ -36,7 +36,7 @@ from synth import store as zstore
 from synth.budget import check_memory
 from synth.combos import ExamplePlan, Plan
 from synth.config import SimConfig
-from synth.deid import pseudonym
+from synth.deid import PathNames, pseudonym
 from synth.dicom import Catalog, SeriesInfo, Skip, scan
 from synth.errors import ClusterError, ConfigError, NoInputError, SmssynthError, StoreExistsError
 from synth.pipeline import CoilWriter, SliceCache, make_plan, open_to_resume, store_attrs
@@ -99,13 +99,14 @@ def _entries(root: Path) -> list[list[str]]:
     return [[d] for d in dirs] + ([files] if files else [])
 
 
-def _scan_unit(paths: list[str], salt: bytes, on_error: str) -> Catalog:
+def _scan_unit(paths: list[str], salt: bytes, on_error: str, show_paths: bool = False) -> Catalog:
     try:
-        return scan(paths, salt=salt, on_error=on_error)
+        return scan(paths, salt=salt, on_error=on_error, show_paths=show_paths)
     except NoInputError as e:  # a unit without images (e.g. a contours folder) is not an error
         where = paths[0] if len(paths) == 1 else os.path.commonpath(paths)
-        return Catalog(series=[], skipped=[Skip(where, f"no DICOM image series ({e})", "no-images")], warnings=[],
-                       n_files=0)
+        name = PathNames(paths, salt, show_paths)(where)
+        return Catalog(series=[], skipped=[Skip(where, f"no DICOM image series ({e})", "no-images", name)],
+                       warnings=[], n_files=0)
 
 
 def merge_catalogs(parts: list[Catalog]) -> Catalog:
@@ -115,6 +116,7 @@ def merge_catalogs(parts: list[Catalog]) -> Catalog:
         out.skipped += c.skipped
         out.warnings += c.warnings
         out.n_files += c.n_files
+        out.fallbacks.update(c.fallbacks)
         for s in c.series:
             if s.key in series:
                 raise ConfigError(
@@ -133,17 +135,20 @@ def discover(
     salt: bytes,
     on_error: str,
     mapper: Callable,
+    show_paths: bool = False,
 ) -> Discovery:
-    """Scan inputs in parallel (``mapper(fn, items)`` runs ``fn`` over ``items``)."""
+    """Scan inputs in parallel (``mapper(fn, items)`` runs ``fn`` over ``items``).
+
+    ``show_paths``: messages name files by their real paths, not salted hashes (PathNames)."""
     override: dict[str, str] = {}
     if manifest:
         units = [[r.path] for r in manifest]
     else:
         root = Path(root)
         if not root.exists():
-            raise NoInputError(f"{root}: no such file or folder")
+            raise NoInputError(f"{PathNames([root], salt, show_paths)(root)}: no such file or folder")
         units = _entries(root)
-    results = mapper(lambda paths: _scan_unit(paths, salt, on_error), units)
+    results = mapper(lambda paths: _scan_unit(paths, salt, on_error, show_paths), units)
     parts = []
     for i, cat in enumerate(results):
         if manifest:
@@ -154,7 +159,7 @@ def discover(
                 override.update({s.key: row.split for s in cat.series})
         parts.append(cat)
     if not any(c.series for c in parts):
-        where = "the manifest's paths" if manifest else str(root)
+        where = "the manifest's paths" if manifest else PathNames([root], salt, show_paths)(root)
         raise NoInputError(f"no DICOM image series found under {where}")
     return Discovery(merge_catalogs(parts), override)
 
@@ -322,8 +327,11 @@ def generate(
     overwrite: bool = False,
     storage_options: dict | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
+    show_paths: bool = False,
 ) -> GenerateResult:
-    """Discover, plan and write a dataset; resumes an interrupted store with the same parameters."""
+    """Discover, plan and write a dataset; resumes an interrupted store with the same parameters.
+
+    ``show_paths``: messages name input files by their real paths instead of salted hashes."""
     res = GenerateResult()
     t0 = time.perf_counter()
     out = zstore.location(out)
@@ -339,7 +347,7 @@ def generate(
     try:
         _generate(res, root, replacement.target, config, salt=salt, manifest=manifest, split=split,
                   workers=workers, scheduler=scheduler, on_error=on_error, storage_options=storage_options,
-                  progress=progress)
+                  progress=progress, show_paths=show_paths)
     except BaseException as e:
         if replacement.staged:
             replacement.abort()
@@ -356,7 +364,7 @@ def generate(
 
 
 def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, manifest, split, workers, scheduler,
-              on_error, storage_options, progress) -> None:
+              on_error, storage_options, progress, show_paths: bool = False) -> None:
     """The run proper, into ``out`` (new, or an existing store of the same parameters to resume)."""
     client, cluster = open_client(workers, scheduler)
     try:
@@ -366,11 +374,11 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
             futs = client.map(fn, items, pure=False)
             return client.gather(futs)
 
-        disc = discover(root, manifest, salt=salt, on_error=on_error, mapper=mapper)
+        disc = discover(root, manifest, salt=salt, on_error=on_error, mapper=mapper, show_paths=show_paths)
         cat = disc.catalog
         res.n_series, res.n_files = len(cat.series), cat.n_files
         res.skipped_inputs = Counter(s.category for s in cat.skipped)
-        res.skip_reasons = [f"{s.path}: {s.reason}" for s in cat.skipped]
+        res.skip_reasons = [str(s) for s in cat.skipped]  # names masked unless show_paths
         res.warnings = list(cat.warnings)
         plan = plan_dataset(disc, config, split)
         res.plan_skipped = list(plan.skipped)

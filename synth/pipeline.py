@@ -240,6 +240,7 @@ def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
             "files": catalog.n_files,
             "series": len(catalog.series),
             "skipped": dict(Counter(s.category for s in catalog.skipped)),
+            "fallbacks": dict(catalog.fallbacks),  # e.g. {"SliceLocation": series separated by it}
         },
         "examples": [ex.to_dict() for ex in plan.examples],
     }
@@ -346,10 +347,13 @@ def dicom2kspace(
     progress: Callable[[int, int], None] | None = None,
     timer: StageTimer | None = None,
     threads: int | None = None,
+    show_paths: bool = False,
 ) -> Summary:
     """Convert DICOM inputs into a new store at ``out``; returns what happened.
 
     ``threads``: threads that compute and write coils (default: the CPU cores available).
+    ``show_paths``: messages name input files by their real paths instead of salted hashes
+    (:class:`synth.deid.PathNames`).
     """
     timer = timer or StageTimer()
     summary = Summary()
@@ -364,7 +368,7 @@ def dicom2kspace(
         replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
     try:
         _convert(inputs, replacement.target, config, summary, salt=salt, on_error=on_error, progress=progress,
-                 timer=timer, threads=threads, resume=resume)
+                 timer=timer, threads=threads, resume=resume, show_paths=show_paths)
     except SmssynthError as e:
         if replacement.staged:
             replacement.abort()
@@ -386,15 +390,15 @@ def dicom2kspace(
 
 
 def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, on_error: str, progress,
-             timer: StageTimer, threads: int | None, resume: bool = False) -> None:
+             timer: StageTimer, threads: int | None, resume: bool = False, show_paths: bool = False) -> None:
     """The conversion proper, into the store at ``out``: a new path, or (``resume``) an existing
     store of the same conversion whose missing examples are computed."""
     tune_allocator()
     with timer("scan"):
-        catalog = scan(inputs, salt=salt, on_error=on_error)
+        catalog = scan(inputs, salt=salt, on_error=on_error, show_paths=show_paths)
     summary.n_files, summary.n_series = catalog.n_files, len(catalog.series)
     summary.skipped_inputs = Counter(s.category for s in catalog.skipped)
-    summary.skip_reasons = [f"{s.path}: {s.reason}" for s in catalog.skipped]
+    summary.skip_reasons = [str(s) for s in catalog.skipped]  # names masked unless show_paths
     summary.warnings = list(catalog.warnings)
 
     plan = make_plan(catalog, config)

@@ -40,7 +40,7 @@ def test_refuses_existing_out_without_traceback(phantom_cine, tmp_path):
     out = tmp_path / "s.zarr"
     invoke("dicom2kspace", phantom_cine, "--out", out, "--sms", 2, "--coils", 2, "--combos", 1, "-q")
     r = invoke("dicom2kspace", phantom_cine, "--out", out, "--sms", 2, "--coils", 2, "-q")
-    assert r.exit_code == 1 and "--overwrite" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output and "Traceback" not in r.output  # a usage error
     r = invoke("dicom2kspace", phantom_cine, "--out", out, "--sms", 2, "--coils", 2, "--combos", 1, "-q", "--overwrite")
     assert r.exit_code == 0, r.output
 
@@ -71,7 +71,7 @@ def test_no_dicom_found(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("not dicom")
     r = invoke("dicom2kspace", tmp_path / "in", "--out", tmp_path / "s.zarr")
-    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.exit_code == 2 and "Traceback" not in r.output  # no usable input: a usage error
     assert not (tmp_path / "s.zarr").exists()
 
 
@@ -134,7 +134,7 @@ def test_corrupt_file_skip_or_fail(phantom_cine, tmp_path):
     out = tmp_path / "s.zarr"
     r = invoke("dicom2kspace", src, "--out", out, "--sms", 2, "--coils", 2, "--combos", 1)
     assert r.exit_code == 0, r.output
-    assert "1 corrupt" in r.output and "broken" in r.output
-    r = invoke("dicom2kspace", src, "--out", tmp_path / "f.zarr", "--on-error", "fail")
+    assert "1 corrupt" in r.output and "broken" not in r.output and "--show-paths" in r.output  # names masked
+    r = invoke("dicom2kspace", src, "--out", tmp_path / "f.zarr", "--on-error", "fail", "--show-paths")
     assert r.exit_code == 1 and "broken" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "f.zarr").exists()

@@ -101,7 +101,7 @@ def test_interrupted_dicom2kspace_resumes(phantom_cine, tmp_path):
     assert files(out) == reference  # resumed to the same store, byte for byte
     # other parameters: refused with the difference named, nothing touched
     r = invoke(cli, "dicom2kspace", phantom_cine, "--out", out, *SIM, "--seed", 9)
-    assert r.exit_code == 1 and "different parameters" in r.output and "seed" in r.output
+    assert r.exit_code == 2 and "different parameters" in r.output and "seed" in r.output
     assert files(out) == reference
 
 
