@@ -288,6 +288,11 @@ def open_to_resume(out: str, attrs: dict, storage_options: dict | None = None):
         log.info("removed %d temporary chunk file(s) left by an interrupted run", stale)
     todo = {int(i) for i in np.flatnonzero(~st.complete())}
     root = zarr.open_group(out, mode="r+", storage_options=storage_options)
+    # a complete example whose chunk files were damaged since (truncated, wrong size) is recomputed
+    for i, problems in sorted(st.verify().items()):
+        log.warning("example %d is damaged (%s); recomputing it", i, "; ".join(problems))
+        zstore.write_row(root["complete"], i, np.False_)
+        todo.add(i)
     return root, todo
 
 
