@@ -171,7 +171,8 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
         bar.close()
     m, t, n = attrs["metrics"], attrs["timing"], attrs["dims"]["N"]
     click.echo(
-        f"recon: {method.label} ({coil_label(method.coil_mode, method.coils)}) on {n} example{'s' if n != 1 else ''} -> {out}; "
+        f"recon: {method.label} ({coil_label(method.coil_mode, method.coils)}) on {n} "
+        f"example{'s' if n != 1 else ''} -> {out}; "
         f"PSNR {m['psnr']['mean']:.2f} ± {m['psnr']['sd']:.2f} dB, SSIM {m['ssim']['mean']:.4f}, "
         f"NMSE {m['nmse']['mean']:.4g}; forward {t['mean']:.4g} ± {t['sd']:.2g} s/example on {t['device']}"
         + (f"; PNG in {png_dir}" if png_dir else "") + (f"; GIF in {gif_dir}" if gif_dir else "")

@@ -184,7 +184,8 @@ def coil_compression_weights(kspace: np.ndarray, mask: np.ndarray, k: int) -> np
     """
     c, _, ny, _ = kspace.shape
     if not (isinstance(k, (int, np.integer)) and 1 <= k <= c):
-        raise ConfigError(f"coil compression: the number of virtual coils must be 1..{c} (the store's coils), got {k!r}")
+        raise ConfigError(f"coil compression: the number of virtual coils must be 1..{c} (the store's coils), "
+                          f"got {k!r}")
     always = np.asarray(mask, bool).all(axis=0)
     dc = ny // 2
     if always[dc]:

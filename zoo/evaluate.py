@@ -215,8 +215,8 @@ def format_table(result: dict[str, Any]) -> str:
     rows = []
     for mth in result["methods"]:
         s = mth["summary"]
-        rows.append((mth["label"], coil_label(mth["coil_mode"], mth.get("coils")), _pm(s["nmse"], ".4g"), _pm(s["psnr"], ".2f"),
-                     _pm(s["ssim"], ".4f"), f"{100 * s['failure_rate']:.1f}%", _pm(s["seconds"], ".4g")))
+        rows.append((mth["label"], coil_label(mth["coil_mode"], mth.get("coils")), _pm(s["nmse"], ".4g"),
+                     _pm(s["psnr"], ".2f"), _pm(s["ssim"], ".4f"), f"{100 * s['failure_rate']:.1f}%", _pm(s["seconds"], ".4g")))
     lines += _columns(header, rows)
     lines.append(f"failed: NMSE > {result['failure_threshold_nmse']:g}")
     if result["tests"]:

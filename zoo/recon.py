@@ -48,7 +48,8 @@ the DICOM, never the (virtual) coil images (:mod:`zoo.data`, "The truth is the i
 not copied.
 Root attributes: ``format``, ``format_version``, ``dims``, ``arrays``, ``method`` (label, kind,
 architecture, config, sha256, source), ``source`` (store path, format, dims, split),
-``coil_mode``, ``coils`` (K of ``compressed``), ``reference``, ``data_config``, ``normalization``, ``timing`` (device, what is
+``coil_mode``, ``coils`` (K of ``compressed``), ``reference``, ``data_config``, ``normalization``,
+``timing`` (device, what is
 timed, per-example seconds, mean, sd), ``metrics`` (summaries and failure rate), ``software``,
 ``created``.
 
@@ -188,10 +189,10 @@ def load_method(
     if spec in BASELINE_NAMES:
         params = {} if cs_iters is None or spec == "zero-filled" else {"n_iter": int(cs_iters)}
         model = Baseline(spec, **params).to(device).eval()
+        info = {"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
+                "source": "zoo.baselines", "coil_mode_source": "chosen" if coil_mode else "default for baselines"}
         return Method(label=spec, kind="baseline", model=model, coil_mode=coil_mode or BASELINE_COIL_MODE,
-                      coils=coils, info={"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
-                            "source": "zoo.baselines",
-                            "coil_mode_source": "chosen" if coil_mode else "default for baselines"})
+                      coils=coils, info=info)
     try:
         model, meta = load_weights(spec, device=device, weights_dir=weights_dir)
     except UnknownWeightsError as e:
