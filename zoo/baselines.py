@@ -37,6 +37,13 @@ how the signal is split between them: CS keeps the zero-filled split.  It remove
 in-plane k-t aliasing but not the inter-slice leakage (for M = 2 the moving pixels keep an
 NMSE of about 0.5 on the test phantom).  Separating the slices needs coil sensitivities or a
 spatial prior (what the networks learn).
+
+SMS-SENSE baselines (:mod:`zoo.sense`): ``sense-oracle`` (the store's true coil sensitivities:
+an **oracle**, reported as such) and ``sense-espirit`` (ESPIRiT maps from a simulated
+single-band reference) solve ``(A^H A + lam D_t^H D_t) x = A^H y`` by conjugate gradient over
+the same 3D operator with every coil's data, ``A = [mask3 * fft3(S_c x)]_c``.  They take the
+store's coil maps (or the reference) besides ``(x0, k3, mask3)``: :func:`make_baseline` builds
+any baseline by name, and :mod:`zoo.recon` feeds them.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from torch import Tensor, nn
 
 from synth.errors import ConfigError
 from zoo.physics import data_consistency, zero_filled
+from zoo.sense import DEFAULTS as SENSE_DEFAULTS
+from zoo.sense import SenseBaseline
 
 _T = -3  # time axis of the image layout (..., M, T, Y, X)
 _EXAMPLE = (-4, -3, -2, -1)  # the axes of one example: (M, T, Y, X)
@@ -55,7 +64,8 @@ _EXAMPLE = (-4, -3, -2, -1)  # the axes of one example: (M, T, Y, X)
 KINDS = ("temporal-fft", "temporal-tv")
 DEFAULTS = {"temporal-fft": {"lam": 0.01, "n_iter": 100}, "temporal-tv": {"lam": 0.01, "n_iter": 200}}
 
-__all__ = ["BASELINES", "Baseline", "DEFAULTS", "KINDS", "cs_recon", "zero_filled", "zero_filled_recon"]
+__all__ = ["BASELINES", "Baseline", "DEFAULTS", "KINDS", "ORACLES", "SENSE", "cs_recon", "make_baseline",
+           "zero_filled", "zero_filled_recon"]
 
 
 def zero_filled_recon(x0: Tensor | None, k3: Tensor, mask3: Tensor) -> Tensor:
@@ -211,7 +221,9 @@ class Baseline(nn.Module):
     def __init__(self, name: str, **params):
         super().__init__()
         if name not in _METHODS:
-            raise ConfigError(f"unknown baseline {name!r}; known baselines: {sorted(_METHODS)}")
+            hint = " (SENSE baselines: build them with make_baseline)" if name in SENSE else ""
+            raise ConfigError(f"unknown baseline {name!r}; known baselines: {sorted(_METHODS)}{hint}; "
+                              f"with coil maps: {sorted(SENSE)}")
         fn, fixed, tunable = _METHODS[name]
         unknown = sorted(set(params) - set(tunable))
         if unknown:
@@ -228,5 +240,31 @@ class Baseline(nn.Module):
         return ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.config.items()])
 
 
-BASELINES: dict[str, Baseline] = {name: Baseline(name) for name in _METHODS}
-"""The baselines evaluation always reports, at their default settings."""
+# name -> (SENSE coil maps, the tunable settings and their defaults; zoo.sense.SenseBaseline)
+SENSE = {
+    "sense-oracle": ("oracle", {**SENSE_DEFAULTS}),
+    "sense-espirit": ("espirit", {**SENSE_DEFAULTS, "calib": None, "seed": 0}),
+}
+ORACLES = ("sense-oracle",)
+"""Baselines that use the simulation's ground truth (the true coil maps): label them as oracles."""
+
+
+def make_baseline(name: str, **params) -> nn.Module:
+    """Any baseline by name: :class:`Baseline` (zero-filled, CS) or :class:`zoo.sense.SenseBaseline`.
+
+    ``params`` override the method's settings; unknown names or settings raise ConfigError.
+    """
+    if name not in SENSE:
+        return Baseline(name, **params)
+    kind, tunable = SENSE[name]
+    unknown = sorted(set(params) - set(tunable))
+    if unknown:
+        raise ConfigError(f"baseline {name!r}: unknown parameter(s) {unknown}; known: {sorted(tunable)}")
+    return SenseBaseline(kind, **params)
+
+
+BASELINES: dict[str, nn.Module] = {name: make_baseline(name) for name in (*_METHODS, *SENSE)}
+"""Every baseline at its default settings, by name (evaluation reports them all by default).
+
+The SENSE ones (:data:`SENSE`) also need the store's coil maps (``store_inputs``) and every
+coil's data; the others have the models' ``forward(x0, k3, mask3)`` in any coil mode."""

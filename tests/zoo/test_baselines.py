@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from zoo.baselines import BASELINES, DEFAULTS, Baseline, cs_recon, zero_filled_recon
+from zoo.baselines import BASELINES, DEFAULTS, ORACLES, SENSE, Baseline, cs_recon, make_baseline, zero_filled_recon
+from zoo.sense import SenseBaseline
 from zoo.physics import data_consistency, fft3, kz_mask, zero_filled
 
 KINDS = ["temporal-fft", "temporal-tv"]
@@ -165,9 +166,13 @@ def test_invalid_arguments_raise(sms2):
 
 def test_baselines_registry_and_uniform_call(sms2):
     img, k3, mask3 = sms2
-    assert sorted(BASELINES) == ["cs-tfft", "cs-ttv", "zero-filled"]
+    assert sorted(BASELINES) == ["cs-tfft", "cs-ttv", "sense-espirit", "sense-oracle", "zero-filled"]
     x0 = zero_filled(k3)
     for name, method in BASELINES.items():
+        assert method.name == name and list(method.parameters()) == []
+        if name in SENSE:  # they also take coil maps: tests/zoo/test_sense.py
+            assert isinstance(method, SenseBaseline) and method.combines_coils
+            continue
         out = method(x0, k3, mask3)
         assert out.shape == img.shape and out.dtype == torch.complex64 and not out.requires_grad
         assert method.name == name and list(method.parameters()) == []
@@ -187,6 +192,20 @@ def test_baseline_unknown_name_or_parameter():
         Baseline("cs-tfft", lamda=0.1)
     with pytest.raises(ValueError, match="kind"):
         Baseline("cs-tfft", kind="temporal-tv")  # fixed by the name
+    with pytest.raises(ValueError, match="make_baseline"):
+        Baseline("sense-oracle")
+
+
+def test_make_baseline_builds_every_baseline():
+    assert ORACLES == ("sense-oracle",) and set(ORACLES) <= set(SENSE)
+    assert make_baseline("cs-ttv", n_iter=5).config["n_iter"] == 5
+    sense = make_baseline("sense-espirit", n_iter=7, lam=0.1, calib=30, seed=2)
+    assert (sense.config["n_iter"], sense.config["lam"], sense.config["calib"], sense.config["seed"]) == (7, 0.1, 30, 2)
+    assert "ORACLE" in make_baseline("sense-oracle").config["maps"]
+    with pytest.raises(ValueError, match="calib"):
+        make_baseline("sense-oracle", calib=30)  # the oracle has no calibration
+    with pytest.raises(ValueError, match="known baselines"):
+        make_baseline("grappa")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
