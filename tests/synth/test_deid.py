@@ -107,3 +107,43 @@ def test_unwritable_config_dir_is_an_error(no_env_salt):
             resolve_salt()
     finally:
         no_env_salt.parent.parent.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------- path names
+
+
+def test_path_names_mask_every_component_relative_to_the_input(tmp_path):
+    from synth.deid import PathNames
+
+    root = tmp_path / "export"
+    f = root / "DOE_JOHN_12345" / "IM_DOE_JOHN.dcm"
+    names = PathNames([root], b"salt")
+    name = names(f)
+    parts = name.split("/")
+    assert len(parts) == 3 and all(re.fullmatch(r"#[0-9a-f]{10}(\.dcm)?", p) for p in parts)
+    assert parts[-1].endswith(".dcm") and "DOE" not in name and "export" not in name
+    assert name == names(str(f)) == PathNames([str(root) + os.sep], b"salt")(f)  # str/Path, trailing slash
+    assert PathNames([root], b"other")(f) != name
+    assert PathNames([root], b"salt", show=True)(f) == str(f)
+    # the same folder name gets the same hash wherever it is; a file's stem is hashed like a folder
+    assert names(root / "DOE_JOHN_12345" / "x.txt").split("/")[:2] == parts[:2]
+
+
+@pytest.mark.parametrize("file,kept", [("IM_0001.DCM", ".DCM"), ("notes.txt", ".txt"), ("DOE.JOHN", ""),
+                                       ("IM_DOE", ""), ("archive.tar.gz", ".gz")])
+def test_path_names_keep_only_plain_extensions(tmp_path, file, kept):
+    from synth.deid import PathNames
+
+    name = PathNames([tmp_path], b"salt")(tmp_path / file).rsplit("/", 1)[-1]
+    assert re.fullmatch(r"#[0-9a-f]{10}" + re.escape(kept), name)
+    assert "JOHN" not in name and "DOE" not in name
+
+
+def test_path_names_of_a_file_input_and_of_an_outside_path(tmp_path):
+    from synth.deid import PathNames
+
+    f = tmp_path / "DOE_JOHN.dcm"
+    names = PathNames([f], b"salt")
+    assert re.fullmatch(r"#[0-9a-f]{10}\.dcm", names(f))
+    assert re.fullmatch(r"#[0-9a-f]{10}", names(tmp_path))  # a folder above the inputs: its own name only
+    assert names.note and "--show-paths" in names.note and PathNames([f], b"salt", show=True).note == ""
