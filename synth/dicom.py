@@ -482,7 +482,8 @@ class _Inflating:
     def _too_big(self) -> str:
         return (f"the deflated data set inflates to more than {self.cap} bytes, more than its header "
                 f"implies (Rows*Columns*SamplesPerPixel*NumberOfFrames*BitsAllocated/8 plus "
-                f"{DEFLATE_SLACK // 2**20} MiB for the other elements); refused before inflating further (a deflate bomb?)")
+                f"{DEFLATE_SLACK // 2**20} MiB for the other elements); refused before inflating further "
+                "(a deflate bomb?); if the file is genuine, re-export it uncompressed")
 
     def read(self, n: int = -1) -> bytes:
         end = self.cap + 1 if n is None or n < 0 else self._pos + n
