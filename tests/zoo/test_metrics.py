@@ -1,7 +1,8 @@
 """zoo.metrics: NMSE, PSNR, SSIM per example against numpy reference formulas and hand values.
 
-Odd sizes (M=2, T=3, 23 x 19) catch axis mix-ups; no skimage: the SSIM reference is written out
-here from Wang et al. (2004) in numpy.
+Odd sizes (M=2, T=3, 23 x 19) catch axis mix-ups.  The Gaussian SSIM reference is written out
+here from Wang et al. (2004) in numpy; the fastMRI SSIM is checked against scikit-image itself
+(the test extra; skipped without it).
 """
 
 import math
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.metrics import SSIM_K, failure_rate, nmse, psnr, ssim, summarize
+from zoo.metrics import (FAIL_NMSE, SSIM_K, example_metrics, failed, failure_rate, nmse, psnr, ssim, ssim_fastmri,
+                         summarize, summarize_examples)
 
 B, M, T, Y, X = 3, 2, 3, 23, 19
 
@@ -169,11 +171,70 @@ def test_summarize():
 
 
 def test_failure_rate_counts_nmse_above_the_threshold_and_nan():
-    values = [0.1, 2000.0, float("nan"), 1000.0]  # exactly 1000 is not a failure
+    assert FAIL_NMSE == 1.0  # plain NMSE 1 = 1000 x 10^-3, the paper's rule in its table's unit
+    values = [0.1, 2.0, float("nan"), 1.0]  # exactly 1 is not a failure
     assert failure_rate(values) == 0.5
-    assert failure_rate(torch.tensor([0.5, 2.0]), threshold=1.0) == 0.5
+    assert failed(values).tolist() == [False, True, True, False]
+    assert failure_rate(torch.tensor([0.5, 2.0]), threshold=1000.0) == 0.0
     assert failure_rate([0.0]) == 0.0
     with pytest.raises(ValueError):
         failure_rate([])
-    with pytest.raises(ValueError):
-        failure_rate([1.0], threshold=float("nan"))
+    for bad in (float("nan"), 0.0, -1.0, True):
+        with pytest.raises(ValueError, match="threshold"):
+            failure_rate([1.0], threshold=bad)
+
+
+def test_summarize_examples_with_and_without_failures():
+    s = summarize_examples({"nmse": [0.1, 5.0, 0.3], "psnr": [30.0, -3.0, 20.0]}, indices=[7, 8, 9])
+    assert s["nmse"] == summarize([0.1, 5.0, 0.3]) and s["psnr"]["n"] == 3  # over all examples
+    assert s["excluding_failed"]["psnr"] == summarize([30.0, 20.0])  # the paper's way
+    assert s["failed"] == {"count": 1, "n": 3, "rate": pytest.approx(1 / 3), "indices": [8], "threshold_nmse": 1.0}
+    assert s["failure_rate"] == pytest.approx(1 / 3)
+    loose = summarize_examples({"nmse": [0.1, 5.0, 0.3]}, threshold=10.0)
+    assert loose["failed"]["count"] == 0 and loose["excluding_failed"]["nmse"] == loose["nmse"]
+    every = summarize_examples({"nmse": [2.0, 3.0]})
+    assert every["excluding_failed"]["nmse"]["n"] == 0 and math.isnan(every["excluding_failed"]["nmse"]["mean"])
+    with pytest.raises(ValueError, match="nmse"):
+        summarize_examples({"psnr": [1.0]})
+    with pytest.raises(ValueError, match="2 values"):
+        summarize_examples({"nmse": [1.0, 2.0], "psnr": [1.0]})
+
+
+# --- fastMRI's SSIM ---------------------------------------------------------------------------
+
+
+def test_fastmri_ssim_equals_skimage():
+    """Per frame ``structural_similarity`` at skimage's defaults, data_range = the reference
+    volume's max, averaged over frames: fastmri/evaluate.py's ``ssim``."""
+    skm = pytest.importorskip("skimage.metrics")
+    pred, ref = pair(seed=4, noise=0.2)
+    got = ssim_fastmri(pred, ref)
+    for b in range(B):
+        r, p = ref[b].reshape(M * T, Y, X).numpy(), pred[b].reshape(M * T, Y, X).numpy()
+        want = np.mean([skm.structural_similarity(r[f], p[f], data_range=float(r.max())) for f in range(M * T)])
+        assert float(got[b]) == pytest.approx(want, rel=1e-10, abs=1e-12)
+    # a given data range, and complex inputs (the modulus is taken)
+    got = ssim_fastmri(pred.to(torch.complex128) * 1j, ref, data_range=2.0)
+    r, p = ref[0].reshape(M * T, Y, X).numpy(), pred[0].reshape(M * T, Y, X).numpy()
+    want = np.mean([skm.structural_similarity(r[f], np.abs(p[f]), data_range=2.0) for f in range(M * T)])
+    assert float(got[0]) == pytest.approx(want, rel=1e-10)
+
+
+def test_fastmri_ssim_properties():
+    pred, ref = pair(seed=5)
+    assert torch.allclose(ssim_fastmri(ref, ref), torch.ones(B, dtype=torch.float64))
+    assert (ssim_fastmri(pred, ref) < 1).all()
+    # not the Gaussian SSIM: a different window and covariance normalisation
+    assert not torch.allclose(ssim_fastmri(pred, ref), ssim(pred, ref), atol=1e-3)
+    with pytest.raises(ValueError, match="7 x 7"):
+        ssim_fastmri(pred[..., :6], ref[..., :6])
+
+
+def test_example_metrics_choose_the_ssim():
+    pred, ref = pair(seed=6)
+    g, f = example_metrics(pred, ref), example_metrics(pred, ref, ssim_kind="fastmri")
+    assert set(g) == set(f) == {"nmse", "psnr", "ssim"}
+    assert torch.equal(g["nmse"], nmse(pred, ref)) and torch.equal(g["psnr"], psnr(pred, ref))
+    assert torch.equal(g["ssim"], ssim(pred, ref)) and torch.equal(f["ssim"], ssim_fastmri(pred, ref))
+    with pytest.raises(ValueError, match="ssim_kind"):
+        example_metrics(pred, ref, ssim_kind="ms-ssim")
