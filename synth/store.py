@@ -616,11 +616,11 @@ class Store:
         m, t, ny = int(d["M"]), int(d["T"]), int(d["Ky"])
         if "kz" not in self.root:
             return np.broadcast_to(kz_index(m, ny), (t, ny)).astype(np.int8)
-        kz = np.asarray(self.root["kz"][index])
+        kz = self._read("kz", index)
         if kz.size and (kz.min() < 0 or kz.max() >= m):
             raise StoreError(f"{self.path}: example {index}: kz values {kz.min()}..{kz.max()} outside 0..{m - 1} (M = {m})")
         if "caipi" in self.params:
-            mask = np.asarray(self.root["mask"][index]) if mask is None else mask
+            mask = self._read("mask", index) if mask is None else mask
             expect = kz_table(self.caipi, mask, m)
             if not np.array_equal(kz, expect):
                 bad = np.argwhere(kz != expect)[0]
