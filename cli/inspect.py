@@ -62,6 +62,11 @@ def describe(st) -> None:
     done = st.complete()
     click.echo(f"{st.path}: {a['format']} v{a['format_version']} (generator {a['generator']['name']} "
                f"{a['generator']['version']}, command {a['generator'].get('command', '?')})")
+    if st.kind == "targets":
+        click.echo(f"kind: targets (images only: {d.get('S')} distinct slices; phase, coils, masks and noise are "
+                   f"simulated on the fly by `smssynth train --synthesis on-the-fly`)")
+    else:
+        click.echo("kind: kspace")
     click.echo(f"examples: {len(st)} ({int(done.sum())} complete, {int((~done).sum())} incomplete)")
     click.echo("dims: " + ", ".join(f"{k}={v}" for k, v in d.items()))
     click.echo("arrays:")

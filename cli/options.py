@@ -62,6 +62,10 @@ def sim_options(f):
         click.option("--combine", type=click.Choice(COMBINES), default=_D.combine, show_default=True,
                      help="Which slices may share an example; 'across-series' pairs slices of different series (augmentation for data-poor sets)."),
         click.option("--min-distance", "min_distance_mm", type=click.FloatRange(min=0), default=_D.min_distance_mm, show_default=True, help="Minimum distance (mm) between slices of one example."),
+        click.option("--targets-only", "targets_only", is_flag=True,
+                     help="Store only the images (each slice once, with its k-means labels) and what cannot be "
+                          "redrawn; `smssynth train --synthesis on-the-fly` simulates phase, coils, masks and noise "
+                          "from them anew every epoch.  Far smaller than a k-space store."),
         click.option("--no-phase", "no_phase", is_flag=True, help="Do not store the 'phase' array (saves space; the per-coil truth is then not recoverable)."),
     ]
     for o in reversed(opts):
@@ -71,7 +75,7 @@ def sim_options(f):
 
 SIM_KEYS = (
     "sms", "coils", "accel", "acs", "mask", "caipi", "csm", "phase", "clusters", "resolution", "matrix", "frames",
-    "frames_mode", "snr", "seed", "combos", "draws", "combine", "min_distance_mm",
+    "frames_mode", "snr", "seed", "combos", "draws", "combine", "min_distance_mm", "targets_only",
 )
 
 

@@ -11,7 +11,7 @@ import click
 
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "batch_size", "num_workers", "val_fraction", "crop", "seed", "max_steps", "amp",
-             "device", "coil_mode", "coils", "mask", "allow_incomplete")
+             "device", "coil_mode", "coils", "mask", "synthesis", "allow_incomplete")
 
 
 def loop_options(f):
@@ -52,6 +52,10 @@ def loop_options(f):
                           "[default: virtual]"),
         click.option("--virtual-coils", "coils", type=click.IntRange(min=1), default=None, metavar="K",
                      help="Number of virtual coils, 1..C (the store's coils); implies --coil-mode compressed."),
+        click.option("--synthesis", type=click.Choice(["stored", "on-the-fly"]), default=None,
+                     help="on-the-fly: simulate phase, coil maps, mask and noise anew every epoch from the store's "
+                          "images with its recorded parameters (validation stays on the fixed first draw); "
+                          "stored: the store's k-space.  [default: stored; on-the-fly for a --targets-only store]"),
         click.option("--mask", type=click.Choice(["stored", "fresh"]), default=None,
                      help="The store's masks, or a fresh seeded mask per epoch.  [default: stored]"),
         click.option("--allow-incomplete", is_flag=True, default=None,

@@ -57,6 +57,11 @@ class SimConfig:
         ``across-series`` (slices of different series/patients; an augmentation for data-poor sets).
     min_distance_mm : minimum distance between any two slices of an example (``within-*``).
     store_phase : write the ``phase`` array (``--no-phase`` drops it).
+    targets_only : write a *targets* store: only what cannot be redrawn -- each slice's working
+        magnitudes (once per slice), its k-means labels, and per example the slices, their
+        offsets and the scale -- from which ``zoo`` simulates phase, coils, masks and noise anew
+        every epoch (``--targets-only``; ``docs/store-format.md``).  The other parameters are
+        recorded as the defaults of that simulation.
     """
 
     sms: int = 2
@@ -79,6 +84,7 @@ class SimConfig:
     combine: str = "within-series"
     min_distance_mm: float = 0.0
     store_phase: bool = True
+    targets_only: bool = False
 
     def __post_init__(self):
         def need(cond, opt, msg):

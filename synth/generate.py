@@ -39,7 +39,8 @@ from synth.config import SimConfig
 from synth.deid import PathNames, pseudonym
 from synth.dicom import Catalog, SeriesInfo, Skip, scan
 from synth.errors import ClusterError, ConfigError, NoInputError, SmssynthError, StoreExistsError
-from synth.pipeline import CoilWriter, SliceCache, make_plan, open_to_resume, store_attrs
+from synth.pipeline import (CoilWriter, SliceCache, make_plan, open_to_resume, store_attrs, store_kind,
+                            targets_layout, write_targets)
 from synth.runtime import tune_allocator
 from synth.simulate import StageTimer
 from synth.splits import assign_split, split_spec_str
@@ -230,7 +231,8 @@ def _maybe_die(index: int, root) -> None:
     os._exit(17)
 
 
-def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig, token: str = "") -> dict[str, Any]:
+def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig, token: str = "",
+                sids: list[int] | None = None) -> dict[str, Any]:
     """Simulate and write one example (runs on a worker); returns a small status record.
 
     ``token`` identifies the run (the worker reuses its open store for the same token).
@@ -241,10 +243,13 @@ def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig, t
         store = _worker_writer(url, storage_options, token)
         _maybe_die(ex.index, store.root)
         timer = StageTimer()
-        prep = _worker_cache(config).prepare(ex, timer)
-        # one thread: each coil is written right after it is computed, while still in cache
-        writer = CoilWriter(store, 1, timer)
-        writer.finish(ex.index, prep, writer.submit(ex.index, prep))
+        if config.targets_only:  # the images only (each worker writes the slices of its examples)
+            write_targets(store, _worker_cache(config), ex, sids, config, timer)
+        else:
+            prep = _worker_cache(config).prepare(ex, timer)
+            # one thread: each coil is written right after it is computed, while still in cache
+            writer = CoilWriter(store, 1, timer)
+            writer.finish(ex.index, prep, writer.submit(ex.index, prep))
         status, reason = "written", ""
     except SmssynthError as e:
         status, reason = "failed", str(e)
@@ -392,8 +397,11 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
                                         f"with few patients, assign splits explicitly (a manifest's split column)")
         t, ny, nx = plan.shape
         dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
+        sids = None
         attrs = dataset_attrs(config, plan, cat, split)
-        if scheduler is None:  # a local cluster: its workers share this machine's memory
+        if config.targets_only:
+            dims, sids = targets_layout(plan, dims, attrs)
+        elif scheduler is None:  # a local cluster: its workers share this machine's memory
             check_memory(config, t, ny, nx, in_flight=max(res.workers, 1),
                          where=f"this machine (for {res.workers} workers)")
 
@@ -414,7 +422,8 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
             keys = {}
             for i in todo:
                 ex = plan.examples[i]
-                fut = client.submit(run_example, out, storage_options, ex, config, token, retries=2, pure=False,
+                fut = client.submit(run_example, out, storage_options, ex, config, token,
+                                    None if sids is None else sids[i], retries=2, pure=False,
                                     key=f"smssynth-example-{i}-{ex.spawn_key[0]:08x}-r{_round}")
                 keys[fut.key] = (i, fut)
             for fut in as_completed([f for _, f in keys.values()]):
@@ -451,5 +460,6 @@ def _prepare_store(out, dims, attrs, config: SimConfig, storage_options) -> list
     if zstore._exists(out, storage_options):
         _, todo = open_to_resume(out, {**attrs, "dims": dims}, storage_options)
         return sorted(todo)
-    zstore.create(out, dims, attrs, with_phase=config.store_phase, overwrite=True, storage_options=storage_options)
+    zstore.create(out, dims, attrs, with_phase=config.store_phase, overwrite=True, storage_options=storage_options,
+                  kind=store_kind(config), with_labels=config.phase == "kmeans")
     return list(range(dims["N"]))

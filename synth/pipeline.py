@@ -246,6 +246,39 @@ def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
     }
 
 
+def store_kind(config: SimConfig) -> str:
+    return "targets" if config.targets_only else "kspace"
+
+
+def targets_layout(plan: Plan, dims: dict, attrs: dict) -> tuple[dict, list[list[int]]]:
+    """The slice table of a targets store: every distinct slice once, in order of first use.
+
+    Adds ``S`` to ``dims`` and ``attrs["slices"]`` (each slice's series pseudonym and index);
+    returns the new dims and, per example, its slices' ids.
+    """
+    ids: dict[tuple[str, int], int] = {}
+    per_example = []
+    for ex in plan.examples:
+        per_example.append([ids.setdefault((s.series.key, s.slice.index), len(ids)) for s in ex.sources])
+    attrs["slices"] = [{"series": k, "slice": i} for (k, i) in ids]
+    return {**dims, "S": len(ids)}, per_example
+
+
+def write_targets(writer: zstore.Writer, cache: "SliceCache", ex: ExamplePlan, sids: list[int], config: SimConfig,
+                  timer: StageTimer, written: set[int] | None = None) -> None:
+    """Write one example of a targets store: its slices (those not in ``written`` yet), then its
+    slice ids, offsets, scale and completion marker.  The same magnitudes, labels, offsets and
+    scale as :meth:`SliceCache.prepare` hands to the simulation."""
+    got = [cache.get(s.series.key, s.slice, timer) for s in ex.sources]
+    mags = np.stack([g[0] for g in got])
+    peak = float(mags.max())
+    scale = peak if peak > 0 else 1.0  # as synth.simulate.prepare_example
+    new = {sid: g for sid, g in zip(sids, got) if written is None or sid not in written}
+    writer.targets_example(ex.index, sids, new, slice_offsets(ex, config, mags.shape[-2:]), scale)
+    if written is not None:
+        written.update(new)
+
+
 def resume_mismatch(old: dict, new: dict) -> list[str]:
     """Why an existing store cannot be resumed with these attributes ([] if it can)."""
     why = []
@@ -413,17 +446,39 @@ def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, o
     t, ny, nx = plan.shape
     dims = {"N": len(plan.examples), "C": config.coils, "M": config.sms, "T": t, "Ky": ny, "Kx": nx}
     threads = default_threads() if threads is None else threads
-    # two examples are in flight (one computed by the pool while the next is read)
-    check_memory(config, t, ny, nx, in_flight=2, coil_threads=threads)
     attrs = store_attrs(config, plan, catalog)
+    if config.targets_only:
+        dims, sids = targets_layout(plan, dims, attrs)
+    else:
+        # two examples are in flight (one computed by the pool while the next is read)
+        check_memory(config, t, ny, nx, in_flight=2, coil_threads=threads)
     if resume:
         root, todo = open_to_resume(out, {**attrs, "dims": dims})
         summary.already = len(plan.examples) - len(todo)
     else:
-        root = zstore.create(out, dims, attrs, with_phase=config.store_phase)
+        root = zstore.create(out, dims, attrs, with_phase=config.store_phase, kind=store_kind(config),
+                             with_labels=config.phase == "kmeans")
         todo = set(range(len(plan.examples)))
 
     cache = SliceCache(config)
+    if config.targets_only:
+        writer = zstore.Writer(root)
+        written: set[int] = set()
+        for ex in plan.examples:
+            if ex.index not in todo:
+                continue
+            try:
+                with timer("write"):
+                    write_targets(writer, cache, ex, sids[ex.index], config, timer, written)
+                summary.written += 1
+            except DicomError as e:
+                if on_error == "fail":
+                    raise DicomError(f"{e} (stopped at example {ex.index}: --on-error fail)") from None
+                summary.failed.append((ex.index, str(e)))
+                log.warning("example %d skipped: %s", ex.index, e)
+            if progress:
+                progress(summary.written + len(summary.failed), len(todo))
+        return
     # While the pool computes and writes example n's coils, this thread reads and prepares
     # example n+1 and submits it; then it finishes n (its small arrays and completion marker).
     total = len(todo)

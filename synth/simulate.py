@@ -375,6 +375,20 @@ class Prepared:
         return {"kspace": kspace, "phase": phase, **self.arrays}
 
 
+def draw_seed(record: dict, epoch: int = 0, seed: int = 0) -> np.random.SeedSequence:
+    """The seed of one synthetic draw of an example (phase, coils, mask, noise).
+
+    ``record`` is the example's provenance seed, ``{"entropy", "spawn_key"}`` (the store's
+    ``attrs["examples"][n]["seed"]``).  ``epoch == 0 and seed == 0`` is the draw the store was
+    made with -- the same k-space ``dicom2kspace`` writes; any other ``(seed, epoch)`` is a fresh
+    draw that depends only on ``(record, seed, epoch)``, never on worker count or order.
+    """
+    key = tuple(int(k) for k in record["spawn_key"])
+    if int(epoch) == 0 and int(seed) == 0:
+        return np.random.SeedSequence(entropy=int(record["entropy"]), spawn_key=key)
+    return np.random.SeedSequence(entropy=int(record["entropy"]), spawn_key=key + (int(seed), int(epoch)))
+
+
 def prepare_example(
     magnitudes: np.ndarray,
     slice_offsets: np.ndarray,
@@ -419,6 +433,7 @@ def prepare_example(
         "csm": csm,
         "scale": np.float32(scale),
         "noise_sigma": np.float32(sigma),
+        "offsets": np.asarray(slice_offsets, dtype=np.float64),
     }
     return Prepared(encoder, arrays, c, full)
 
@@ -450,7 +465,8 @@ def simulate_example(
     dict with ``kspace`` complex64 (C, T, Ky, Kx), ``mask`` bool (T, Ky), ``kz`` int8 (T, Ky)
     (the kz of every row under ``config.caipi``, :func:`synth.sms.kz_table`), ``target`` float32
     (M, T, Y, X), ``csm`` complex64 (C, M, Y, X), ``phase`` float32 (C, M, T, Y, X) (present even
-    when zero), ``scale`` float32 () and ``noise_sigma`` float32 ().  :func:`prepare_example`
+    when zero), ``scale`` float32 (), ``noise_sigma`` float32 () and ``offsets`` float64 (M,)
+    (``slice_offsets``, recorded so the example can be simulated again).  :func:`prepare_example`
     gives the same example coil by coil.
     """
     return prepare_example(magnitudes, slice_offsets, config, seed, timer, labels).full(timer)

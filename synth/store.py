@@ -15,8 +15,16 @@ csm        (N, C, M, Ky, Kx)            complex64 coil maps, sum_c |csm|^2 = 1
 phase      (N, C, M, T, Ky, Kx)         float32   synthetic phase, radians (optional)
 scale      (N,)                         float32   DICOM units per target unit
 noise_sigma(N,)                         float32   sigma of the added noise (0: none)
+offsets    (N, M)                       float64   slice positions relative to their mean, in units
+                                                  of the FOV (what the coil maps depend on) (1.2+)
 complete   (N,)                         bool      completion marker, written last
 ========== ============================ ========= =====================================
+
+A **targets** store (``attrs["kind"] == "targets"``, ``--targets-only``, 1.2+) holds only what
+cannot be redrawn, each slice once: ``slices`` float32 (S, T, Y, X) working magnitudes in DICOM
+units, ``labels`` uint8 (S, T, Y, X) their k-means clusters (with ``phase: kmeans``), and per
+example ``example_slices`` int32 (N, M), ``offsets``, ``scale`` and ``complete``.  An example's
+``target`` is ``slices[example_slices[n]] / scale[n]``; ``zoo`` simulates the rest.
 
 Chunks never straddle two examples (writers never share a chunk), and are one coil (or one
 example for the small arrays) so a per-example read touches C + few chunks.  Only ``mask`` and ``kz`` are
@@ -44,7 +52,8 @@ from synth.errors import StoreError, StoreExistsError
 from synth.output import recognise, register_format
 
 FORMAT_NAME = "smssynth.sms-kspace"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
+KINDS = ("kspace", "targets")  # attrs["kind"]; stores before 1.2 are "kspace"
 # readers accept any 1.x store; a major bump means an incompatible change
 SUPPORTED_MAJOR = 1
 
@@ -74,11 +83,17 @@ ARRAYS: dict[str, dict[str, Any]] = {
     "phase": {"dims": ["example", "coil", "slice", "time", "y", "x"], "dtype": "float32"},
     "scale": {"dims": ["example"], "dtype": "float32"},
     "noise_sigma": {"dims": ["example"], "dtype": "float32"},
+    "offsets": {"dims": ["example", "slice"], "dtype": "float64"},
     "complete": {"dims": ["example"], "dtype": "bool"},
+    # targets stores only
+    "slices": {"dims": ["slice_id", "time", "y", "x"], "dtype": "float32"},
+    "labels": {"dims": ["slice_id", "time", "y", "x"], "dtype": "uint8"},
+    "example_slices": {"dims": ["example", "slice"], "dtype": "int32"},
 }
-DATA_ARRAYS = ("kspace", "mask", "kz", "target", "csm", "phase", "scale", "noise_sigma")
+DATA_ARRAYS = ("kspace", "mask", "kz", "target", "csm", "phase", "scale", "noise_sigma", "offsets")
+TARGET_ARRAYS = ("example_slices", "offsets", "scale")  # per-example arrays of a targets store
 # arrays a store of an older 1.x minor version may lack: name -> the version that added it
-ADDED_IN = {"kz": (1, 1)}
+ADDED_IN = {"kz": (1, 1), "offsets": (1, 2)}
 COIL_ARRAYS = ("kspace", "phase")  # chunked one coil per chunk; written coil by coil
 register_format(FORMAT_NAME, ARRAYS)  # what --overwrite may replace (synth.output)
 
@@ -91,7 +106,7 @@ def _codecs(name: str):
     8 % of the bytes; without it ``generate`` ran 1.42x faster on Sunnybrook (see
     docs/store-format.md).  The boolean mask and the small kz table compress well.
     """
-    if name in ("mask", "kz"):
+    if name in ("mask", "kz", "labels"):
         return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
     return None
 
@@ -107,11 +122,33 @@ def array_shapes(n: int, c: int, m: int, t: int, ny: int, nx: int, with_phase: b
         "phase": ((n, c, m, t, ny, nx), (1, 1, m, t, ny, nx)),
         "scale": ((n,), (1,)),
         "noise_sigma": ((n,), (1,)),
+        "offsets": ((n, m), (1, m)),
         "complete": ((n,), (1,)),
     }
     if not with_phase:
         del out["phase"]
     return out
+
+
+def target_array_shapes(n: int, s: int, m: int, t: int, ny: int, nx: int, with_labels: bool):
+    """name -> (shape, chunks) for a targets store of ``n`` examples over ``s`` distinct slices."""
+    out = {
+        "slices": ((s, t, ny, nx), (1, t, ny, nx)),
+        "labels": ((s, t, ny, nx), (1, t, ny, nx)),
+        "example_slices": ((n, m), (1, m)),
+        "offsets": ((n, m), (1, m)),
+        "scale": ((n,), (1,)),
+        "complete": ((n,), (1,)),
+    }
+    if not with_labels:
+        del out["labels"]
+    return out
+
+
+def _shapes_of(dims: dict, kind: str, with_phase: bool, with_labels: bool):
+    if kind == "targets":
+        return target_array_shapes(dims["N"], dims["S"], dims["M"], dims["T"], dims["Ky"], dims["Kx"], with_labels)
+    return array_shapes(dims["N"], dims["C"], dims["M"], dims["T"], dims["Ky"], dims["Kx"], with_phase)
 
 
 def location(path: str | Path) -> str:
@@ -128,12 +165,17 @@ def create(
     with_phase: bool = True,
     overwrite: bool = False,
     storage_options: dict | None = None,
+    kind: str = "kspace",
+    with_labels: bool = False,
 ) -> zarr.Group:
     """Create an empty store with every array (all examples incomplete) and the root attributes.
 
-    ``dims`` has keys N, C, M, T, Ky, Kx.  ``attrs`` must be JSON-serialisable; format name and
-    version are added here.
+    ``dims`` has keys N, C, M, T, Ky, Kx (and S, the distinct slices, for ``kind="targets"``,
+    whose ``labels`` array exists when ``with_labels``).  ``attrs`` must be JSON-serialisable;
+    format name, version and kind are added here.
     """
+    if kind not in KINDS:
+        raise StoreError(f"store kind must be one of {KINDS}, got {kind!r}")
     path = location(path)
     if _exists(path, storage_options):
         if not overwrite:
@@ -141,7 +183,7 @@ def create(
         # zarr's mode="w" deletes whatever is there: only ever an smssynth store (synth.output)
         recognise(path, [FORMAT_NAME], storage_options)
     root = zarr.open_group(path, mode="w", zarr_format=3, storage_options=storage_options)
-    shapes = array_shapes(dims["N"], dims["C"], dims["M"], dims["T"], dims["Ky"], dims["Kx"], with_phase)
+    shapes = _shapes_of(dims, kind, with_phase, with_labels)
     for name, (shape, chunks) in shapes.items():
         spec = ARRAYS[name]
         small = len(shape) == 1
@@ -157,6 +199,7 @@ def create(
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "kind": kind,
         "dims": dict(dims),
         "arrays": {k: ARRAYS[k] for k in shapes},
         "conventions": CONVENTIONS,
@@ -182,6 +225,23 @@ class Writer:
     def __init__(self, root: zarr.Group):
         self.root = root
         self.arrays = {name: root[name] for name in (*DATA_ARRAYS, "complete") if name in root}
+        for name in ("slices", "labels", "example_slices"):
+            if name in root:
+                self.arrays[name] = root[name]
+
+    def targets_example(self, index: int, slice_ids, slices: dict[int, tuple[np.ndarray, np.ndarray | None]],
+                        offsets: np.ndarray, scale: float) -> None:
+        """Write example ``index`` of a targets store: its slices (``slice id -> (magnitudes (T, Y, X),
+        labels or None)``, rewritten with the same bytes when several examples share one), then
+        its small arrays and its completion marker."""
+        for sid, (mags, labels) in slices.items():
+            write_row(self.arrays["slices"], sid, mags)
+            if "labels" in self.arrays:
+                write_row(self.arrays["labels"], sid, labels)
+        write_row(self.arrays["example_slices"], index, np.asarray(slice_ids, np.int32))
+        write_row(self.arrays["offsets"], index, np.asarray(offsets, np.float64))
+        write_row(self.arrays["scale"], index, np.float32(scale))
+        write_row(self.arrays["complete"], index, np.True_)
 
     def coil(self, index: int, coil: int, kspace: np.ndarray, phase: np.ndarray | None) -> None:
         """Write coil ``coil`` of example ``index``: ``kspace`` (T, Ky, Kx) and ``phase``
@@ -505,8 +565,13 @@ class Store:
                 f"{self.path}: format version {version}, this smssynth reads {SUPPORTED_MAJOR}.x; "
                 f"upgrade smssynth or regenerate the store"
             )
+        kind = self.kind
+        if kind not in KINDS:
+            raise StoreError(f"{self.path}: store kind {kind!r}, this smssynth reads {KINDS}; upgrade smssynth")
         d = self.dims
-        expect = array_shapes(d["N"], d["C"], d["M"], d["T"], d["Ky"], d["Kx"], "phase" in self.root)
+        if kind == "targets" and "S" not in d:
+            raise StoreError(f"{self.path}: a targets store without dims['S'] (the number of distinct slices)")
+        expect = _shapes_of(d, kind, "phase" in self.root, "labels" in self.root)
         for name, (shape, _) in expect.items():
             if name not in self.root and self.version < ADDED_IN.get(name, (0, 0)):
                 continue  # an older minor version, without the array: readers fall back (see example)
@@ -518,6 +583,44 @@ class Store:
                     f"{self.path}: array {name!r} is {arr.dtype}{tuple(arr.shape)}, expected "
                     f"{ARRAYS[name]['dtype']}{shape}"
                 )
+
+    @property
+    def kind(self) -> str:
+        """``kspace`` (simulated or measured k-space) or ``targets`` (images only; module doc)."""
+        return str(self.root.attrs.get("kind", "kspace"))
+
+    def targets(self, index: int) -> dict[str, np.ndarray]:
+        """What a simulation of example ``index`` starts from, for either kind of store.
+
+        Returns ``magnitudes`` float32 (M, T, Y, X), ``labels`` uint8 (M, T, Y, X) or None,
+        ``offsets`` float64 (M,) and ``scale`` float32 ().  From a targets store the magnitudes are
+        the slices' working magnitudes in DICOM units, exactly what ``dicom2kspace`` simulated
+        from; from a k-space store they are its ``target`` (max 1) and there are no labels (the
+        caller computes them).  Raises StoreError for an incomplete example, or a k-space store
+        older than 1.2 (no ``offsets``).
+        """
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"example {index} out of range [0, {n})")
+        if not bool(self.root["complete"][index]):
+            raise StoreError(
+                f"{self.path}: example {index} is incomplete (its writer did not finish); "
+                f"re-run the generating command to complete the store"
+            )
+        if self.kind == "targets":
+            ids = self._read("example_slices", index)
+            mags = np.stack([self._read("slices", int(i)) for i in ids])
+            labels = np.stack([self._read("labels", int(i)) for i in ids]) if "labels" in self.root else None
+        else:
+            if "offsets" not in self.root:
+                raise StoreError(
+                    f"{self.path}: format {self.root.attrs.get('format_version')} stores do not record the slice "
+                    f"offsets that coil maps depend on; regenerate the store (or make a --targets-only one) to "
+                    f"simulate from it"
+                )
+            mags, labels = self._read("target", index), None
+        return {"magnitudes": mags, "labels": labels, "offsets": self._read("offsets", index),
+                "scale": self._read("scale", index)}
 
     @property
     def version(self) -> tuple[int, int]:
@@ -549,6 +652,18 @@ class Store:
                 f"{self.path}: example {index} is incomplete (its writer did not finish); "
                 f"re-run the generating command to complete the store"
             )
+        if self.kind == "targets":
+            t = self.targets(index)
+            target = np.divide(t["magnitudes"], np.float32(t["scale"]), dtype=np.float32)
+            full = {"target": target, "scale": t["scale"], "offsets": t["offsets"],
+                    "example_slices": self._read("example_slices", index)}
+            if t["labels"] is not None:
+                full["labels"] = t["labels"]
+            unknown = sorted(set(names or ()) - set(full))
+            if unknown:
+                raise StoreError(f"{self.path}: a targets store has no {unknown} (it holds only the images); "
+                                 f"simulate them with zoo's on-the-fly synthesis, or make a k-space store")
+            return {k: full[k] for k in (names or full)}
         names = names or [k for k in DATA_ARRAYS if k in self.root]
         out = {k: self._read(k, index) for k in names if k != "kz"}
         if "kz" in names:
@@ -576,9 +691,10 @@ class Store:
         """
         done = self.complete()
         indices = np.flatnonzero(done) if indices is None else [i for i in indices if done[i]]
-        names = [k for k in (*DATA_ARRAYS, "kz") if k in self.root]
+        names = [k for k in (*DATA_ARRAYS, "kz", "example_slices") if k in self.root]
+        by_slice = [k for k in ("slices", "labels") if k in self.root]  # targets stores: rows by slice id
         sized = {}
-        for k in names:
+        for k in names + by_slice:
             arr = self.root[k]
             folder = _plain_chunk_folder(arr)
             if folder is not None:
@@ -587,9 +703,16 @@ class Store:
         for i in indices:
             i = int(i)
             for k, (arr, folder, nbytes) in sized.items():
+                if k in by_slice:
+                    try:
+                        rows = [int(r) for r in self.root["example_slices"][i]]
+                    except Exception:
+                        continue  # reported as example_slices' own damage
+                else:
+                    rows = [i]
                 grid = [range(0, n, c) for n, c in zip(arr.shape[1:], arr.chunks[1:])]
-                for starts in itertools.product(*grid):
-                    coords = (i,) + tuple(st // c for st, c in zip(starts, arr.chunks[1:]))
+                for row, starts in itertools.product(rows, itertools.product(*grid)):
+                    coords = (row,) + tuple(st // c for st, c in zip(starts, arr.chunks[1:]))
                     f = folder / arr.metadata.encode_chunk_key(coords)
                     try:
                         size = f.stat().st_size
@@ -598,6 +721,13 @@ class Store:
                     if size != nbytes:
                         bad.setdefault(i, []).append(f"array {k!r} chunk {list(coords)}: {size} bytes, expected {nbytes}")
                         break
+            if deep and by_slice:
+                try:
+                    v = self.targets(i)
+                    if not np.isfinite(v["magnitudes"]).all():
+                        bad.setdefault(i, []).append("array 'slices': holds NaN or infinite values")
+                except StoreError as e:
+                    bad.setdefault(i, []).append(str(e).split(": ", 1)[-1])
             if deep:
                 for k in names:
                     try:

@@ -267,7 +267,7 @@ def describe_store(store_path: str | Path, *, split: str | None = None, n_exampl
 
     Reads the store's documented attributes only (``docs/store-format.md``): ``store`` (the
     path's basename: full paths may name people or sites), ``format``, ``format_version``,
-    ``dims``, ``params``, plus ``split`` and ``n_examples`` (the examples actually used; default
+    ``kind``, ``dims``, ``params``, the phase and coil ``models``, plus ``split`` and ``n_examples`` (the examples actually used; default
     the store's complete examples, of ``split`` when given) and any ``extra`` items (e.g.
     ``data_config``).
     """
@@ -287,8 +287,11 @@ def describe_store(store_path: str | Path, *, split: str | None = None, n_exampl
         "store": Path(str(store_path).rstrip("/")).name,
         "format": attrs.get("format"),
         "format_version": attrs.get("format_version"),
+        "kind": st.kind,
         "dims": st.dims,
         "params": st.params,
+        # the phase and coil models behind the data (and, on the fly, behind every fresh draw)
+        "models": attrs.get("models"),
         "split": split,
         "n_examples": int(n_examples),
     }

@@ -87,6 +87,7 @@ from zoo import physics
 
 COIL_MODES = ("virtual", "compressed", "per-coil")
 MASK_SOURCES = ("stored", "fresh")
+SYNTHESIS = ("stored", "on-the-fly")
 FRESH_MASK_KIND = "vd"  # CRNN-MRI's variable-density random lines, drawn anew per frame and epoch
 
 
@@ -107,7 +108,11 @@ class DataConfig:
         store's ``params`` for R, ACS and the ordering (``row`` for 1.0 stores); ``vd`` for the
         kind, CRNN-MRI's masks, whatever the store's.
     split : keep only examples whose provenance (``attrs["examples"]``) has this ``split``; None = all.
-    seed : root seed of the fresh masks.
+    seed : root seed of the fresh masks, and of the on-the-fly draws.
+    synthesis : ``stored`` (the store's k-space, phase and coil maps) or ``on-the-fly`` (phase,
+        coil maps, mask and noise simulated anew for every (seed, epoch, example) with the
+        simulator's own code and the store's recorded parameters; module doc).  None: ``stored``
+        for a k-space store, ``on-the-fly`` for a targets store (which holds only images).
     """
 
     coil_mode: str = "virtual"
@@ -119,6 +124,7 @@ class DataConfig:
     caipi: str | None = None
     split: str | None = None
     seed: int = 0
+    synthesis: str | None = None
 
     def __post_init__(self):
         def need(cond, msg):
@@ -151,6 +157,11 @@ class DataConfig:
         need(self.split is None or isinstance(self.split, str), f"split must be a string or None, got {self.split!r}")
         need(isinstance(self.seed, (int, np.integer)) and self.seed >= 0,
              f"seed must be an int >= 0, got {self.seed!r}")
+        need(self.synthesis is None or self.synthesis in SYNTHESIS,
+             f"synthesis must be one of {SYNTHESIS} or None, got {self.synthesis!r}")
+        need(self.synthesis != "on-the-fly" or self.mask == "stored",
+             "synthesis='on-the-fly' draws its own mask (the store's recorded mask kind, R, ACS and CAIPI "
+             "ordering) every epoch; leave mask='stored'")
 
 
 def coil_label(coil_mode: str, coils: int | None = None) -> str:
@@ -292,7 +303,16 @@ class SmsDataset(Dataset):
         self.params = store.params
         self.store_caipi = store.caipi  # the stored k-space's CAIPI ordering ("row" for 1.0 stores)
         self.has_phase = "phase" in store.root
-        if not self.has_phase and self.params.get("phase") != "none":
+        self.synthesis = config.synthesis or ("on-the-fly" if store.kind == "targets" else "stored")
+        self._sim = None
+        if self.synthesis == "on-the-fly":
+            self._sim = self._sim_setup(store)
+        elif store.kind == "targets":
+            raise ConfigError(
+                f"{self.store_path}: a targets store holds only images; use synthesis='on-the-fly' "
+                f"(smssynth train --synthesis on-the-fly) to simulate its k-space"
+            )
+        if self._sim is None and not self.has_phase and self.params.get("phase") != "none":
             raise StoreError(
                 f"{self.store_path}: the store has no 'phase' array (it was made with --no-phase), but "
                 f"the dataset builds the complex coil images (item 'truth') from target, csm and phase; "
@@ -306,6 +326,53 @@ class SmsDataset(Dataset):
         self._pid: int | None = None
 
     # --- construction ---
+
+    def _sim_setup(self, store: Store) -> dict:
+        """What on-the-fly synthesis needs: the simulation parameters and each example's seed."""
+        from synth.config import SimConfig
+
+        try:
+            cfg = SimConfig.from_dict({**self.params, "targets_only": False})
+        except (ConfigError, TypeError) as e:
+            raise StoreError(f"{self.store_path}: the store's params cannot drive a simulation ({e})") from None
+        if store.kind != "targets" and "offsets" not in store.root:
+            raise StoreError(
+                f"{self.store_path}: on-the-fly synthesis needs each example's slice offsets, which format "
+                f"{store.attrs.get('format_version')} stores lack; regenerate the store (or a --targets-only one)"
+            )
+        prov = store.attrs.get("examples", [])
+        seeds, keys = {}, {}
+        for j, e in enumerate(prov):
+            i = int(e.get("index", j))
+            if "seed" not in e:
+                raise StoreError(f"{self.store_path}: example {i} records no seed; regenerate the store")
+            seeds[i] = e["seed"]
+            keys[i] = [f"{src['series']}:{src['slice']}" for src in e.get("sources", [])]
+        if int(cfg.coils) != int(self.dims["C"]):
+            raise StoreError(f"{self.store_path}: params say {cfg.coils} coils, dims say {self.dims['C']}")
+        return {"config": cfg, "seeds": seeds, "slice_keys": keys, "labels": {}}
+
+    def simulate(self, index: int) -> dict[str, np.ndarray]:
+        """One on-the-fly draw of store example ``index`` in the current epoch: the arrays
+        ``dicom2kspace`` would write for it (``kspace``, ``mask``, ``kz``, ``target``, ``csm``,
+        ``phase``, ``noise_sigma``...), from :func:`synth.simulate.draw_seed` of (the example's
+        recorded seed, ``config.seed``, epoch).  Epoch 0 with seed 0 is the store's own draw."""
+        from synth.simulate import draw_seed, prepare_example, slice_labels
+
+        sim = self._sim
+        cfg = sim["config"]
+        t = self._open().targets(index)
+        labels = t["labels"]
+        if labels is None and cfg.phase == "kmeans":  # a k-space store: cluster its target, once per slice
+            cache = sim["labels"]
+            keys = sim["slice_keys"].get(index) or [f"example{index}:{i}" for i in range(self.m)]
+            labels = []
+            for i, key in enumerate(keys):
+                if key not in cache:
+                    cache[key] = slice_labels(t["magnitudes"][i], cfg, key)
+                labels.append(cache[key])
+        seed = draw_seed(sim["seeds"][index], self.epoch, int(self.config.seed))
+        return prepare_example(t["magnitudes"], t["offsets"], cfg, seed, labels=labels).full()
 
     def _resolve_coils(self) -> int:
         """K, the number of coils of the items: 1 (virtual), ``coils`` (compressed) or C (per-coil)."""
@@ -385,7 +452,7 @@ class SmsDataset(Dataset):
         return len(self.indices)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the fresh masks (no effect with ``mask="stored"``)."""
+        """Select the epoch of the fresh masks and on-the-fly draws (no effect on stored data)."""
         if int(epoch) < 0:
             raise ConfigError(f"set_epoch: epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
@@ -399,11 +466,16 @@ class SmsDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         index = self.indices[i]
         resim = self.resimulates
-        names = ["target", "csm"] + (["phase"] if self.has_phase else [])
-        names += ["noise_sigma"] if resim else ["kspace"]
-        if self._fresh is None:
-            names += ["mask", "kz"]  # kz: the store's, or n mod M for a 1.0 store
-        ex = self._open().example(index, names)
+        if self._sim is not None:
+            ex = self.simulate(index)
+            if self._sim["config"].phase == "none":
+                ex["phase"] = None
+        else:
+            names = ["target", "csm"] + (["phase"] if self.has_phase else [])
+            names += ["noise_sigma"] if resim else ["kspace"]
+            if self._fresh is None:
+                names += ["mask", "kz"]  # kz: the store's, or n mod M for a 1.0 store
+            ex = self._open().example(index, names)
         target, csm = ex["target"], ex["csm"]  # (M, T, Y, X), (C, M, Y, X)
         phase = ex.get("phase")  # (C, M, T, Y, X) or None (phase model "none")
         if self._fresh is None:

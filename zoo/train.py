@@ -212,7 +212,7 @@ _SECTIONS = {
     "train": ("epochs", "seed", "max_steps", "amp", "device", "freeze", "allow_incomplete"),
 }
 # DataConfig fields the YAML may set (split and seed are the loop's: the split selection and train.seed)
-_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind", "caipi")
+_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind", "caipi", "synthesis")
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,7 @@ def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
         data: {coil_mode: compressed, coils: 4, mask: stored, batch_size: 1, num_workers: 0, val_fraction: 0.1,
                crop: null}                                # coil modes: zoo.data
         # fresh masks (zoo.data, "Masks"): mask: fresh [mask_kind: vd (default), accel, acs, caipi: row|acquired]
+        # fresh phase, coils, masks and noise every epoch (zoo.data): synthesis: on-the-fly
         train: {epochs: 10, seed: 0, max_steps: null, amp: false, device: null, freeze: []}
 
     Unknown sections or keys raise ConfigError naming the file and the key.
@@ -891,6 +892,8 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
     store = Store.open(run.store)
     check_complete(store, cfg.allow_incomplete, echo if main else (lambda s: None))
     train_ds = SmsDataset(run.store, run.data)
+    if run.data.synthesis is None:  # record what the store's kind chose (stored / on-the-fly)
+        run = dataclasses.replace(run, data=dataclasses.replace(run.data, synthesis=train_ds.synthesis))
     val_ds = SmsDataset(run.store, run.data)
     train_idx, val_idx, how = split_examples(store, train_ds.indices, cfg.val_fraction, cfg.seed)
     pos = {s: i for i, s in enumerate(train_ds.indices)}

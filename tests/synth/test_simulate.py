@@ -89,7 +89,7 @@ def test_prepared_coils_equal_the_whole_example(snr, route):
     seed = np.random.SeedSequence(9)
     whole = simulate_example(mags, np.array([-0.1, 0.1]), config, seed)
     prep = prepare_example(mags, np.array([-0.1, 0.1]), config, np.random.SeedSequence(9))
-    assert set(prep.arrays) == {"mask", "kz", "target", "csm", "scale", "noise_sigma"}
+    assert set(prep.arrays) == {"mask", "kz", "target", "csm", "scale", "noise_sigma", "offsets"}
     for name, value in prep.arrays.items():
         np.testing.assert_array_equal(value, whole[name])
     kbuf, pbuf = np.empty((4, 16, 12), np.complex64), np.empty((2, 4, 16, 12), np.float32)

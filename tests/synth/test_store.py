@@ -25,6 +25,7 @@ def _example(seed: int, zero_phase: bool = False) -> dict:
         "csm": cplx(c, m, ny, nx),
         "phase": np.zeros((c, m, t, ny, nx), np.float32) if zero_phase else rng.standard_normal((c, m, t, ny, nx)).astype(np.float32),
         "scale": np.float32(3.5),
+        "offsets": rng.standard_normal(m),
         "noise_sigma": np.float32(0),
     }
 
@@ -175,19 +176,22 @@ def test_short_raw_writes_are_completed(tmp_path):
 
 
 def downgrade_to_1_0(path):
-    """Make ``path`` what a 1.0 writer left: no ``kz`` array, ``format_version`` "1.0"."""
+    """Make ``path`` what a 1.0 writer left: no ``kz`` or ``offsets`` array, no ``kind``,
+    ``format_version`` "1.0"."""
     import shutil
 
     shutil.rmtree(path / "kz")
+    shutil.rmtree(path / "offsets")
     root = zarr.open_group(str(path), mode="r+")
-    arrays = dict(root.attrs["arrays"])
-    del arrays["kz"]
+    arrays = {k: v for k, v in root.attrs["arrays"].items() if k not in ("kz", "offsets")}
     root.attrs.update({"format_version": "1.0", "arrays": arrays})
+    root.attrs.pop("kind")
 
 
-def test_new_stores_are_1_1_with_kz(tmp_path):
+def test_new_stores_have_kz_and_offsets(tmp_path):
     root = zstore.create(tmp_path / "s.zarr", DIMS, {})
-    assert root.attrs["format_version"] == "1.1" == zstore.FORMAT_VERSION
+    assert root.attrs["format_version"] == "1.2" == zstore.FORMAT_VERSION and root.attrs["kind"] == "kspace"
+    assert root["offsets"].dtype == np.float64 and root["offsets"].shape == (DIMS["N"], DIMS["M"])
     assert root["kz"].dtype == np.int8 and root["kz"].shape == (DIMS["N"], DIMS["T"], DIMS["Ky"])
     assert "kz[t,n]" in root.attrs["conventions"]["caipi_model"]
     ex = _example(0)

@@ -22,6 +22,7 @@ from zoo.checkpoint import (
     sha256_file,
     tensors_sha256,
 )
+from synth.store import FORMAT_VERSION
 from zoo.errors import CheckpointError, ChecksumError
 from zoo.losses import LossConfig
 from zoo.models import build_model, count_parameters, model_config_dict
@@ -227,7 +228,7 @@ def test_describe_store_counts_the_complete_examples_of_the_split(tmp_path):
     path, _ = make_store(tmp_path / "deep" / "s.zarr", n=4, written=[0, 1, 3], splits=splits)
     d = describe_store(path, split="train", data_config={"coil_mode": "virtual"})
     assert d["store"] == "s.zarr"  # the basename only: full paths may name people or sites
-    assert (d["format"], d["format_version"], d["split"], d["n_examples"]) == ("smssynth.sms-kspace", "1.0", "train", 2)
+    assert (d["format"], d["format_version"], d["split"], d["n_examples"]) == ("smssynth.sms-kspace", FORMAT_VERSION, "train", 2)
     assert d["dims"]["M"] == 2 and d["params"]["sms"] == 2 and d["data_config"] == {"coil_mode": "virtual"}
     assert describe_store(path)["n_examples"] == 3 and describe_store(path, n_examples=7)["n_examples"] == 7
 

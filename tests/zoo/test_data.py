@@ -50,6 +50,7 @@ def simulate(rng, m, *, kind="uniform", accel=3, acs=6, zero_phase=False, sigma=
         "csm": csm,
         "phase": phase,
         "scale": np.float32(1.0),
+        "offsets": np.linspace(-0.1, 0.1, m),
         "noise_sigma": np.float32(sigma),
     }
 
@@ -375,10 +376,12 @@ def downgrade_to_1_0(path):
     import zarr
 
     shutil.rmtree(path / "kz")
+    shutil.rmtree(path / "offsets", ignore_errors=True)
     root = zarr.open_group(str(path), mode="r+")
-    arrays = {k: v for k, v in root.attrs["arrays"].items() if k != "kz"}
+    arrays = {k: v for k, v in root.attrs["arrays"].items() if k not in ("kz", "offsets")}
     params = {k: v for k, v in root.attrs["params"].items() if k != "caipi"}
     root.attrs.update({"format_version": "1.0", "arrays": arrays, "params": params})
+    root.attrs.pop("kind", None)
 
 
 @pytest.mark.parametrize("mode", ["virtual", "per-coil"])
