@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.recon import (BASELINES, check_coil_options, check_selection, load_checked, open_checked, select_checked,
-                       selection_options)
+from cli.recon import (BASELINES, check_coil_options, check_selection, load_checked, metric_options, open_checked,
+                       select_checked, selection_options)
 
 
 def _baseline_list(value: str) -> list[str]:
@@ -22,15 +22,21 @@ def _baseline_list(value: str) -> list[str]:
               help="A checkpoint, registered weights NAME or baseline; repeat for several.")
 @click.argument("store")
 @selection_options
+@metric_options
 @click.option("--baselines", "baselines", default=",".join(BASELINES), show_default=True,
-              help="Classical baselines to report besides the models (comma-separated).")
+              help="Baselines to report besides the models (comma-separated); sense-oracle uses the true coil "
+                   "maps (an ORACLE, marked as such).")
 @click.option("--no-baselines", is_flag=True, help="Report the --model entries only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the table.")
-def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, baselines, no_baselines, as_json):
+def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, sense_iters, sense_lam, ssim_kind,
+             fail_nmse, baselines, no_baselines, as_json):
     """Metrics of each --model and the baselines on STORE, with paired t-tests.
 
-    Per method: NMSE, PSNR, SSIM (mean ± sd; computed as training validation does), the failure
-    rate (NMSE > 1000) and the model's forward time per example (mean ± sd, device stated).
+    Per method: NMSE (table: x 10^-3; JSON: plain ratio), PSNR, SSIM (--ssim: training
+    validation's Gaussian one, or fastMRI's), mean ± sd without the failed examples (NMSE >
+    --fail-nmse; the paper's way) and over all of them, the failures counted, and the model's
+    forward time per example (mean ± sd, device stated).  The SENSE baselines use every coil's
+    data; sense-oracle uses the simulation's true coil maps and is marked ORACLE.
     Paired t-tests (scipy.stats.ttest_rel) on per-example PSNR, SSIM and NMSE for every pair of
     --model entries and each of them against zero-filled.  A checkpoint runs in the coil mode it
     was trained in; the baselines in --coil-mode (--virtual-coils K), by default the models' coil
@@ -53,12 +59,14 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
         raise click.UsageError("nothing to evaluate: give --model, or drop --no-baselines")
 
     dev = open_checked(store, device)
+    sense = {"sense_iters": sense_iters, "sense_lam": sense_lam}
     trained = {s: load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs if s not in BASELINES}
     if coil_mode is None:
         modes = {(m.coil_mode, m.coils) for m in trained.values()}
         coil_mode, coils = modes.pop() if len(modes) == 1 else ("virtual", None)
-    methods = [trained[s] if s in trained else load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs]
-    methods += [load_checked(b, dev, coil_mode, cs_iters, hint="--baselines", coils=coils)
+    methods = [trained[s] if s in trained else load_checked(s, dev, coil_mode, cs_iters, coils=coils, **sense)
+               for s in specs]
+    methods += [load_checked(b, dev, coil_mode, cs_iters, hint="--baselines", coils=coils, **sense)
                 for b in chosen if b not in specs]
     for mode, k in dict.fromkeys((m.coil_mode, m.coils) for m in methods):
         select_checked(store, mode, examples, split, coils=k)
@@ -75,7 +83,8 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
         bar.update(1)
 
     try:
-        result = run(store, methods, named=specs, examples=examples, split=split, device=dev, progress=progress)
+        result = run(store, methods, named=specs, examples=examples, split=split, device=dev, progress=progress,
+                     ssim_kind=ssim_kind, fail_nmse=fail_nmse)
     except SmssynthError as e:
         raise click.ClickException(str(e)) from None
     finally:

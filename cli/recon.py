@@ -10,7 +10,10 @@ import contextlib
 
 import click
 
-BASELINES = ("zero-filled", "cs-tfft", "cs-ttv")  # zoo.baselines.BASELINES, named without importing torch
+# zoo.baselines.BASELINES, named without importing torch (sense-oracle uses the true coil maps: an oracle)
+BASELINES = ("zero-filled", "cs-tfft", "cs-ttv", "sense-oracle", "sense-espirit")
+SSIM_KINDS = ("gaussian", "fastmri")  # zoo.metrics.SSIM_KINDS
+FAIL_NMSE = 1.0  # zoo.metrics.FAIL_NMSE
 COIL_MODES = ("virtual", "compressed", "per-coil")  # zoo.data.COIL_MODES
 
 
@@ -62,6 +65,44 @@ def selection_options(f):
                      help="K virtual coils of --coil-mode compressed (implied when --coil-mode is not given)."),
         click.option("--cs-iters", type=click.IntRange(min=0), default=None,
                      help="Cap the iterations of cs-tfft / cs-ttv (faster).  [default: 100 / 200]"),
+        click.option("--sense-iters", type=click.IntRange(min=0), default=None,
+                     help="CG iterations of sense-oracle / sense-espirit (cost linear in it).  [default: 30]"),
+        click.option("--sense-lam", type=float, default=None, callback=_finite_nonnegative, metavar="LAMBDA",
+                     help="Tikhonov weight on temporal differences of the SENSE baselines (0 = plain SENSE; "
+                          "scale-free).  [default: 0.01]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _finite_nonnegative(ctx, param, value):
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def _positive_nmse(ctx, param, value):
+    import math
+
+    if not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a finite NMSE > 0 (plain ratio; 1 = 1000 x 10^-3), got {value}")
+    return value
+
+
+def metric_options(f):
+    """``--ssim`` and ``--fail-nmse`` (recon and evaluate)."""
+    opts = [
+        click.option("--ssim", "ssim_kind", type=click.Choice(SSIM_KINDS), default="gaussian", show_default=True,
+                     help="gaussian: 11x11 Gaussian window (training validation's); fastmri: as fastMRI's "
+                          "evaluation (skimage defaults: 7x7 uniform window, sample covariance).  Reports say which."),
+        click.option("--fail-nmse", type=float, default=FAIL_NMSE, show_default=True, callback=_positive_nmse,
+                     metavar="NMSE",
+                     help="An example fails when its NMSE (plain ratio) exceeds this; tables print NMSE x 10^-3, so "
+                          "the default 1 is the paper's 1000 x 10^-3.  Failed examples are counted, and means are "
+                          "given without them and over all examples."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -98,11 +139,13 @@ def check_coil_options(coil_mode, coils):
     return coil_mode, None
 
 
-def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model", coils=None):
+def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model", coils=None, sense_iters=None,
+                 sense_lam=None):
     from zoo.recon import load_method
 
     with user_errors(hint):
-        return load_method(spec, device=device, coil_mode=coil_mode, cs_iters=cs_iters, coils=coils)
+        return load_method(spec, device=device, coil_mode=coil_mode, cs_iters=cs_iters, coils=coils,
+                           sense_iters=sense_iters, sense_lam=sense_lam)
 
 
 def select_checked(store: str, coil_mode: str, examples, split, coils=None) -> None:
@@ -119,10 +162,12 @@ def select_checked(store: str, coil_mode: str, examples, split, coils=None) -> N
 @click.command("recon")
 @click.option("--model", "spec", required=True, metavar="CHECKPOINT|NAME",
               help="A checkpoint (PATH[.safetensors]), registered weights NAME (smssynth zoo list), "
-                   "or a baseline: zero-filled, cs-tfft, cs-ttv.")
+                   "or a baseline: zero-filled, cs-tfft, cs-ttv, sense-oracle (ORACLE: true coil maps), "
+                   "sense-espirit.")
 @click.argument("store")
 @click.option("--out", required=True, type=click.Path(file_okay=True), help="Recon store to write (Zarr v3 group).")
 @selection_options
+@metric_options
 @click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None,
               help="Write a PNG per example and SMS slice: zero-filled, recon, truth, error maps, a few frames.")
 @click.option("--gif", "gif_dir", type=click.Path(file_okay=False), default=None,
@@ -131,15 +176,17 @@ def select_checked(store: str, coil_mode: str, examples, split, coils=None) -> N
               help="Also store the complex reconstruction (recon_complex; per coil for per-coil models).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
-def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters, png_dir, gif_dir, save_complex,
-          overwrite, quiet):
+def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters, sense_iters, sense_lam, ssim_kind,
+          fail_nmse, png_dir, gif_dir, save_complex, overwrite, quiet):
     """Reconstruct examples of STORE with a model or a baseline into the recon store --out.
 
     The recon store (readable with plain zarr) holds `recon` float32 (N, M, T, Y, X), the
     magnitude on the store's scale, `index` (N,) the store indices, per-example `nmse`, `psnr`,
     `ssim` and `seconds` (model forward time), and in its attributes the method (name, sha256,
     config), the source store, coil mode, normalisation and timing; see zoo/recon.py.
-    Baselines run in --coil-mode (default virtual); a checkpoint in its own.
+    Baselines run in --coil-mode (default virtual); a checkpoint in its own; sense-oracle and
+    sense-espirit always use every coil.  The attributes also hold the metric summaries over all
+    examples and without the failed ones (NMSE > --fail-nmse), with the NMSE unit and SSIM kind.
     """
     check_selection(examples, split)
     coil_mode, coils = check_coil_options(coil_mode, coils)
@@ -150,7 +197,7 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
 
     with user_errors("--out"):
         check_out(out, store, overwrite)
-    method = load_checked(spec, dev, coil_mode, cs_iters, coils=coils)
+    method = load_checked(spec, dev, coil_mode, cs_iters, coils=coils, sense_iters=sense_iters, sense_lam=sense_lam)
     select_checked(store, method.coil_mode, examples, split, coils=method.coils)
 
     from tqdm import tqdm
@@ -164,7 +211,8 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
 
     try:
         attrs = run_recon(method, store, out, device=dev, examples=examples, split=split, overwrite=overwrite,
-                          save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir, progress=progress)
+                          save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir, progress=progress,
+                          ssim_kind=ssim_kind, fail_nmse=fail_nmse)
     except SmssynthError as e:
         raise click.ClickException(str(e)) from None
     finally:
@@ -173,7 +221,8 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
     click.echo(
         f"recon: {method.label} ({coil_label(method.coil_mode, method.coils)}) on {n} "
         f"example{'s' if n != 1 else ''} -> {out}; "
-        f"PSNR {m['psnr']['mean']:.2f} ± {m['psnr']['sd']:.2f} dB, SSIM {m['ssim']['mean']:.4f}, "
-        f"NMSE {m['nmse']['mean']:.4g}; forward {t['mean']:.4g} ± {t['sd']:.2g} s/example on {t['device']}"
+        f"PSNR {m['psnr']['mean']:.2f} ± {m['psnr']['sd']:.2f} dB, SSIM ({ssim_kind}) {m['ssim']['mean']:.4f}, "
+        f"NMSE {m['nmse']['mean'] / 1e-3:.4g} x10^-3 (all examples; failed {m['failed']['count']}/{m['failed']['n']} "
+        f"with NMSE > {fail_nmse:g}); forward {t['mean']:.4g} ± {t['sd']:.2g} s/example on {t['device']}"
         + (f"; PNG in {png_dir}" if png_dir else "") + (f"; GIF in {gif_dir}" if gif_dir else "")
     )

@@ -3,10 +3,18 @@ r"""Evaluate reconstruction methods on a store: the metrics table and paired tes
 For every method (trained models, registered weights, and the classical baselines of
 :mod:`zoo.baselines`) and every chosen example, :func:`zoo.recon.reconstruct_item` computes
 NMSE, PSNR and SSIM (:mod:`zoo.metrics`) exactly as training validation does, and times the
-model's forward pass.  Per method: mean ± sd of each metric and of the time, and the failure
-rate (:func:`zoo.metrics.failure_rate`, NMSE > 1000).  Between methods: paired t-tests
-(``scipy.stats.ttest_rel``) on the per-example PSNR, SSIM and NMSE, for every pair of the
-methods the user named and each of those against ``zero-filled`` (when evaluated).
+model's forward pass.  SSIM is the Gaussian one of training validation by default, or fastMRI's
+(``ssim_kind="fastmri"``); the report says which.  Per method: the failed examples (plain NMSE
+above ``fail_nmse``, default 1 = 1000 x 10^-3, :data:`zoo.metrics.FAIL_NMSE`) are counted and
+named, and mean ± sd of each metric and of the time are given both without them (the paper's
+way) and over all examples (:func:`zoo.metrics.summarize_examples`).  NMSE is the plain ratio
+in the JSON and ``x 10^-3`` in the table (the paper's Table 1).  Between methods: paired t-tests
+(``scipy.stats.ttest_rel``) on the per-example PSNR, SSIM and NMSE over all examples, for every
+pair of the methods the user named and each of those against ``zero-filled`` (when evaluated).
+
+The SENSE baselines (:mod:`zoo.sense`) read the per-coil items and the store's coil maps (or
+the single-band reference) themselves; ``sense-oracle`` uses the simulation's true maps and is
+marked as an oracle in the table (``oracle: true`` in the JSON).
 
 Coil modes: a checkpoint runs in the coil mode (and K) it was trained in; the baselines in the
 one chosen (default ``virtual``).  Every method's magnitude (RSS over its coils) is compared with
@@ -15,10 +23,14 @@ metrics and paired tests compare methods of different coil modes fairly.
 
 The result (:func:`evaluate`) is one JSON-able dict, ``format`` ``smssynth.evaluation`` 1.0::
 
-    store, split, indices, n_examples, device, timed, failure_threshold_nmse
+    store, split, indices, n_examples, device, timed, failure_threshold_nmse (plain NMSE)
+    metrics: {nmse_unit, nmse_table_scale, psnr_unit, ssim_kind, ssim_description, failure_rule, ...}
     methods: [{label, kind, name, architecture, config, sha256, source, coil_mode, coils, normalization,
-               summary: {nmse|psnr|ssim|seconds: {mean, sd, n}, failure_rate},
-               per_example: [{index, nmse, psnr, ssim, seconds}]}]
+               [oracle,]
+               summary: {nmse|psnr|ssim|seconds: {mean, sd, n} over all examples,
+                         excluding_failed: {nmse|psnr|ssim|seconds: {mean, sd, n}},
+                         failed: {count, n, rate, indices, threshold_nmse}, failure_rate},
+               per_example: [{index, nmse (plain), psnr, ssim, seconds}]}]
     tests:   [{a, b, metric, n, mean_diff (a - b), sd_diff, t, p}]
     warnings: [str]
 
@@ -40,15 +52,17 @@ import numpy as np
 import torch
 
 from zoo.data import coil_label
-from zoo.metrics import failure_rate, summarize
-from zoo.recon import METRICS, TIMED, Method, check_coil_mode, device_description, open_examples, reconstruct_item
+from synth.store import Store
+from zoo.metrics import FAIL_NMSE, NMSE_TABLE_SCALE, SSIM_LABEL, metric_conventions, summarize_examples
+from zoo.recon import (METRICS, TIMED, Method, check_coil_mode, device_description, needs_store, open_examples,
+                       reconstruct_item)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FAILURE_THRESHOLD", "evaluate", "format_table", "paired_tests",
            "test_pairs", "to_json"]
 
 FORMAT = "smssynth.evaluation"
 FORMAT_VERSION = "1.0"
-FAILURE_THRESHOLD = 1000.0
+FAILURE_THRESHOLD = FAIL_NMSE  # plain NMSE (1 = 1000 x 10^-3)
 ZERO_FILLED = "zero-filled"
 
 
@@ -109,6 +123,8 @@ def evaluate(
     split: str | None = None,
     device: torch.device,
     progress: Callable[[str, int, int], None] | None = None,
+    ssim_kind: str = "gaussian",
+    fail_nmse: float = FAILURE_THRESHOLD,
 ) -> dict[str, Any]:
     """Evaluate ``methods`` on the chosen examples of ``store_path`` (module doc).
 
@@ -119,6 +135,8 @@ def evaluate(
         default all non-baseline methods.
     examples, split : the example selection (:func:`zoo.recon.open_examples`).
     progress : called as ``progress(label, done, total)`` after each reconstruction.
+    ssim_kind : ``gaussian`` (training validation's) or ``fastmri`` (:data:`zoo.metrics.SSIM_KINDS`).
+    fail_nmse : failure threshold on the plain NMSE (> 0; default 1 = 1000 x 10^-3).
 
     Each example is read once per coil mode and reconstructed by every method of that mode.
     """
@@ -128,6 +146,7 @@ def evaluate(
     if len(set(labels)) != len(labels):
         raise ValueError(f"evaluate: methods given twice: {sorted({x for x in labels if labels.count(x) > 1})}")
     named = [mth.label for mth in methods if mth.kind != "baseline"] if named is None else list(named)
+    conventions = metric_conventions(ssim_kind, fail_nmse)  # ValueError for a bad kind or threshold
 
     per_example: dict[str, list[dict]] = {label: [] for label in labels}
     modes = list(dict.fromkeys((mth.coil_mode, mth.coils) for mth in methods))
@@ -138,13 +157,15 @@ def evaluate(
     if any(sel != indices for sel in selections.values()):  # same store and selection: cannot happen
         raise RuntimeError(f"coil modes selected different examples: {selections}")
     total, done = len(methods) * len(indices), 0
+    store = Store.open(store_path) if any(needs_store(mth) for mth in methods) else None
     for mode, (ds, positions) in opened.items():
         group = [mth for mth in methods if (mth.coil_mode, mth.coils) == mode]
         for j, p in enumerate(positions):
             item = ds[p]  # read once, reconstructed by every method of this coil mode
             for mth in group:
                 check_coil_mode(mth, ds)
-                rec = reconstruct_item(mth, item, device, warmup=device.type == "cuda" and j == 0)
+                rec = reconstruct_item(mth, item, device, warmup=device.type == "cuda" and j == 0, store=store,
+                                       ssim_kind=ssim_kind)
                 per_example[mth.label].append({"index": rec.index, **rec.metrics, "seconds": rec.seconds})
                 done += 1
                 if progress is not None:
@@ -153,8 +174,8 @@ def evaluate(
     out_methods = []
     for mth in methods:
         rows = per_example[mth.label]
-        summary = {k: summarize([r[k] for r in rows]) for k in (*METRICS, "seconds")}
-        summary["failure_rate"] = failure_rate([r["nmse"] for r in rows], FAILURE_THRESHOLD)
+        summary = summarize_examples({k: [r[k] for r in rows] for k in (*METRICS, "seconds")}, fail_nmse,
+                                     [r["index"] for r in rows])
         out_methods.append({**mth.describe(), "summary": summary, "per_example": rows})
 
     warns: list[str] = []
@@ -167,7 +188,8 @@ def evaluate(
         "indices": indices,
         "device": device_description(device),
         "timed": TIMED,
-        "failure_threshold_nmse": FAILURE_THRESHOLD,
+        "failure_threshold_nmse": conventions["failure_threshold_nmse"],
+        "metrics": conventions,
         "methods": out_methods,
         "tests": paired_tests(per_example, test_pairs(named, labels)),
         "warnings": warns,
@@ -192,8 +214,10 @@ def to_json(result: dict[str, Any]) -> str:
     return json.dumps(_clean(result), indent=2, allow_nan=False)
 
 
-def _pm(s: dict, fmt: str) -> str:
-    return f"{s['mean']:{fmt}} ± {s['sd']:{fmt}}"
+def _pm(s: dict, fmt: str, scale: float = 1.0) -> str:
+    if s["n"] == 0 or not math.isfinite(s["mean"]):
+        return "n/a" if s["n"] == 0 else f"{s['mean']}"
+    return f"{s['mean'] / scale:{fmt}} ± {s['sd'] / scale:{fmt}}"
 
 
 def _p(p: float) -> str:
@@ -202,34 +226,52 @@ def _p(p: float) -> str:
     return "<1e-4" if p < 1e-4 else f"{p:.4f}"
 
 
+def _label(mth: dict) -> str:
+    return f"{mth['label']} (ORACLE)" if mth.get("oracle") else mth["label"]
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """The human-readable report: header, one row per method, then the paired tests."""
+    """The human-readable report: header, the metrics without and with the failed examples, then
+    the paired tests.  NMSE is printed x 10^-3 (the JSON keeps the plain ratio)."""
+    conv = result.get("metrics") or metric_conventions("gaussian", result["failure_threshold_nmse"])
+    thr = result["failure_threshold_nmse"]
+    ssim_label = SSIM_LABEL[conv["ssim_kind"]]
     lines = [
         f"store {result['store']}: {result['n_examples']} examples"
         + (f" (split {result['split']!r})" if result["split"] else "")
         + f"; device {result['device']}",
         "time = model forward per example (torch.no_grad, CUDA synchronised; excludes data loading)",
-        "",
+        f"NMSE in units of 10^-3 (the JSON has the plain ratio); PSNR with L = reference max; {conv['ssim_description']}",
+        f"failed: NMSE > {thr / NMSE_TABLE_SCALE:g} x 10^-3 (plain NMSE > {thr:g}) or NaN",
     ]
-    header = ("method", "coil", "NMSE", "PSNR (dB)", "SSIM", "failed", "time/example (s)")
-    rows = []
-    for mth in result["methods"]:
-        s = mth["summary"]
-        rows.append((mth["label"], coil_label(mth["coil_mode"], mth.get("coils")), _pm(s["nmse"], ".4g"),
-                     _pm(s["psnr"], ".2f"), _pm(s["ssim"], ".4f"), f"{100 * s['failure_rate']:.1f}%", _pm(s["seconds"], ".4g")))
-    lines += _columns(header, rows)
-    lines.append(f"failed: NMSE > {result['failure_threshold_nmse']:g}")
+    header = ("method", "coil", "NMSE (x10^-3)", "PSNR (dB)", ssim_label, "failed", "time/example (s)")
+    for title, key in (("mean ± SD without the failed examples (the paper's way)", "excluding_failed"),
+                       ("mean ± SD over all examples", None)):
+        rows = []
+        for mth in result["methods"]:
+            s = mth["summary"]
+            v = s[key] if key else s
+            f = s["failed"]
+            rows.append((_label(mth), coil_label(mth["coil_mode"], mth.get("coils")),
+                         _pm(v["nmse"], ".4g", NMSE_TABLE_SCALE), _pm(v["psnr"], ".2f"), _pm(v["ssim"], ".4f"),
+                         f"{f['count']}/{f['n']} ({100 * f['rate']:.1f}%)", _pm(v["seconds"], ".4g")))
+        lines += ["", title, *_columns(header, rows)]
+    oracles = [m["label"] for m in result["methods"] if m.get("oracle")]
+    if oracles:
+        lines.append(f"ORACLE: {', '.join(oracles)} use the simulation's true coil maps (csm * exp(j phase)), "
+                     f"which no real scan provides: an upper reference, not a competitor")
     if result["tests"]:
-        lines += ["", f"paired t-tests (scipy.stats.ttest_rel, n = {result['n_examples']}; difference = A - B)"]
+        lines += ["", f"paired t-tests over all examples (scipy.stats.ttest_rel, n = {result['n_examples']}; "
+                      f"difference = A - B)"]
         by_pair: dict[tuple[str, str], dict[str, dict]] = {}
         for t in result["tests"]:
             by_pair.setdefault((t["a"], t["b"]), {})[t["metric"]] = t
-        header = ("A", "B", "ΔPSNR (dB)", "p", "ΔSSIM", "p", "ΔNMSE", "p")
+        header = ("A", "B", "ΔPSNR (dB)", "p", f"Δ{ssim_label}", "p", "ΔNMSE (x10^-3)", "p")
         rows = []
         for (a, b), t in by_pair.items():
             rows.append((a, b, f"{t['psnr']['mean_diff']:+.2f}", _p(t["psnr"]["p"]),
                          f"{t['ssim']['mean_diff']:+.4f}", _p(t["ssim"]["p"]),
-                         f"{t['nmse']['mean_diff']:+.4g}", _p(t["nmse"]["p"])))
+                         f"{t['nmse']['mean_diff'] / NMSE_TABLE_SCALE:+.4g}", _p(t["nmse"]["p"])))
         lines += _columns(header, rows)
     for w in result.get("warnings", []):
         lines.append(f"warning: {w}")

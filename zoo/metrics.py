@@ -56,7 +56,7 @@ from torch import Tensor
 
 __all__ = ["FAIL_NMSE", "FASTMRI_WINDOW", "NMSE_TABLE_SCALE", "NMSE_UNIT", "SSIM_DESCRIPTION", "SSIM_K",
            "SSIM_KINDS", "SSIM_LABEL", "SSIM_SIGMA", "SSIM_WINDOW", "example_metrics", "failed", "failure_rate", "nmse", "psnr",
-           "ssim", "ssim_fastmri", "ssim_frames", "summarize", "summarize_examples"]
+           "metric_conventions", "ssim", "ssim_fastmri", "ssim_frames", "summarize", "summarize_examples"]
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -303,4 +303,21 @@ def summarize_examples(values: dict[str, object], threshold: float = FAIL_NMSE,
         "failed": {"count": int(bad.sum()), "n": int(n), "rate": float(bad.mean()),
                    "indices": [i for i, f in zip(indices, bad) if f], "threshold_nmse": float(threshold)},
         "failure_rate": float(bad.mean()),
+    }
+
+
+def metric_conventions(ssim_kind: str = "gaussian", threshold: float = FAIL_NMSE) -> dict[str, object]:
+    """JSON-able statement of what a report's numbers are: units, which SSIM, the failure rule."""
+    if ssim_kind not in SSIM_KINDS:
+        raise ValueError(f"ssim_kind must be one of {SSIM_KINDS}, got {ssim_kind!r}")
+    threshold = _check_threshold(threshold)
+    return {
+        "nmse_unit": NMSE_UNIT,
+        "nmse_table_scale": NMSE_TABLE_SCALE,
+        "psnr_unit": "dB, L = reference max per example",
+        "ssim_kind": ssim_kind,
+        "ssim_description": SSIM_DESCRIPTION[ssim_kind],
+        "failure_rule": f"plain NMSE > {threshold:g} (= {threshold / NMSE_TABLE_SCALE:g} x 10^-3), or NaN",
+        "failure_threshold_nmse": threshold,
+        "summaries": "over all examples, and 'excluding_failed' (the paper's way)",
     }

@@ -14,6 +14,12 @@ Methods (:func:`load_method`)
     :data:`zoo.baselines.BASELINES` (``--cs-iters`` caps the CS iterations).  They have no
     coil mode of their own: the caller picks one, by default ``virtual`` (the paper's setting
     without coil maps; :data:`BASELINE_COIL_MODE`).
+``sense-oracle`` (an oracle: the store's true coil maps), ``sense-espirit``
+    SMS-SENSE by CG (:mod:`zoo.sense`; ``sense_iters`` / ``sense_lam``).  Always ``per-coil``
+    items (every coil's data, whatever coil mode is chosen for the other baselines), unfolded,
+    plus what the method reads from the store itself (``model.store_inputs(store, index)``:
+    the true maps, or the single-band reference ESPIRiT calibrates from; read untimed, the
+    ESPIRiT calibration is timed); one image out, no coil axis (``recon_complex`` has none).
 registered weights name, or checkpoint path
     :func:`zoo.registry.load` (SHA-256 checked, architecture from the metadata).  The coil mode
     and the normalisation quantile come from the checkpoint's metadata (``data.data_config``,
@@ -50,7 +56,9 @@ Root attributes: ``format``, ``format_version``, ``dims``, ``arrays``, ``method`
 architecture, config, sha256, source), ``source`` (store path, format, dims, split),
 ``coil_mode``, ``coils`` (K of ``compressed``), ``reference``, ``data_config``, ``normalization``,
 ``timing`` (device, what is
-timed, per-example seconds, mean, sd), ``metrics`` (summaries and failure rate), ``software``,
+timed, per-example seconds, mean, sd), ``metrics`` (summaries over all examples and without the
+failed ones, the failures, NMSE unit, SSIM kind: :func:`zoo.metrics.summarize_examples`,
+:func:`zoo.metrics.metric_conventions`), ``software``,
 ``created``.
 
 Figures (:func:`save_png`, :func:`save_gif`): per example and SMS slice, zero-filled,
@@ -76,10 +84,12 @@ from torch import Tensor, nn
 
 from synth import output
 from synth.errors import ConfigError, StoreExistsError
-from zoo.baselines import BASELINES, Baseline
+from synth.store import Store
+from zoo.baselines import BASELINES, SENSE, make_baseline
 from zoo.data import COIL_MODES, DataConfig, SmsDataset, coil_label
 from zoo.errors import UnknownWeightsError
-from zoo.metrics import failure_rate, nmse, psnr, ssim, summarize
+from zoo.metrics import (FAIL_NMSE, example_metrics, metric_conventions, nmse, psnr, summarize,
+                         summarize_examples)
 
 # the validation path's own helpers, imported (not copied) so inference cannot drift from it
 from zoo.train import NORM_QUANTILE, denormalize, fold_coils, normalize_batch, rss_magnitude
@@ -161,6 +171,8 @@ def load_method(
     cs_iters: int | None = None,
     weights_dir: str | Path | None = None,
     coils: int | None = None,
+    sense_iters: int | None = None,
+    sense_lam: float | None = None,
 ) -> Method:
     """Resolve ``spec``: a baseline name, registered weights name, or checkpoint path (module doc).
 
@@ -172,6 +184,8 @@ def load_method(
         whose metadata records none; a checkpoint's recorded coil mode (and K) always wins.
         ``coils`` is K of ``compressed`` (:class:`zoo.data.DataConfig`).
     cs_iters : iterations of the CS baselines (default: :data:`zoo.baselines.DEFAULTS`).
+    sense_iters, sense_lam : CG iterations and temporal Tikhonov weight of the SENSE baselines
+        (default: :data:`zoo.sense.DEFAULTS`); they run ``per-coil`` whatever ``coil_mode`` says.
     weights_dir : registry folder (default ``$SMSSYNTH_WEIGHTS_DIR`` or the package's).
 
     Raises UnknownWeightsError (listing the baselines and registered weights, and saying so when
@@ -187,10 +201,17 @@ def load_method(
         DataConfig(coil_mode=coil_mode or BASELINE_COIL_MODE, coils=coils)  # ConfigError for a bad pair
     device = torch.device(device)
     if spec in BASELINE_NAMES:
-        params = {} if cs_iters is None or spec == "zero-filled" else {"n_iter": int(cs_iters)}
-        model = Baseline(spec, **params).to(device).eval()
+        if spec in SENSE:
+            params = {k: v for k, v in (("n_iter", sense_iters), ("lam", sense_lam)) if v is not None}
+        else:
+            params = {} if cs_iters is None or spec == "zero-filled" else {"n_iter": int(cs_iters)}
+        model = make_baseline(spec, **params).to(device).eval()
         info = {"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
                 "source": "zoo.baselines", "coil_mode_source": "chosen" if coil_mode else "default for baselines"}
+        if spec in SENSE:  # SENSE needs every coil's data
+            coil_mode, coils = "per-coil", None
+            info.update(source="zoo.sense", coil_mode_source="SENSE always uses every coil's data",
+                        oracle=model.kind == "oracle")
         return Method(label=spec, kind="baseline", model=model, coil_mode=coil_mode or BASELINE_COIL_MODE,
                       coils=coils, info=info)
     try:
@@ -288,29 +309,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def needs_store(method: Method) -> bool:
+    """Whether the method reads inputs from the store itself (the SENSE baselines' coil maps)."""
+    return callable(getattr(method.model, "store_inputs", None))
+
+
+def combines_coils(method: Method) -> bool:
+    """Whether the method makes one image from every coil's data (no coil axis in its output)."""
+    return bool(getattr(method.model, "combines_coils", False))
+
+
 @torch.no_grad()
 def reconstruct_item(method: Method, item: dict[str, Tensor], device: torch.device,
-                     *, warmup: bool = False) -> Reconstruction:
+                     *, warmup: bool = False, store: Store | None = None,
+                     ssim_kind: str = "gaussian") -> Reconstruction:
     """Reconstruct one :class:`~zoo.data.SmsDataset` item as training validation does (module doc).
 
     ``warmup`` runs the forward pass once untimed first, so one-off costs (CUDA context, kernel
-    selection, allocator growth) do not land in ``seconds``.
+    selection, allocator growth) do not land in ``seconds``.  ``store`` (the item's store) is
+    needed by methods that read inputs from it (:func:`needs_store`: the SENSE baselines); those
+    get the item's per-coil data unfolded.  ``ssim_kind``: :data:`zoo.metrics.SSIM_KINDS`.
     """
     batch = {k: v[None].to(device) for k, v in item.items()}
     nb, scale = normalize_batch(batch, method.quantile)
-    x0, k3, mask3, c = fold_coils(nb)
     method.model.eval()
+    if needs_store(method):
+        if store is None:
+            raise ConfigError(f"{method.label} reads coil maps from the store: pass store= to reconstruct_item")
+        if nb["x0"].ndim != 6:
+            raise ConfigError(f"{method.label} needs every coil's data: open the examples per-coil")
+        extra = {k: torch.from_numpy(np.asarray(v))[None].to(device)
+                 for k, v in method.model.store_inputs(store, int(item["index"])).items()}
+
+        def forward():
+            return method.model(nb["x0"], nb["k3"], nb["mask3"], **extra)
+    else:
+        x0, k3, mask3, c = fold_coils(nb)
+
+        def forward():
+            out = method.model(x0, k3, mask3)
+            return out.unflatten(0, (-1, c)) if nb["x0"].ndim == 6 else out
     if warmup:
-        method.model(x0, k3, mask3)
+        forward()
     _sync(device)
     t0 = time.perf_counter()
-    out = method.model(x0, k3, mask3)
+    out = forward()
     _sync(device)
     seconds = time.perf_counter() - t0
-    pred = denormalize(out.unflatten(0, (-1, c)) if nb["x0"].ndim == 6 else out, scale)
+    pred = denormalize(out, scale)
     mag = rss_magnitude(pred).float()
     target = batch["target"]
-    metrics = {name: float(f(mag, target)[0]) for name, f in zip(METRICS, (nmse, psnr, ssim))}
+    metrics = {k: float(v[0]) for k, v in example_metrics(mag, target, ssim_kind=ssim_kind).items()}
     return Reconstruction(
         index=int(item["index"]), image=pred[0].to("cpu", torch.complex64), magnitude=mag[0].cpu(),
         target=target[0].cpu(), zero_filled=rss_magnitude(batch["x0"])[0].float().cpu(), metrics=metrics,
@@ -319,15 +368,17 @@ def reconstruct_item(method: Method, item: dict[str, Tensor], device: torch.devi
 
 
 def reconstruct(method: Method, dataset: SmsDataset, positions: list[int], device: torch.device,
-                *, warmup: bool | None = None) -> Iterator[Reconstruction]:
+                *, warmup: bool | None = None, ssim_kind: str = "gaussian") -> Iterator[Reconstruction]:
     """Reconstruct ``dataset[positions]`` one example at a time (a generator).
 
     ``warmup`` (default: on CUDA) runs the first example once untimed (:func:`reconstruct_item`).
     """
     check_coil_mode(method, dataset)
     warmup = device.type == "cuda" if warmup is None else warmup
+    store = Store.open(dataset.store_path) if needs_store(method) else None
     for j, p in enumerate(positions):
-        yield reconstruct_item(method, dataset[p], device, warmup=warmup and j == 0)
+        yield reconstruct_item(method, dataset[p], device, warmup=warmup and j == 0, store=store,
+                               ssim_kind=ssim_kind)
 
 
 def check_coil_mode(method: Method, dataset: SmsDataset) -> None:
@@ -397,8 +448,13 @@ def run_recon(
     error_scale: float = 5.0,
     png_frames: int = 4,
     progress: Callable[[Reconstruction, int, int], None] | None = None,
+    ssim_kind: str = "gaussian",
+    fail_nmse: float = FAIL_NMSE,
 ) -> dict[str, Any]:
     """Reconstruct the chosen examples into the recon store ``out`` (module doc); draw figures.
+
+    ``ssim_kind`` (:data:`zoo.metrics.SSIM_KINDS`) chooses the SSIM stored in ``ssim``;
+    ``fail_nmse`` the failure threshold on the plain NMSE (:func:`zoo.metrics.summarize_examples`).
 
     Returns the store's root attributes (a dict).  Raises StoreExistsError when ``out`` exists
     and ``overwrite`` is false (checked before any work), ConfigError / StoreError for bad input.
@@ -411,7 +467,8 @@ def run_recon(
     try:
         result = _write_recon(method, store_path, replacement.target, ds, positions, device=device, split=split,
                               save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir,
-                              error_scale=error_scale, png_frames=png_frames, progress=progress)
+                              error_scale=error_scale, png_frames=png_frames, progress=progress,
+                              ssim_kind=ssim_kind, fail_nmse=fail_nmse)
     except BaseException:
         replacement.abort()
         raise
@@ -420,12 +477,14 @@ def run_recon(
 
 
 def _write_recon(method: Method, store_path, out, ds, positions, *, device, split, save_complex, png_dir, gif_dir,
-                 error_scale, png_frames, progress) -> dict[str, Any]:
+                 error_scale, png_frames, progress, ssim_kind="gaussian", fail_nmse=FAIL_NMSE) -> dict[str, Any]:
     import zarr
+
+    conventions = metric_conventions(ssim_kind, fail_nmse)  # validates both before any work
 
     d = ds.dims
     n, m, t, ny, nx = len(positions), d["M"], d["T"], d["Ky"], d["Kx"]
-    lead = () if method.coil_mode == "virtual" else (ds.n_coils,)
+    lead = () if method.coil_mode == "virtual" or combines_coils(method) else (ds.n_coils,)
     img_dims = ["slice", "time", "y", "x"]
     arrays = {
         "recon": ((n, m, t, ny, nx), (1, 1, t, ny, nx), "float32", ["example", *img_dims],
@@ -465,7 +524,7 @@ def _write_recon(method: Method, store_path, out, ds, positions, *, device, spli
     root["index"][:] = np.asarray([ds.indices[p] for p in positions], np.int64)
 
     seconds, values = [], {k: [] for k in METRICS}
-    for r, rec in enumerate(reconstruct(method, ds, positions, device)):
+    for r, rec in enumerate(reconstruct(method, ds, positions, device, ssim_kind=ssim_kind)):
         root["recon"][r] = rec.magnitude.numpy()
         if save_complex:
             root["recon_complex"][r] = rec.image.numpy()
@@ -484,8 +543,8 @@ def _write_recon(method: Method, store_path, out, ds, positions, *, device, spli
     final = {
         "timing": {"device": device_description(device), "timed": TIMED, "warmup": device.type == "cuda",
                    "seconds": seconds, **{k: v for k, v in summarize(seconds).items()}},
-        "metrics": {**{k: summarize(v) for k, v in values.items()}, "failure_rate": failure_rate(values["nmse"]),
-                    "failure_threshold_nmse": 1000.0},
+        "metrics": {**summarize_examples({**values, "seconds": seconds}, fail_nmse,
+                                         [ds.indices[p] for p in positions]), **conventions},
     }
     root.attrs.update(final)
     return {**attrs, **final}

@@ -39,8 +39,56 @@ def test_help():
         assert opt in r.output, opt
     r = invoke(evaluate, "--help")
     assert r.exit_code == 0
-    for opt in ("--model", "--json", "--baselines", "--no-baselines", "--cs-iters", "--coil-mode", "--split"):
+    for opt in ("--model", "--json", "--baselines", "--no-baselines", "--cs-iters", "--coil-mode", "--split",
+                "--sense-iters", "--sense-lam", "--ssim", "--fail-nmse", "sense-oracle", "sense-espirit"):
         assert opt in r.output, opt
+    r = invoke(recon, "--help")
+    for opt in ("--sense-iters", "--sense-lam", "--ssim", "--fail-nmse", "sense-oracle", "ORACLE"):
+        assert opt in r.output, opt
+
+
+def test_evaluate_sense_fastmri_and_failure_rule(store):
+    """SENSE baselines by name beside zero-filled, fastMRI SSIM, and a failure threshold that
+    fails every example: counted in the table and the JSON, means without them n/a."""
+    args = [store, "--examples", "0,2", "--baselines", "zero-filled,sense-oracle,sense-espirit", "--sense-iters", "3",
+            "--sense-lam", "0.05", "--ssim", "fastmri"]
+    r = invoke(evaluate, *args)
+    assert r.exit_code == 0, r.output
+    assert "sense-oracle (ORACLE)" in r.output and "ORACLE: sense-oracle" in r.output
+    assert "SSIM (fastMRI 7x7 uniform)" in r.output and "NMSE (x10^-3)" in r.output
+    assert "failed: NMSE > 1000 x 10^-3" in r.output
+    doc = json.loads(invoke(evaluate, *args, "--fail-nmse", "1e-9", "--json").output)
+    assert doc["metrics"]["ssim_kind"] == "fastmri" and doc["failure_threshold_nmse"] == 1e-9
+    by = {m["label"]: m for m in doc["methods"]}
+    assert by["sense-oracle"]["oracle"] is True and by["sense-oracle"]["coil_mode"] == "per-coil"
+    assert by["sense-espirit"]["config"]["n_iter"] == 3 and by["sense-espirit"]["config"]["lam"] == 0.05
+    for m in doc["methods"]:
+        assert m["summary"]["failed"]["count"] == 2 and m["summary"]["excluding_failed"]["psnr"]["mean"] is None
+    r = invoke(evaluate, *args, "--fail-nmse", "1e-9")
+    assert "2/2 (100.0%)" in r.output and "n/a" in r.output
+
+
+def test_recon_sense_and_metric_options(store, tmp_path):
+    out = tmp_path / "s.zarr"
+    r = invoke(recon, "--model", "sense-espirit", store, "--out", out, "--examples", "1", "--sense-iters", "2",
+               "--ssim", "fastmri", "--fail-nmse", "0.5", "--complex", "-q")
+    assert r.exit_code == 0, r.output
+    assert "(per-coil)" in r.output and "x10^-3" in r.output and "SSIM (fastmri)" in r.output
+    root = zarr.open_group(str(out), mode="r")
+    assert root["recon_complex"].shape == (1, 2, 4, 37, 31)
+    met = root.attrs["metrics"]
+    assert met["ssim_kind"] == "fastmri" and met["failure_threshold_nmse"] == 0.5 and met["failed"]["n"] == 1
+    assert root.attrs["method"]["config"]["n_iter"] == 2
+
+
+def test_metric_and_sense_options_are_validated(store, tmp_path):
+    for cmd, extra in ((evaluate, []), (recon, ["--model", "zero-filled", "--out", tmp_path / "x.zarr"])):
+        for bad in ("0", "-1", "nan", "inf", "abc"):
+            one_line_error(invoke(cmd, *extra, store, "--fail-nmse", bad), "--fail-nmse")
+        one_line_error(invoke(cmd, *extra, store, "--ssim", "ms-ssim"), "--ssim")
+        for bad in ("-0.1", "nan", "inf"):
+            one_line_error(invoke(cmd, *extra, store, "--sense-lam", bad), "--sense-lam")
+        one_line_error(invoke(cmd, *extra, store, "--sense-iters", "-1"), "--sense-iters")
 
 
 def test_recon_checkpoint_with_figures(store, ckpt, tmp_path):

@@ -17,7 +17,7 @@ from zoo import recon as R
 from zoo import train as T
 from zoo.checkpoint import read_metadata
 from zoo.data import DataConfig, SmsDataset
-from zoo.metrics import nmse, psnr, ssim
+from zoo.metrics import nmse, psnr, ssim, ssim_fastmri
 
 CPU = torch.device("cpu")
 
@@ -129,16 +129,20 @@ def test_json_schema(store, tmp_path):
     res = E.evaluate(store, [R.load_method(ck), R.load_method("zero-filled")], examples=[0], device=CPU)
     doc = json.loads(E.to_json(res))  # strict JSON: a single example gives NaN t-tests -> null
     assert doc["format"] == "smssynth.evaluation" and doc["format_version"] == "1.0"
-    for key in ("store", "split", "n_examples", "indices", "device", "timed", "failure_threshold_nmse", "methods",
-                "tests", "warnings"):
+    for key in ("store", "split", "n_examples", "indices", "device", "timed", "failure_threshold_nmse", "metrics",
+                "methods", "tests", "warnings"):
         assert key in doc, key
+    assert doc["failure_threshold_nmse"] == 1.0 and doc["metrics"]["ssim_kind"] == "gaussian"
+    assert doc["metrics"]["nmse_unit"].startswith("plain ratio") and doc["metrics"]["nmse_table_scale"] == 1e-3
     assert doc["store"] == store and doc["indices"] == [0] and doc["device"].startswith("cpu")
     m = doc["methods"][0]
     for key in ("label", "kind", "name", "architecture", "config", "sha256", "source", "coil_mode", "normalization",
                 "summary", "per_example"):
         assert key in m, key
     assert m["sha256"] == read_metadata(ck)["sha256"] and doc["methods"][1]["sha256"] is None
-    assert set(m["summary"]) == {"nmse", "psnr", "ssim", "seconds", "failure_rate"}
+    assert set(m["summary"]) == {"nmse", "psnr", "ssim", "seconds", "failure_rate", "failed", "excluding_failed"}
+    assert set(m["summary"]["excluding_failed"]) == {"nmse", "psnr", "ssim", "seconds"}
+    assert set(m["summary"]["failed"]) == {"count", "n", "rate", "indices", "threshold_nmse"}
     assert set(m["per_example"][0]) == {"index", "nmse", "psnr", "ssim", "seconds"}
     assert {t["metric"] for t in doc["tests"]} == {"nmse", "psnr", "ssim"}
     assert all(t["p"] is None and t["n"] == 1 for t in doc["tests"])
@@ -180,3 +184,64 @@ def test_failure_rate_counts_diverged(store, monkeypatch):
     bad = R.Method(label="blowup", kind="checkpoint", model=Blowup(), coil_mode="virtual")
     res = by_label(E.evaluate(store, [bad, zf], examples=[0, 1], device=CPU))
     assert res["blowup"]["summary"]["failure_rate"] == 1.0 and res["zero-filled"]["summary"]["failure_rate"] == 0.0
+    assert res["blowup"]["summary"]["failed"]["indices"] == [0, 1]
+    assert res["blowup"]["summary"]["excluding_failed"]["psnr"]["n"] == 0
+
+
+def test_fail_nmse_splits_the_summaries(store):
+    """A threshold between the examples' NMSEs: the failed ones are counted and named, and the
+    means without them (the paper's way) differ from those over all examples."""
+    zf = R.load_method("zero-filled")
+    full = E.evaluate(store, [zf], examples=[0, 1, 2, 3], device=CPU)
+    rows = full["methods"][0]["per_example"]
+    values = sorted(r["nmse"] for r in rows)
+    thr = (values[1] + values[2]) / 2  # the two worst fail
+    res = E.evaluate(store, [zf], examples=[0, 1, 2, 3], device=CPU, fail_nmse=thr)
+    s = res["methods"][0]["summary"]
+    worst = sorted(r["index"] for r in rows if r["nmse"] > thr)
+    assert s["failed"] == {"count": 2, "n": 4, "rate": 0.5, "indices": worst, "threshold_nmse": thr}
+    kept = [r for r in rows if r["nmse"] <= thr]
+    assert s["excluding_failed"]["psnr"]["n"] == 2
+    assert s["excluding_failed"]["psnr"]["mean"] == pytest.approx(np.mean([r["psnr"] for r in kept]))
+    assert s["psnr"] == full["methods"][0]["summary"]["psnr"]  # over all examples: unchanged
+    table = E.format_table(res)
+    assert f"NMSE > {thr / 1e-3:g} x 10^-3" in table and "2/4 (50.0%)" in table
+    assert "without the failed examples" in table and "over all examples" in table
+    # NMSE printed x 10^-3: the plain mean 0.4 is printed 400
+    line = next(x for x in table.splitlines() if x.startswith("zero-filled"))
+    assert f"{s['excluding_failed']['nmse']['mean'] / 1e-3:.4g} ±" in line
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="threshold"):
+            E.evaluate(store, [zf], examples=[0], device=CPU, fail_nmse=bad)
+
+
+def test_fastmri_ssim_option(store):
+    zf = R.load_method("zero-filled", coil_mode="per-coil")
+    res = E.evaluate(store, [zf], examples=[1, 4], device=CPU, ssim_kind="fastmri")
+    assert res["metrics"]["ssim_kind"] == "fastmri" and "fastMRI" in res["metrics"]["ssim_description"]
+    target = torch.from_numpy(zarr.open_group(store, mode="r")["target"][:])
+    for row in res["methods"][0]["per_example"]:
+        zf_img = independent_zero_filled(store, row["index"], "per-coil")[None]
+        assert row["ssim"] == pytest.approx(float(ssim_fastmri(zf_img, target[row["index"]][None])), rel=1e-5)
+        assert row["psnr"] == pytest.approx(float(psnr(zf_img, target[row["index"]][None])), rel=1e-5)
+    assert "SSIM (fastMRI 7x7 uniform)" in E.format_table(res)
+    with pytest.raises(ValueError, match="ssim_kind"):
+        E.evaluate(store, [zf], examples=[1], device=CPU, ssim_kind="ms-ssim")
+
+
+def test_sense_baselines_are_reported_and_the_oracle_is_marked(store):
+    """The SENSE baselines read every coil and the store's maps whatever coil mode the others use;
+    sense-oracle is labelled an oracle.  The test store has 3 coils at R * M = 6 and a random,
+    temporally white target: no claim about quality here (tests/zoo/test_sense.py has those)."""
+    methods = [R.load_method(n, sense_iters=5) for n in ("zero-filled", "sense-oracle", "sense-espirit")]
+    assert [m.coil_mode for m in methods] == ["virtual", "per-coil", "per-coil"]
+    res = E.evaluate(store, methods, examples=[0, 3], device=CPU)
+    got = by_label(res)
+    assert got["sense-oracle"]["oracle"] is True and got["sense-espirit"]["oracle"] is False
+    assert "ORACLE" in got["sense-oracle"]["config"]["maps"]
+    assert got["sense-oracle"]["config"]["n_iter"] == 5
+    assert [r["index"] for r in got["sense-espirit"]["per_example"]] == [0, 3]
+    assert all(np.isfinite(r["psnr"]) for m in ("sense-oracle", "sense-espirit") for r in got[m]["per_example"])
+    table = E.format_table(res)
+    assert any(line.startswith("sense-oracle (ORACLE)") for line in table.splitlines())
+    assert "ORACLE: sense-oracle" in table

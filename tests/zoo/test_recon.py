@@ -18,7 +18,7 @@ from zoo import train as T
 from zoo.checkpoint import describe_store, read_metadata, save_checkpoint
 from zoo.data import DataConfig, SmsDataset, coil_compression_weights, virtual_coil_weights
 from zoo.errors import ChecksumError, UnknownWeightsError
-from zoo.metrics import nmse, psnr, ssim
+from zoo.metrics import nmse, psnr, ssim, ssim_fastmri
 from zoo.models import build_model, model_config_dict
 
 TINY = {"n_filters": 4, "n_iterations": 2}
@@ -91,7 +91,37 @@ def test_baselines_and_cs_iters():
     for bad in ({"coil_mode": "compressed"}, {"coil_mode": "per-coil", "coils": 2}, {"coil_mode": "sense"}):
         with pytest.raises(ConfigError):
             R.load_method("zero-filled", **bad)
-    assert set(R.BASELINE_NAMES) == {"zero-filled", "cs-tfft", "cs-ttv"}
+    assert set(R.BASELINE_NAMES) == {"zero-filled", "cs-tfft", "cs-ttv", "sense-oracle", "sense-espirit"}
+
+
+def test_sense_methods_use_every_coil(store, tmp_path):
+    """SENSE loads per-coil whatever coil mode is asked, takes the store's maps itself, and
+    writes one image (no coil axis); the recon store records the failure rule and SSIM kind."""
+    m = R.load_method("sense-oracle", coil_mode="compressed", coils=2, sense_iters=4, sense_lam=0.1)
+    assert (m.coil_mode, m.coils, m.info["oracle"]) == ("per-coil", None, True)
+    assert (m.model.config["n_iter"], m.model.config["lam"]) == (4, 0.1)
+    assert R.needs_store(m) and R.combines_coils(m) and not R.needs_store(R.load_method("cs-ttv"))
+    with pytest.raises(ConfigError, match="store="):
+        ds, pos = R.open_examples(store, "per-coil", examples=[1])
+        R.reconstruct_item(m, ds[pos[0]], CPU)
+    out = tmp_path / "sense.zarr"
+    attrs = R.run_recon(m, store, out, device=CPU, examples=[1, 3], save_complex=True, ssim_kind="fastmri",
+                        fail_nmse=0.5)
+    root = zarr.open_group(str(out), mode="r")
+    assert root["recon_complex"].shape == (2, 2, 4, 37, 31)  # one image, no coil axis
+    np.testing.assert_allclose(np.abs(root["recon_complex"][:]), root["recon"][:], rtol=1e-5, atol=1e-7)
+    assert "C" not in root.attrs["dims"] and attrs["method"]["oracle"] is True
+    met = attrs["metrics"]
+    assert met["ssim_kind"] == "fastmri" and met["failure_threshold_nmse"] == 0.5
+    assert met["failed"]["n"] == 2 and set(met["excluding_failed"]) == {"nmse", "psnr", "ssim", "seconds"}
+    assert met["ssim"]["n"] == met["nmse"]["n"] == 2  # the summaries, not shadowed by the conventions
+    target = torch.from_numpy(zarr.open_group(store, mode="r")["target"][:])
+    rec = torch.from_numpy(root["recon"][:])
+    np.testing.assert_allclose(root["ssim"][:], ssim_fastmri(rec, target[[1, 3]]).numpy(), rtol=1e-6)
+    # SENSE with the exact maps and many CG iterations beats zero-filling on this store too
+    zf = R.run_recon(R.load_method("zero-filled", coil_mode="per-coil"), store, tmp_path / "zf.zarr", device=CPU,
+                     examples=[1, 3])
+    assert attrs["metrics"]["psnr"]["mean"] > zf["metrics"]["psnr"]["mean"]
 
 
 def test_checkpoint_settings_come_from_metadata(store, ckpt, ckpt_per_coil, ckpt_compressed, tmp_path):
@@ -236,6 +266,9 @@ def test_recon_store_layout_and_metrics(store, ckpt, tmp_path):
     for name, f in (("nmse", nmse), ("psnr", psnr), ("ssim", ssim)):
         np.testing.assert_allclose(root[name][:], f(rec, ref).numpy(), rtol=1e-6)
     assert a["metrics"]["psnr"]["n"] == 2 and a["metrics"]["failure_rate"] == 0.0
+    assert a["metrics"]["failed"] == {"count": 0, "n": 2, "rate": 0.0, "indices": [], "threshold_nmse": 1.0}
+    assert a["metrics"]["excluding_failed"]["psnr"] == a["metrics"]["psnr"]
+    assert a["metrics"]["ssim_kind"] == "gaussian" and a["metrics"]["nmse_unit"].startswith("plain ratio")
 
 
 def test_out_is_never_clobbered(store, tmp_path):
