@@ -78,7 +78,9 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
             p = Path(r["path"])
             p = p if p.is_absolute() else path.parent / p
             if not p.exists():
-                raise ConfigError(f"--manifest {path}, line {n}: {p} does not exist")
+                # the row's path is not repeated: exports name folders after patients
+                raise ConfigError(f"--manifest {path}, line {n}: its path does not exist (relative paths are read "
+                                  f"from the manifest's folder)")
             rows.append(ManifestRow(str(p), r["patient"], r.get("split") or None))
     if not rows:
         raise ConfigError(f"--manifest {path}: no rows")

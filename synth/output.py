@@ -68,15 +68,16 @@ def check_not_input(out: str | Path, inputs: Iterable[str | Path], option: str =
     if _is_url(out):
         return
     o = _resolved(out)
-    for inp in inputs:
+    for n, inp in enumerate(inputs, start=1):
         inp = _local(inp)
         if _is_url(inp):
             continue
         i = _resolved(inp)
         if _inside(i, o):
             what = "is" if i == o else "holds"
+            # the input is named by its position, not its path: exports name folders after patients
             raise ConfigError(
-                f"{option} {out} {what} an input of this command ({inp}); the output must be a new "
+                f"{option} {out} {what} an input of this command (input {n}); the output must be a new "
                 f"path outside the inputs -- choose another {option}"
             )
 
