@@ -52,9 +52,15 @@ def resolve_salt(value: str | None = None) -> bytes:
     Raises
     ------
     ConfigError
-        The salt file exists but is empty or unreadable, or cannot be created.
+        ``value`` is the empty string (an empty ``--salt`` never silently means the default), or the
+        salt file exists but is empty or unreadable, or cannot be created.
     """
-    if value:
+    if value is not None:
+        if not value:
+            raise ConfigError(
+                f"--salt (or ${SALT_ENV}) is empty; give a non-empty secret, or leave both unset to use the "
+                f"per-user salt file"
+            )
         return value.encode("utf-8")
     env = os.environ.get(SALT_ENV)
     if env:
