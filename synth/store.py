@@ -629,7 +629,8 @@ class Store:
         try:
             return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
         except ValueError:
-            raise StoreError(f"{self.path}: unreadable format_version {self.root.attrs.get('format_version')!r}") from None
+            version = self.root.attrs.get("format_version")
+            raise StoreError(f"{self.path}: unreadable format_version {version!r}") from None
 
     @property
     def caipi(self) -> str:
@@ -748,7 +749,8 @@ class Store:
             return np.broadcast_to(kz_index(m, ny), (t, ny)).astype(np.int8)
         kz = self._read("kz", index)
         if kz.size and (kz.min() < 0 or kz.max() >= m):
-            raise StoreError(f"{self.path}: example {index}: kz values {kz.min()}..{kz.max()} outside 0..{m - 1} (M = {m})")
+            raise StoreError(f"{self.path}: example {index}: kz values {kz.min()}..{kz.max()} outside "
+                             f"0..{m - 1} (M = {m}); the example is corrupt: regenerate it")
         if "caipi" in self.params:
             mask = self._read("mask", index) if mask is None else mask
             expect = kz_table(self.caipi, mask, m)
