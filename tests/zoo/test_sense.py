@@ -201,3 +201,16 @@ def test_single_band_reference(store):
     assert np.all(a[:, :, ~np.isin(np.arange(NY), rows)] == 0)
     with pytest.raises(ConfigError, match="rng"):
         S.single_band_reference(ex["target"], ex["csm"], ex["phase"], 10, 0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(store):
+    st = Store.open(store)
+    b = item_batch(store, 0)
+    for kind in ("oracle", "espirit"):  # ESPIRiT calibrates on the CPU; the maps move to the data's device
+        model = S.SenseBaseline(kind, n_iter=10)
+        inputs = {k: torch.from_numpy(np.asarray(v))[None] for k, v in model.store_inputs(st, 0).items()}
+        cpu = model(b["x0"], b["k3"], b["mask3"], **inputs)
+        gpu = model(b["x0"].cuda(), b["k3"].cuda(), b["mask3"].cuda(), **{k: v.cuda() for k, v in inputs.items()})
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-4 * cpu.abs().max().item())
