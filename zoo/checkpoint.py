@@ -10,7 +10,9 @@ Metadata (``format_version`` 1.0; readers accept 1.x)::
     format          "smssynth-checkpoint"
     format_version  "1.0"
     model           {"name", "config", "n_parameters"}: build with zoo.models.build_model(name, config)
-    training        what the trainer passes: epochs, steps, seconds, optimizer, lr, loss config, seed, device...
+    training        what the trainer passes: epochs, steps, seconds, optimizer, lr, loss config, seed, device...,
+                    and always ``normalization`` = ``{"kind", "quantile"}``: the input normalisation the
+                    model was trained with (:class:`Normalization`; written by :func:`save_checkpoint`)
     data            the training data: store basename, store format and version, dims, params,
                     n_examples, split (see :func:`describe_store`)
     metrics         what the trainer passes (e.g. validation NMSE/PSNR/SSIM summaries)
@@ -23,6 +25,14 @@ The safetensors header metadata (str -> str) repeats ``format``, ``format_versio
 ``tensors_sha256``: a SHA-256 over the tensors themselves (name, dtype, shape and bytes, in name
 order).  The file's own hash cannot be inside the file; the tensor hash is what ties the
 header to the payload, and :func:`load_checkpoint` checks it after decoding.
+
+Input normalisation travels with the weights: the models expect their input divided by a
+per-example scale (:func:`zoo.train.normalize_batch`), and the quantile that sets the scale is
+part of what the weights mean.  :func:`save_checkpoint` records it in
+``training.normalization``, :func:`load_checkpoint` returns it as ``model.normalization``, and
+``zoo.recon`` / ``zoo.evaluate`` normalise with it.  A checkpoint without the record (written
+before it existed) is read with :data:`LEGACY_NORM_QUANTILE`, the quantile every such
+checkpoint was trained with.
 
 Loading (:func:`load_checkpoint`) recomputes the file's SHA-256 and refuses a mismatch
 (:class:`~zoo.errors.ChecksumError`), builds the architecture from the metadata (so weights and
@@ -55,6 +65,9 @@ from zoo.errors import CheckpointError, ChecksumError
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "LEGACY_NORM_QUANTILE",
+    "NORMALIZATION_KIND",
+    "Normalization",
     "REQUIRED_KEYS",
     "checkpoint_paths",
     "describe_store",
@@ -73,6 +86,74 @@ REQUIRED_KEYS = ("format", "format_version", "model", "training", "data", "metri
 MODEL_KEYS = ("name", "config", "n_parameters")
 _SUFFIX = ".safetensors"
 _CHUNK = 1 << 20
+NORMALIZATION_KIND = "quantile of |x0| per example"
+LEGACY_NORM_QUANTILE = 0.99
+"""The quantile of checkpoints that record no normalisation: every one was trained with it (a fixed
+historical fact, unlike :data:`zoo.train.NORM_QUANTILE`, the default of new training runs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """The input normalisation a model was trained with, and must be fed with.
+
+    Each example (``x0``, ``k3``) is divided by ``s = quantile(|x0|, quantile)`` over all its
+    axes before the model and the output multiplied by ``s`` after
+    (:func:`zoo.train.normalize_batch`, :func:`zoo.train.denormalize`).
+
+    Attributes
+    ----------
+    quantile : in (0, 1].
+    kind : :data:`NORMALIZATION_KIND` (the only kind so far; recorded so a new one is not misread).
+    """
+
+    quantile: float = LEGACY_NORM_QUANTILE
+    kind: str = NORMALIZATION_KIND
+
+    def __post_init__(self):
+        q = self.quantile
+        if isinstance(q, bool) or not isinstance(q, (int, float, np.floating)) or not 0 < float(q) <= 1:
+            raise ConfigError(f"normalisation quantile must be a number in (0, 1], got {q!r}")
+        if self.kind != NORMALIZATION_KIND:
+            raise ConfigError(f"normalisation kind {self.kind!r} is unknown; this smssynth knows "
+                              f"{NORMALIZATION_KIND!r}")
+        object.__setattr__(self, "quantile", float(q))
+
+    def to_meta(self) -> dict[str, Any]:
+        """The ``training.normalization`` record of a checkpoint."""
+        return {"kind": self.kind, "quantile": self.quantile}
+
+    @classmethod
+    def from_meta(cls, meta: dict, *, source: str | Path = "checkpoint metadata") -> "Normalization":
+        """The normalisation recorded in checkpoint metadata; :data:`LEGACY_NORM_QUANTILE` when absent.
+
+        A record that is present but malformed (not an object, unknown kind, quantile outside
+        (0, 1]) raises CheckpointError naming ``source``: guessing would reconstruct garbage.
+        """
+        training = meta.get("training") if isinstance(meta, dict) else None
+        record = training.get("normalization") if isinstance(training, dict) else None
+        if record is None:
+            return cls()
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{source}: training.normalization must be an object "
+                                  f"{{'kind', 'quantile'}}, found {record!r}; restore the metadata file")
+        try:
+            return cls(quantile=record.get("quantile", LEGACY_NORM_QUANTILE), kind=record.get("kind", NORMALIZATION_KIND))
+        except ConfigError as e:
+            raise CheckpointError(f"{source}: training.normalization is unusable ({e}); "
+                                  f"this smssynth cannot feed the model as it was trained") from None
+
+    def normalize(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``(normalised batch, scale)``: :func:`zoo.train.normalize_batch` with this quantile."""
+        from zoo.train import normalize_batch
+
+        return normalize_batch(batch, self.quantile)
+
+    @staticmethod
+    def denormalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`normalize` on a model output (:func:`zoo.train.denormalize`)."""
+        from zoo.train import denormalize
+
+        return denormalize(x, scale)
 
 
 # --- paths and hashes ---------------------------------------------------------------------------
@@ -204,6 +285,27 @@ def _check_buildable(model: nn.Module, model_name: str, model_config: dict, stat
         )
 
 
+def _normalization_record(given: Normalization | dict | None, in_training: Any) -> dict[str, Any]:
+    def coerce(value, what):
+        if isinstance(value, Normalization):
+            return value
+        if isinstance(value, dict):
+            return Normalization.from_meta({"training": {"normalization": value}}, source=f"save_checkpoint: {what}")
+        raise CheckpointError(f"save_checkpoint: {what} must be a Normalization or a {{'kind', 'quantile'}} dict, "
+                              f"got {value!r}")
+
+    norms = [coerce(v, what) for v, what in ((given, "normalization"), (in_training, "training['normalization']"))
+             if v is not None]
+    if len(norms) == 2 and norms[0] != norms[1]:
+        raise CheckpointError(f"save_checkpoint: normalization={norms[0].to_meta()} and "
+                              f"training['normalization']={norms[1].to_meta()} disagree; pass one")
+    if not norms:
+        from zoo.train import NORM_QUANTILE  # normalize_batch's default: what a caller that set none used
+
+        norms = [Normalization(NORM_QUANTILE)]
+    return norms[0].to_meta()
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -213,6 +315,7 @@ def save_checkpoint(
     training: dict,
     data: dict,
     metrics: dict,
+    normalization: Normalization | dict | None = None,
 ) -> Path:
     """Write ``PATH.safetensors`` and ``PATH.json``; return the ``.safetensors`` path.
 
@@ -224,6 +327,11 @@ def save_checkpoint(
         (:func:`zoo.models.model_config_dict`); checked here to rebuild the model's exact weights.
     training, data, metrics : JSON-able dicts stored verbatim (dataclasses, paths, numpy and
         tensor values are converted); see the module doc for the expected content.
+    normalization : the input normalisation the model was trained with (:class:`Normalization`
+        or its ``{"kind", "quantile"}`` record), stored as ``training["normalization"]``; it may
+        instead already be in ``training`` (both given must agree).  Neither: the default of
+        :func:`zoo.train.normalize_batch` (:data:`zoo.train.NORM_QUANTILE`), recorded explicitly
+        so that every new checkpoint says how to feed it.
 
     Each file is written to a temporary name and renamed, weights first: an interrupted save
     leaves the previous checkpoint or a pair whose hash check fails, never a silent mix.
@@ -231,6 +339,7 @@ def save_checkpoint(
     for key, value in (("model_config", model_config), ("training", training), ("data", data), ("metrics", metrics)):
         if not isinstance(value, dict):
             raise CheckpointError(f"save_checkpoint: {key} must be a dict, got {type(value).__name__}")
+    training = {**training, "normalization": _normalization_record(normalization, training.get("normalization"))}
     st_path, json_path = checkpoint_paths(path)
     st_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -370,11 +479,16 @@ def load_checkpoint(
     ``load_state_dict(strict=True)``; check the header's model name and tensor hash, that every
     weight is finite (NaN/Inf weights are refused, not loaded to reconstruct NaN) and the
     parameter count.  Any mismatch with the code raises :class:`~zoo.errors.CheckpointError`.
+
+    The model carries ``model.normalization``, the :class:`Normalization` it was trained with
+    (:data:`LEGACY_NORM_QUANTILE` for a checkpoint that records none); feed it through
+    ``model.normalization.normalize(batch)``.  ``metadata`` is the JSON file's content, as written.
     """
     from zoo.models import build_model
 
     st_path, json_path = checkpoint_paths(path)
     meta = read_metadata(path)
+    normalization = Normalization.from_meta(meta, source=json_path)
     if not st_path.is_file():
         raise CheckpointError(
             f"{st_path}: weights file missing beside its metadata; copy {st_path.name} together with {json_path.name}"
@@ -428,4 +542,6 @@ def load_checkpoint(
             f"{st_path}: the rebuilt model has {n} parameters, the metadata records "
             f"{meta['model']['n_parameters']}; the checkpoint and this smssynth's model code disagree"
         )
+    # the loader hands the normalisation over with the model, so no caller has to know where it is recorded
+    model.normalization = normalization
     return model.to(device).eval(), meta
