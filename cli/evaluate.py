@@ -40,7 +40,7 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
     Paired t-tests (scipy.stats.ttest_rel) on per-example PSNR, SSIM and NMSE for every pair of
     --model entries and each of them against zero-filled.  A checkpoint runs in the coil mode it
     was trained in; the baselines in --coil-mode (--virtual-coils K), by default the models' coil
-    mode when they all share one, else virtual.  Every method's magnitude (RSS over its coils) is
+    mode when they all share one, else per-coil.  Every method's magnitude (RSS over its coils) is
     compared with the store's target.
     """
     check_selection(examples, split)
@@ -63,7 +63,7 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
     trained = {s: load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs if s not in BASELINES}
     if coil_mode is None:
         modes = {(m.coil_mode, m.coils) for m in trained.values()}
-        coil_mode, coils = modes.pop() if len(modes) == 1 else ("virtual", None)
+        coil_mode, coils = modes.pop() if len(modes) == 1 else ("per-coil", None)  # zoo.recon.BASELINE_COIL_MODE
     methods = [trained[s] if s in trained else load_checked(s, dev, coil_mode, cs_iters, coils=coils, **sense)
                for s in specs]
     methods += [load_checked(b, dev, coil_mode, cs_iters, hint="--baselines", coils=coils, **sense)

@@ -60,7 +60,7 @@ def selection_options(f):
         click.option("--coil-mode", type=click.Choice(COIL_MODES), default=None,
                      help="Coil mode of the baselines (and of checkpoints that record none); a checkpoint "
                           "runs in the coil mode it was trained in.  Every method's RSS magnitude is compared "
-                          "with the store's target.  [default: virtual]"),
+                          "with the store's target.  [default: per-coil]"),
         click.option("--virtual-coils", "coils", type=click.IntRange(min=1), default=None, metavar="K",
                      help="K virtual coils of --coil-mode compressed (implied when --coil-mode is not given)."),
         click.option("--cs-iters", type=click.IntRange(min=0), default=None,
@@ -184,7 +184,7 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
     magnitude on the store's scale, `index` (N,) the store indices, per-example `nmse`, `psnr`,
     `ssim` and `seconds` (model forward time), and in its attributes the method (name, sha256,
     config), the source store, coil mode, normalisation and timing; see zoo/recon.py.
-    Baselines run in --coil-mode (default virtual); a checkpoint in its own; sense-oracle and
+    Baselines run in --coil-mode (default per-coil); a checkpoint in its own; sense-oracle and
     sense-espirit always use every coil.  The attributes also hold the metric summaries over all
     examples and without the failed ones (NMSE > --fail-nmse), with the NMSE unit and SSIM kind.
     """

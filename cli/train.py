@@ -49,7 +49,7 @@ def loop_options(f):
                      help="compressed: --virtual-coils K virtual coils from the acquired data (SVD); virtual: one "
                           "(K = 1); per-coil: every coil as measured (K = C).  Each coil image is reconstructed with "
                           "shared weights, and the RSS over coils is compared with the store's target.  "
-                          "[default: virtual]"),
+                          "[default: per-coil]"),
         click.option("--virtual-coils", "coils", type=click.IntRange(min=1), default=None, metavar="K",
                      help="Number of virtual coils, 1..C (the store's coils); implies --coil-mode compressed."),
         click.option("--synthesis", type=click.Choice(["stored", "on-the-fly"]), default=None,

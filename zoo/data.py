@@ -31,13 +31,14 @@ Coil modes (:class:`DataConfig`)
     ``<= target`` (``W`` has orthonormal columns), equal where ``s`` lies in the span of ``W``
     -- everywhere when K = C, where ``W`` is unitary.  What a smaller K costs is that shading
     ``||W^H s|| < 1`` (K = 1: ``|s_v|``, mean ~0.6 on tissue with k-means phase), which the
-    network must undo to match ``target``; what it gains is K/C of the per-coil compute
-    (README, "Coil compression").
+    network must undo to match ``target``; what it gains is compute, a step costing about K/C
+    of a per-coil step
+    (README, "The truth is the image; coil compression").
 ``virtual``
     Alias of ``compressed`` with K = 1 (the paper's "no coil sensitivity maps" setting) whose
     items have no coil axis: ``k3``/``x0``/``truth`` are (M, T, ...).  The weights are
     :func:`virtual_coil_weights` (the first column of :func:`coil_compression_weights`).
-``per-coil``
+``per-coil`` (the default)
     K = C with the coils as measured (``W = I``): ``k3``/``x0``/``truth`` are (C, M, T, ...).
 
 Normalisation
@@ -97,9 +98,11 @@ class DataConfig:
 
     Attributes
     ----------
-    coil_mode : ``compressed`` (``coils`` virtual coils from the acquired data), ``virtual``
-        (alias of ``compressed`` with one coil, items without a coil axis) or ``per-coil``
-        (every coil as measured, K = C).  See the module doc.
+    coil_mode : ``per-coil`` (every coil as measured, K = C; the default), ``compressed``
+        (``coils`` virtual coils from the acquired data) or ``virtual`` (alias of ``compressed``
+        with one coil, items without a coil axis).  See the module doc; the default is K = C
+        because it is the only K whose coil images have the target as their RSS (the README's
+        "coil compression" table measures what a smaller K saves and costs).
     coils : K, the number of virtual coils of ``compressed`` (1..C, checked against the store by
         :class:`SmsDataset`); must be None (or 1 for ``virtual``) in the other modes.
     mask : ``stored`` (the store's mask) or ``fresh`` (a new mask per epoch, seeded).
@@ -115,7 +118,7 @@ class DataConfig:
         for a k-space store, ``on-the-fly`` for a targets store (which holds only images).
     """
 
-    coil_mode: str = "virtual"
+    coil_mode: str = "per-coil"
     coils: int | None = None
     mask: str = "stored"
     accel: int | None = None

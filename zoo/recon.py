@@ -12,8 +12,8 @@ Methods (:func:`load_method`)
 -----------------------------
 ``zero-filled``, ``cs-tfft``, ``cs-ttv``
     :data:`zoo.baselines.BASELINES` (``--cs-iters`` caps the CS iterations).  They have no
-    coil mode of their own: the caller picks one, by default ``virtual`` (the paper's setting
-    without coil maps; :data:`BASELINE_COIL_MODE`).
+    coil mode of their own: the caller picks one, by default ``per-coil`` (every coil, whose
+    RSS is the target; :data:`BASELINE_COIL_MODE`, the default of :class:`zoo.data.DataConfig`).
 ``sense-oracle`` (an oracle: the store's true coil maps), ``sense-espirit``
     SMS-SENSE by CG (:mod:`zoo.sense`; ``sense_iters`` / ``sense_lam``).  Always ``per-coil``
     items (every coil's data, whatever coil mode is chosen for the other baselines), unfolded,
@@ -103,7 +103,7 @@ __all__ = [
 FORMAT = "smssynth.recon"
 FORMAT_VERSION = "1.0"
 BASELINE_NAMES = tuple(BASELINES)
-BASELINE_COIL_MODE = "virtual"
+BASELINE_COIL_MODE = "per-coil"  # zoo.data.DataConfig's default
 METRICS = ("nmse", "psnr", "ssim")
 # what --overwrite may replace: a recon store holds only these arrays (synth.output)
 output.register_format(FORMAT, ("recon", "recon_complex", "index", "seconds", "complete", *METRICS))

@@ -191,7 +191,7 @@ def test_target_is_the_stores_target_in_every_coil_mode(store, mode):
 
 def test_virtual_coil(store):
     path, sims = store
-    item = SmsDataset(path)[0]
+    item = SmsDataset(path, DataConfig(coil_mode="virtual"))[0]
     sim = sims[0]
     w = virtual_coil_weights(sim["kspace"], sim["mask"])
     assert w.shape == (C,) and w.dtype == np.complex64

@@ -233,7 +233,8 @@ def test_sense_baselines_are_reported_and_the_oracle_is_marked(store):
     """The SENSE baselines read every coil and the store's maps whatever coil mode the others use;
     sense-oracle is labelled an oracle.  The test store has 3 coils at R * M = 6 and a random,
     temporally white target: no claim about quality here (tests/zoo/test_sense.py has those)."""
-    methods = [R.load_method(n, sense_iters=5) for n in ("zero-filled", "sense-oracle", "sense-espirit")]
+    methods = [R.load_method(n, sense_iters=5, coil_mode="virtual")
+               for n in ("zero-filled", "sense-oracle", "sense-espirit")]
     assert [m.coil_mode for m in methods] == ["virtual", "per-coil", "per-coil"]
     res = E.evaluate(store, methods, examples=[0, 3], device=CPU)
     got = by_label(res)

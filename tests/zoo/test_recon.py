@@ -83,7 +83,7 @@ def independent_zero_filled(store, i, coil_mode, coils=None):
 
 def test_baselines_and_cs_iters():
     m = R.load_method("cs-ttv", cs_iters=3)
-    assert m.kind == "baseline" and m.coil_mode == R.BASELINE_COIL_MODE == "virtual"
+    assert m.kind == "baseline" and m.coil_mode == R.BASELINE_COIL_MODE == "per-coil" == DataConfig().coil_mode
     assert m.model.config["n_iter"] == 3 and m.info["sha256"] is None
     assert R.load_method("zero-filled", cs_iters=3, coil_mode="per-coil").coil_mode == "per-coil"
     k2 = R.load_method("zero-filled", coil_mode="compressed", coils=2)
@@ -306,6 +306,6 @@ def test_png_and_gif(store, tmp_path):
 
 def test_png_frames_subset(store, tmp_path):
     ds, pos = R.open_examples(store, "virtual", examples=[0])
-    rec = next(R.reconstruct(R.load_method("zero-filled"), ds, pos, CPU))
+    rec = next(R.reconstruct(R.load_method("zero-filled", coil_mode="virtual"), ds, pos, CPU))
     (p0, _) = R.save_png(rec, tmp_path, n_frames=2, label="zf")
     assert p0.stat().st_size > 1000
