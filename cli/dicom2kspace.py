@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import PATHS_NOTE, common_run_options, config_from_options, setup_logging, sim_options, user_error
+from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, setup_logging, sim_options,
+                         user_error)
 
 
 @click.command("dicom2kspace")
@@ -12,10 +13,11 @@ from cli.options import PATHS_NOTE, common_run_options, config_from_options, set
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output Zarr store (a directory).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads that compute and write coils  [default: the CPU cores available]")
+@nifti_option
 @sim_options
 @common_run_options
-def dicom2kspace(inputs, out, threads, salt, on_error, show_paths, overwrite, quiet, **kwargs):
-    """Simulate multi-coil complex SMS k-space from magnitude DICOM INPUTS (files or folders).
+def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, overwrite, quiet, **kwargs):
+    """Simulate multi-coil complex SMS k-space from magnitude DICOM or NIfTI INPUTS (files or folders).
 
     Series are grouped by UID, slices by position along the slice normal, frames by trigger
     time; M slices of a series form each SMS example.  Example:
@@ -41,7 +43,7 @@ def dicom2kspace(inputs, out, threads, salt, on_error, show_paths, overwrite, qu
     try:
         summary = run(
             inputs, out, config, salt=resolve_salt(salt), on_error=on_error, overwrite=overwrite, progress=progress,
-            threads=threads, show_paths=show_paths,
+            threads=threads, show_paths=show_paths, nifti_axes=nifti_axes,
         )
     except SmssynthError as e:
         bar.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import PATHS_NOTE, common_run_options, config_from_options, setup_logging, sim_options, user_error
+from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, setup_logging, sim_options,
+                         user_error)
 
 
 class KeyValue(click.ParamType):
@@ -32,10 +33,11 @@ class KeyValue(click.ParamType):
               help="Address of an existing dask.distributed scheduler (e.g. tcp://host:8786) instead of a local cluster.")
 @click.option("--storage-option", "storage_options", type=KeyValue(), multiple=True,
               help="fsspec storage option for a URL --out, repeatable (e.g. anon=false).")
+@nifti_option
 @sim_options
 @common_run_options
-def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, storage_options, salt, on_error,
-             show_paths, overwrite, quiet, **kwargs):
+def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, storage_options, nifti_axes, salt,
+             on_error, show_paths, overwrite, quiet, **kwargs):
     """Generate an SMS k-space dataset from every study under INPUT_ROOT (or a --manifest).
 
     Every simulation option of dicom2kspace applies with the same meaning.  Runs on a local dask
@@ -77,7 +79,8 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
     try:
         res = run(input_root, out, config, salt=resolve_salt(salt), manifest=rows, split=split, workers=workers,
                   scheduler=scheduler, on_error=on_error, overwrite=overwrite,
-                  storage_options=dict(storage_options) or None, progress=progress, show_paths=show_paths)
+                  storage_options=dict(storage_options) or None, progress=progress, show_paths=show_paths,
+                  nifti_axes=nifti_axes)
     except SmssynthError as e:
         bar.close()
         raise user_error(e) from None

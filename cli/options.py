@@ -128,6 +128,21 @@ def common_run_options(f):
     return wrapper
 
 
+def _nifti_axes(ctx, param, value):
+    from synth.nifti import parse_axes
+
+    try:
+        return None if value is None else ",".join(parse_axes(value))
+    except ConfigError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+
+
+nifti_option = click.option(
+    "--nifti-axes", "nifti_axes", default=None, callback=_nifti_axes, metavar="AXES",
+    help="Axis order of NIfTI (.nii/.nii.gz) inputs, e.g. t,y,x or x,y,z,t, overriding the header "
+         "(default: x,y,z,t for 4D files; 3D files only if marked as a time series).")
+
+
 class UserError(click.ClickException):
     """A one-line error with the documented exit code: 2 for a usage or configuration problem
     (bad option, existing or refused --out, no usable input), 1 for a failure at run time."""

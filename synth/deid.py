@@ -169,7 +169,9 @@ class PathNames:
     def component(self, name: str, last: bool = True) -> str:
         """``#`` + a keyed hash of one path component; a file's plain extension is kept."""
         stem, ext = os.path.splitext(name) if last else (name, "")
-        if ext.lower() not in _PLAIN_EXTENSIONS:
+        if last and name.lower().endswith(".nii.gz"):  # NIfTI's compound extension says what, not who
+            stem, ext = name[:-7], name[-7:]
+        if ext.lower() not in _PLAIN_EXTENSIONS and ext.lower() != ".nii.gz":
             stem, ext = name, ""
         return "#" + pseudonym(f"path-component:{stem}", self.salt)[:PATH_HEX] + ext
 

@@ -76,7 +76,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from synth.deid import PathNames, pseudonym
-from synth.errors import ConfigError, DicomError, MissingDecoderError, NoInputError
+from synth.errors import ConfigError, DicomError, MissingDecoderError, NiftiError, NoInputError
 
 log = logging.getLogger("smssynth.dicom")
 
@@ -236,7 +236,7 @@ class Catalog:
 
 
 def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "skip",
-         show_paths: bool = False) -> Catalog:
+         show_paths: bool = False, nifti_axes: str | Sequence[str] | None = None) -> Catalog:
     """Find the image series under ``inputs`` (files and folders, searched recursively).
 
     Reads headers only; for uncompressed pixel data it checks that the file holds
@@ -253,6 +253,8 @@ def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "s
         are always skipped, never fatal.
     show_paths : name files by their real paths in messages; by default each path component
         is a salted hash (:class:`synth.deid.PathNames`).
+    nifti_axes : the axis order of NIfTI files (``"t,y,x"``...), overriding the header's; files
+        named ``*.nii``/``*.nii.gz`` are read as NIfTI (:mod:`synth.nifti`).
 
     Raises
     ------
@@ -282,8 +284,18 @@ def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "s
         log.log(level, "skipped %s (%s): %s", s.name, s.category, s.reason)
         skipped.append(s)
 
+    from synth import nifti
+
+    axes = nifti_axes if isinstance(nifti_axes, tuple) else nifti.parse_axes(nifti_axes)
+    volumes: list = []
     with _quiet_pydicom():
         for path in paths:
+            if nifti.is_nifti(path):
+                try:
+                    volumes.append(nifti.probe(path, names(path), nifti.patient_folder(path, inputs), axes))
+                except nifti.Problem as p:
+                    skip(path, _Problem(p.category, p.reason, NiftiError, hint=p.hint))
+                continue
             probe = _probe(path, names(path))
             if isinstance(probe, _Problem):
                 skip(path, probe)
@@ -310,6 +322,15 @@ def scan(inputs: Sequence[str | os.PathLike], *, salt: bytes, on_error: str = "s
         notes.extend(series_notes)
         if info.position_source == "SliceLocation":
             fallbacks["SliceLocation"] += 1
+    nifti_series, problems, nifti_notes = nifti.build_series(volumes, salt)
+    for where, name, p in problems:
+        s = Skip(where, p.reason, p.category, name)
+        if on_error == "fail" and s.category not in NEVER_FATAL:
+            raise NiftiError(f"{s}; {p.hint or _SKIP_HINT}")
+        log.warning("skipped %s (%s): %s", s.name, s.category, s.reason)
+        skipped.append(s)
+    series.extend(nifti_series)
+    notes.extend(nifti_notes)
     series.sort(key=lambda s: s.key)
     for n in notes:
         log.warning(n)
@@ -353,7 +374,7 @@ def _nothing_found(inputs, n_files: int, skipped: list[Skip], names: PathNames) 
         return f"no files found in {where}"
     counts = Counter(s.category for s in skipped)
     parts = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
-    msg = f"no usable MR/CT image series in {where}: {n_files} files examined, skipped {parts}"
+    msg = f"no usable MR/CT image series (DICOM or NIfTI) in {where}: {n_files} files examined, skipped {parts}"
     worst = [s for s in skipped if s.category not in NEVER_FATAL] or skipped
     if worst:
         msg += f" (e.g. {worst[0]})"
@@ -1078,6 +1099,8 @@ def load_slice(s: SliceInfo) -> np.ndarray:
         A frame cannot be read or decoded, or no longer matches the scanned header.  Messages
         name the file as the scan did (``FrameRef.name``), never by a path it was not given.
     """
+    if hasattr(s, "read_pixels"):  # another format's slice reads itself (synth.nifti.NiftiSliceInfo)
+        return s.read_pixels()
     out = np.empty((s.n_frames, *s.shape), dtype=np.float32)
     cache: dict[str, Dataset] = {}  # multi-frame files are read once per call
     with _quiet_pydicom():

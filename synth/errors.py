@@ -20,6 +20,14 @@ class DicomError(SmssynthError, ValueError):
     """A DICOM file or series cannot be used (corrupt, truncated, inconsistent)."""
 
 
+class NiftiError(DicomError):
+    """A NIfTI file cannot be used (a DicomError so every per-file handler treats it alike)."""
+
+
+class RawDataError(SmssynthError, ValueError):
+    """A raw k-space file (ISMRMRD, fastMRI HDF5, CMRxRecon .mat) cannot be used."""
+
+
 class MissingDecoderError(DicomError, ImportError):
     """Pixel data uses a transfer syntax whose decoder plugin is not installed."""
 

@@ -102,9 +102,10 @@ def _entries(root: Path) -> list[list[str]]:
     return [[d] for d in dirs] + ([files] if files else [])
 
 
-def _scan_unit(paths: list[str], salt: bytes, on_error: str, show_paths: bool = False) -> Catalog:
+def _scan_unit(paths: list[str], salt: bytes, on_error: str, show_paths: bool = False,
+               nifti_axes: str | None = None) -> Catalog:
     try:
-        return scan(paths, salt=salt, on_error=on_error, show_paths=show_paths)
+        return scan(paths, salt=salt, on_error=on_error, show_paths=show_paths, nifti_axes=nifti_axes)
     except NoInputError as e:  # a unit without images (e.g. a contours folder) is not an error
         where = paths[0] if len(paths) == 1 else os.path.commonpath(paths)
         name = PathNames(paths, salt, show_paths)(where)
@@ -139,6 +140,7 @@ def discover(
     on_error: str,
     mapper: Callable,
     show_paths: bool = False,
+    nifti_axes: str | None = None,
 ) -> Discovery:
     """Scan inputs in parallel (``mapper(fn, items)`` runs ``fn`` over ``items``).
 
@@ -151,7 +153,7 @@ def discover(
         if not root.exists():
             raise NoInputError(f"{PathNames([root], salt, show_paths)(root)}: no such file or folder")
         units = _entries(root)
-    results = mapper(lambda paths: _scan_unit(paths, salt, on_error, show_paths), units)
+    results = mapper(lambda paths: _scan_unit(paths, salt, on_error, show_paths, nifti_axes), units)
     parts = []
     for i, cat in enumerate(results):
         if manifest:
@@ -335,6 +337,7 @@ def generate(
     storage_options: dict | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
     show_paths: bool = False,
+    nifti_axes: str | None = None,
 ) -> GenerateResult:
     """Discover, plan and write a dataset; resumes an interrupted store with the same parameters.
 
@@ -354,7 +357,7 @@ def generate(
     try:
         _generate(res, root, replacement.target, config, salt=salt, manifest=manifest, split=split,
                   workers=workers, scheduler=scheduler, on_error=on_error, storage_options=storage_options,
-                  progress=progress, show_paths=show_paths)
+                  progress=progress, show_paths=show_paths, nifti_axes=nifti_axes)
     except BaseException as e:
         if replacement.staged:
             replacement.abort()
@@ -371,7 +374,7 @@ def generate(
 
 
 def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, manifest, split, workers, scheduler,
-              on_error, storage_options, progress, show_paths: bool = False) -> None:
+              on_error, storage_options, progress, show_paths: bool = False, nifti_axes: str | None = None) -> None:
     """The run proper, into ``out`` (new, or an existing store of the same parameters to resume)."""
     client, cluster = open_client(workers, scheduler)
     try:
@@ -381,7 +384,8 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
             futs = client.map(fn, items, pure=False)
             return client.gather(futs)
 
-        disc = discover(root, manifest, salt=salt, on_error=on_error, mapper=mapper, show_paths=show_paths)
+        disc = discover(root, manifest, salt=salt, on_error=on_error, mapper=mapper, show_paths=show_paths,
+                        nifti_axes=nifti_axes)
         cat = disc.catalog
         res.n_series, res.n_files = len(cat.series), cat.n_files
         res.skipped_inputs = Counter(s.category for s in cat.skipped)

@@ -386,12 +386,14 @@ def dicom2kspace(
     timer: StageTimer | None = None,
     threads: int | None = None,
     show_paths: bool = False,
+    nifti_axes: str | None = None,
 ) -> Summary:
-    """Convert DICOM inputs into a new store at ``out``; returns what happened.
+    """Convert DICOM (and NIfTI) inputs into a new store at ``out``; returns what happened.
 
     ``threads``: threads that compute and write coils (default: the CPU cores available).
     ``show_paths``: messages name input files by their real paths instead of salted hashes
     (:class:`synth.deid.PathNames`).
+    ``nifti_axes``: axis order of NIfTI inputs (``"t,y,x"``), overriding their headers (:mod:`synth.nifti`).
     """
     timer = timer or StageTimer()
     summary = Summary()
@@ -406,7 +408,7 @@ def dicom2kspace(
         replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
     try:
         _convert(inputs, replacement.target, config, summary, salt=salt, on_error=on_error, progress=progress,
-                 timer=timer, threads=threads, resume=resume, show_paths=show_paths)
+                 timer=timer, threads=threads, resume=resume, show_paths=show_paths, nifti_axes=nifti_axes)
     except SmssynthError as e:
         if replacement.staged:
             replacement.abort()
@@ -428,12 +430,13 @@ def dicom2kspace(
 
 
 def _convert(inputs, out, config: SimConfig, summary: Summary, *, salt: bytes, on_error: str, progress,
-             timer: StageTimer, threads: int | None, resume: bool = False, show_paths: bool = False) -> None:
+             timer: StageTimer, threads: int | None, resume: bool = False, show_paths: bool = False,
+             nifti_axes: str | None = None) -> None:
     """The conversion proper, into the store at ``out``: a new path, or (``resume``) an existing
     store of the same conversion whose missing examples are computed."""
     tune_allocator()
     with timer("scan"):
-        catalog = scan(inputs, salt=salt, on_error=on_error, show_paths=show_paths)
+        catalog = scan(inputs, salt=salt, on_error=on_error, show_paths=show_paths, nifti_axes=nifti_axes)
     summary.n_files, summary.n_series = catalog.n_files, len(catalog.series)
     summary.skipped_inputs = Counter(s.category for s in catalog.skipped)
     summary.skip_reasons = [str(s) for s in catalog.skipped]  # names masked unless show_paths
