@@ -1,4 +1,5 @@
-"""``smssynth zoo``: the pretrained weights registry (``zoo.registry``): list entries, show one."""
+"""``smssynth zoo``: the pretrained weights registry (``zoo.registry``): list entries, show one,
+write a Hugging Face Hub model card (and the folder to upload)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ KEY_METRICS = ("nmse", "psnr", "ssim")
 
 @click.group("zoo")
 def zoo_cmd():
-    """Pretrained reconstruction models: list the registered weights, show their metadata.
+    """Pretrained reconstruction models: list the registered weights, show their metadata, write cards.
 
     Load one in Python with: model, meta = zoo.load(NAME).  The registry is the package's
     zoo/weights/registry.json, or the folder in $SMSSYNTH_WEIGHTS_DIR.
@@ -57,6 +58,42 @@ def info_cmd(name):
         raise click.BadParameter(str(e), param_hint="NAME") from None
     except SmssynthError as e:
         raise click.ClickException(str(e)) from None
+
+
+@zoo_cmd.command("card")
+@click.argument("name")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Write a folder to upload to the Hugging Face Hub as it is: NAME.safetensors (hash-checked), "
+                   "NAME.json (the metadata) and README.md (the card). Without --out the card is printed.")
+@click.option("--name", "card_name", default=None,
+              help="Name of the files and the card (default: the registry name, or the checkpoint's file stem).")
+@click.option("--namespace", default=None,
+              help="Hub user or organisation of the parent weights, for a fine-tune's base_model (NAMESPACE/PARENT).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out (nothing else is ever replaced).")
+def card_cmd(name, out, card_name, namespace, overwrite):
+    """Model card of the weights NAME (or of a checkpoint file NAME), made from its metadata.
+
+    The card is README.md-style: YAML front matter the Hugging Face Hub reads (license,
+    library_name, tags, datasets, base_model for fine-tunes, metrics as model-index results),
+    then the human card (data, splits, steps, time, metrics and what they were measured on,
+    licences). Nothing is downloaded for a shipped or checkpoint file; no Hub library is needed.
+    """
+    from zoo.errors import SmssynthError, UnknownWeightsError
+    from zoo.registry import export_card, model_card
+
+    try:
+        if out is None:
+            if card_name is not None or overwrite:
+                raise click.UsageError("--name and --overwrite apply to --out")
+            click.echo(model_card(name, namespace=namespace))
+            return
+        folder = export_card(name, out, name=card_name, namespace=namespace, overwrite=overwrite)
+    except UnknownWeightsError as e:
+        raise click.BadParameter(str(e), param_hint="NAME") from None
+    except SmssynthError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir()))
+               + " (upload the folder as it is, e.g. huggingface-cli upload ORG/REPO " + str(folder) + ")")
 
 
 def _read():

@@ -11,11 +11,15 @@ the simulator's internals.
 Pretrained weights (:mod:`zoo.registry`)::
 
     import zoo
-    zoo.list_models()                       # registered pretrained weights
-    model, meta = zoo.load("NAME")          # or zoo.load("runs/x/best.safetensors")
+    zoo.list_models()                               # registered pretrained weights
+    model, meta = zoo.load("NAME")                  # hash-checked, eval mode; (model, metadata)
+    model, meta = zoo.load(zoo.get_weights("NAME")) # a Weights record; or zoo.load("runs/x/best.safetensors")
+    model = zoo.models.sms_crnn(weights="NAME")     # the builders: architecture from the weights' metadata
+    model.normalization                             # the input normalisation the weights were trained with
+    print(zoo.model_card("NAME"))                   # Hugging Face Hub model card (smssynth zoo card NAME)
 """
 
-__all__ = ["Weights", "get_weights", "list_models", "load"]
+__all__ = ["Weights", "export_card", "get_weights", "list_models", "load", "model_card"]
 
 
 def __getattr__(name):

@@ -23,7 +23,8 @@ Methods (:func:`load_method`)
 registered weights name, or checkpoint path
     :func:`zoo.registry.load` (SHA-256 checked, architecture from the metadata).  The coil mode
     and the normalisation quantile come from the checkpoint's metadata (``data.data_config``,
-    ``training.normalization``), as :func:`zoo.train.fit` writes them.
+    and ``training.normalization`` through ``model.normalization``,
+    :class:`zoo.checkpoint.Normalization`), as :func:`zoo.train.fit` writes them.
 
 The examples are always read with the store's own masks (``mask="stored"``): the store is the
 acquisition being tested, and every method sees the same data, which the paired tests of
@@ -235,8 +236,9 @@ def load_method(
         except ConfigError as e:
             raise ConfigError(f"{spec}: the checkpoint's coil mode is invalid ({e})") from None
         coil_mode, coils = recorded, data_config.get("coils")
-    norm = (meta.get("training") or {}).get("normalization") or {}
-    quantile = float(norm.get("quantile", NORM_QUANTILE))
+    # the loader reads it from the checkpoint's metadata (zoo.checkpoint.Normalization; the documented
+    # default for checkpoints older than the record), never from this module's constants
+    quantile = model.normalization.quantile
     return Method(
         label=spec, kind="registry" if registered else "checkpoint", model=model.eval(),
         coil_mode=coil_mode or BASELINE_COIL_MODE, coils=coils, quantile=quantile,

@@ -107,7 +107,7 @@ from synth.splits import unit_hash
 from synth.store import Store
 from zoo import distributed as D
 from zoo import physics
-from zoo.checkpoint import describe_store, load_checkpoint, save_checkpoint
+from zoo.checkpoint import Normalization, describe_store, load_checkpoint, save_checkpoint
 from zoo.data import SmsDataset, DataConfig
 from zoo.errors import CheckpointError
 from zoo.losses import LossConfig, SmsLoss, rss
@@ -563,6 +563,13 @@ def load_parent(source: str | Path, device: str | torch.device = "cpu") -> tuple
     from zoo.registry import load as load_pretrained
 
     model, meta = load_pretrained(str(source), device=device)
+    if model.normalization.quantile != NORM_QUANTILE:
+        # the loop normalises with NORM_QUANTILE: fine-tuning would silently change the input scale
+        raise CheckpointError(
+            f"{source}: trained with input normalisation quantile {model.normalization.quantile:g} "
+            f"(training.normalization), but fine-tuning normalises with {NORM_QUANTILE:g}; fine-tune it with the "
+            f"smssynth version that trained it, or train a new model"
+        )
     registered = isinstance(source, str) and source in list_weights()
     name = source if registered else checkpoint_paths(source)[0].name[: -len(".safetensors")]
     parent = {"source": str(source), "name": name, "model": meta["model"]["name"], "sha256": meta["sha256"],
@@ -1113,7 +1120,7 @@ def _save(name, model, run, prog, val, zf, how, n_train, n_val, frozen, info, de
         "loss": dataclasses.asdict(run.loss),
         "train": {**dataclasses.asdict(run.train), "freeze": list(run.train.freeze)},
         "frozen": frozen,
-        "normalization": {"kind": "quantile of |x0| per example", "quantile": NORM_QUANTILE},
+        "normalization": Normalization(NORM_QUANTILE).to_meta(),  # what normalize_batch used: recon reads it
         "parent": run.parent,
     }
     data = describe_store(run.store, split=how, n_examples=n_train, n_val=n_val,

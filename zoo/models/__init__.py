@@ -14,9 +14,21 @@ Build one by name::
     model_config_dict(net)   # {"n_filters": 16, "n_iterations": 5, ...}: JSON, for checkpoints
 
 Registered: ``sms-crnn`` (the proposed network), ``independent`` (per-slice CRNN, no data
-consistency), ``conv3d`` (convolutions over slice, y, x).  The registry follows torchvision's
-``register_model`` (``torchvision/models/_api.py``); the config is a frozen, validated dataclass
-like ``synth.config.SimConfig``.
+consistency), ``conv3d`` (convolutions over slice, y, x).
+
+Pretrained weights, as torchvision's builders take them (``resnet50(weights=...)``)::
+
+    net = sms_crnn(weights="sms-crnn-cine-cpu")                   # or a zoo.Weights, or a checkpoint path
+    net = build_model("sms-crnn", weights=zoo.get_weights("sms-crnn-cine-cpu"))
+    net = sms_crnn(n_filters=16)                                  # weights=None: a fresh model
+    get_model_weights("sms-crnn")                                 # the registered weights of an architecture
+
+With weights, the config comes from their metadata (:func:`zoo.registry.build_from_weights`):
+explicit options may repeat it but a conflicting one is refused, so weights and code cannot drift;
+the model is hash-checked, in eval mode, and carries ``model.normalization``.
+
+The registry follows torchvision's ``register_model`` (``torchvision/models/_api.py``); the
+config is a frozen, validated dataclass like ``synth.config.SimConfig``.
 """
 
 from __future__ import annotations
@@ -90,14 +102,33 @@ def make_config(name: str, config: dict[str, Any] | Any | None = None):
     return config_cls(**config)
 
 
-def build_model(name: str, config: dict[str, Any] | Any | None = None) -> nn.Module:
+def build_model(name: str, config: dict[str, Any] | Any | None = None, *, weights=None,
+                device="cpu") -> nn.Module:
     """Build model ``name`` from its config (None = defaults, a dict of overrides, or an instance).
 
-    Raises ConfigError (a ValueError) for an unknown name, listing the known names, or for an
-    unknown config key, naming it and the known keys.
+    ``weights`` (registered weights name, ``zoo.Weights``, or checkpoint path) builds the
+    architecture from the weights' metadata and loads them, hash-checked, in eval mode on
+    ``device``; ``config`` may then only repeat the recorded values (module doc).  None: a fresh,
+    randomly initialised model (``device`` is ignored).
+
+    Raises ConfigError (a ValueError) for an unknown name, listing the known names, for an
+    unknown config key, naming it and the known keys, and for weights of another architecture
+    or a config that conflicts with theirs.
     """
     cls, _ = _lookup(name)
+    if weights is not None:
+        from zoo.registry import build_from_weights
+
+        return build_from_weights(name, weights, config, device=device)
     return cls(make_config(name, config))
+
+
+def get_model_weights(name: str) -> list:
+    """The registered :class:`zoo.Weights` for architecture ``name`` (torchvision's ``get_model_weights``)."""
+    from zoo.registry import read_registry
+
+    _lookup(name)
+    return [w for w in read_registry() if w.architecture == name]
 
 
 def model_config_dict(model: nn.Module) -> dict[str, Any]:
@@ -113,9 +144,33 @@ def count_parameters(model: nn.Module) -> int:
 # registration happens on import; these come last because they import register_model from here
 from zoo.models import conv3d, independent, sms_crnn  # noqa: E402,F401
 
+# The builders below take the submodules' names, as torchvision.models.alexnet does: defined after
+# the submodules are imported, so the package attribute is the function (``from zoo.models.sms_crnn
+# import X`` still reaches the module through sys.modules).
+
+
+def sms_crnn(*, weights=None, device="cpu", **config) -> nn.Module:
+    """The paper's SMS-CRNN (``sms-crnn``); ``weights`` and ``config`` as :func:`build_model`."""
+    return build_model("sms-crnn", config or None, weights=weights, device=device)
+
+
+def independent(*, weights=None, device="cpu", **config) -> nn.Module:
+    """Per-slice CRNN without data consistency (``independent``); as :func:`build_model`."""
+    return build_model("independent", config or None, weights=weights, device=device)
+
+
+def conv3d(*, weights=None, device="cpu", **config) -> nn.Module:
+    """Convolutions over slice, y, x (``conv3d``); as :func:`build_model`."""
+    return build_model("conv3d", config or None, weights=weights, device=device)
+
+
 __all__ = [
     "build_model",
+    "conv3d",
     "count_parameters",
+    "get_model_weights",
+    "independent",
+    "sms_crnn",
     "get_model_config_class",
     "list_models",
     "make_config",
