@@ -243,3 +243,44 @@ def test_weights_with_nan_or_inf_are_refused_at_load(tmp_path, bad):
     st = save(tmp_path / "ck", model)
     with pytest.raises(CheckpointError, match=rf"NaN or infinite.*{name}"):
         load_checkpoint(st)
+
+
+# --- input normalisation travels with the weights ----------------------------------------------
+
+
+def test_normalization_is_recorded_and_handed_over_with_the_model(tmp_path):
+    from zoo.checkpoint import LEGACY_NORM_QUANTILE, Normalization
+    from zoo.train import NORM_QUANTILE
+
+    model = tiny()
+    # given explicitly
+    st = save(tmp_path / "q", model, normalization=Normalization(0.9))
+    loaded, meta = load_checkpoint(st)
+    assert meta["training"]["normalization"] == {"kind": "quantile of |x0| per example", "quantile": 0.9}
+    assert loaded.normalization == Normalization(0.9)
+    # inside training (what zoo.train writes), the same
+    st = save(tmp_path / "t", model, training={"normalization": {"kind": "quantile of |x0| per example",
+                                                                 "quantile": 0.75}})
+    assert load_checkpoint(st)[0].normalization.quantile == 0.75
+    # neither: normalize_batch's default, recorded explicitly
+    st = save(tmp_path / "d", model)
+    assert read_metadata(st)["training"]["normalization"]["quantile"] == NORM_QUANTILE
+    # both, disagreeing: refused
+    with pytest.raises(CheckpointError, match="disagree"):
+        save(tmp_path / "x", model, normalization={"quantile": 0.5},
+             training={"normalization": {"quantile": 0.6}})
+    with pytest.raises(CheckpointError, match=r"quantile must be a number in \(0, 1\]"):
+        save(tmp_path / "x", model, normalization={"quantile": 1.5})
+
+    # an older checkpoint without the record: the documented default
+    json_path = tmp_path / "d.json"
+    meta = json.loads(json_path.read_text())
+    del meta["training"]["normalization"]
+    json_path.write_text(json.dumps(meta))
+    assert load_checkpoint(tmp_path / "d")[0].normalization == Normalization(LEGACY_NORM_QUANTILE)
+    # a record that is there but unusable is refused, naming the file: guessing would reconstruct garbage
+    for bad in ("quantile 0.99 of |x0|", {"kind": "max of |x0|", "quantile": 1.0}, {"quantile": 0}):
+        meta["training"]["normalization"] = bad
+        json_path.write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"d\.json: training\.normalization"):
+            load_checkpoint(tmp_path / "d")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -15,7 +16,7 @@ from tests.zoo.test_data import make_store
 from zoo import physics as P
 from zoo import recon as R
 from zoo import train as T
-from zoo.checkpoint import describe_store, read_metadata, save_checkpoint
+from zoo.checkpoint import LEGACY_NORM_QUANTILE, describe_store, read_metadata, save_checkpoint
 from zoo.data import DataConfig, SmsDataset, coil_compression_weights, virtual_coil_weights
 from zoo.errors import ChecksumError, UnknownWeightsError
 from zoo.metrics import nmse, psnr, ssim, ssim_fastmri
@@ -133,6 +134,38 @@ def test_checkpoint_settings_come_from_metadata(store, ckpt, ckpt_per_coil, ckpt
     assert (k2.coil_mode, k2.coils) == ("compressed", 2)
     odd = R.load_method(save_tiny(tmp_path / "q", store, quantile=0.9))
     assert odd.quantile == 0.9 and odd.describe()["normalization"]["quantile"] == 0.9
+
+
+def test_checkpoint_reconstructs_with_its_recorded_quantile(store, tmp_path, monkeypatch):
+    """The quantile comes from the checkpoint's metadata, not from a module constant."""
+    path = save_tiny(tmp_path / "q5", store, quantile=0.5)
+    # were recon to read the module constants, it would now use 0.8
+    monkeypatch.setattr(T, "NORM_QUANTILE", 0.8)
+    monkeypatch.setattr(R, "NORM_QUANTILE", 0.8)
+    method = R.load_method(path)
+    assert method.quantile == 0.5 and method.model.normalization.quantile == 0.5
+    ds, pos = R.open_examples(store, "virtual", examples=[2])
+    item = ds[pos[0]]
+    rec = R.reconstruct_item(method, item, CPU)
+
+    def by_hand(q):
+        batch = {k: v[None] for k, v in item.items()}
+        nb, scale = T.normalize_batch(batch, q)
+        with torch.no_grad():
+            return T.denormalize(method.model(nb["x0"], nb["k3"], nb["mask3"]), scale)[0]
+
+    torch.testing.assert_close(rec.image, by_hand(0.5))
+    assert not torch.allclose(rec.image, by_hand(0.99), rtol=1e-3, atol=1e-6)  # the quantile matters
+    assert method.describe()["normalization"]["quantile"] == 0.5
+
+    # a checkpoint from before the record: the documented default, whatever the module constants say
+    meta_path = tmp_path / "q5.json"
+    meta = read_metadata(path)
+    del meta["training"]["normalization"]
+    meta_path.write_text(json.dumps(meta))
+    old = R.load_method(path)
+    assert old.quantile == LEGACY_NORM_QUANTILE == 0.99
+    torch.testing.assert_close(R.reconstruct_item(old, item, CPU).image, by_hand(0.99))
 
 
 def test_unknown_model_lists_what_exists():

@@ -1,11 +1,12 @@
 """zoo.registry and ``smssynth zoo``: the weights registry is valid, typed, hash-checked, offline.
 
 Like torchvision's ``test_schema_meta_validation``: every entry of the shipped registry passes
-:func:`zoo.registry.validate_weights` (required metadata, parameter count recomputed from the
-built model, file hash).  The shipped registry is empty until the project's own model is
-trained, so the same validator also runs on a temporary registry holding a tiny SMS-CRNN trained
-here for 2 steps on a tiny store (dataset -> model -> loss -> metrics -> checkpoint -> registry).
-No test touches the network: downloads use ``file://`` URLs and sockets are disabled.
+:func:`zoo.registry.validate_weights` (required metadata, the input normalisation, parameter
+count recomputed from the built model, file hash, the model card).  The same validator also runs
+on a temporary registry holding a tiny SMS-CRNN trained here for 2 steps on a tiny store
+(dataset -> model -> loss -> metrics -> checkpoint -> registry).  Loading by name, ``Weights``
+or path, the builders' ``weights=``, and the Hub model cards (``smssynth zoo card``) are tested
+on it.  No test touches the network: downloads use ``file://`` URLs and sockets are disabled.
 """
 
 import json
@@ -16,14 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 import zoo
 from cli.zoo import zoo_cmd
-from synth.errors import SmssynthError
+from synth.errors import ConfigError, SmssynthError
 from tests.zoo.test_data import make_store
-from zoo import registry
-from zoo.checkpoint import describe_store, save_checkpoint, sha256_file
+from zoo import cards, registry
+from zoo import models as M
+from zoo.cards import HUB_LICENSES, parse_front_matter
+from zoo.checkpoint import Normalization, describe_store, read_metadata, save_checkpoint, sha256_file
 from zoo.data import DataConfig, SmsDataset
 from zoo.errors import CheckpointError, ChecksumError, UnknownWeightsError
 from zoo.losses import LossConfig, SmsLoss
@@ -138,6 +142,16 @@ def test_validator_catches_each_kind_of_problem(temp_registry):
     assert "SHA-256" in problems(sha256="f" * 64, meta={**meta, "sha256": "f" * 64})
     assert "differs from the entry's" in problems(sha256="f" * 64)
     assert "not shipped and no url" in problems(file="absent.safetensors")
+    training = {k: v for k, v in meta["training"].items() if k != "normalization"}
+    assert "lacks 'normalization'" in problems(meta={**meta, "training": training})
+    assert "training.normalization is unusable" in problems(
+        meta={**meta, "training": {**training, "normalization": {"quantile": 2.0}}})
+    assert "no model-index results" in problems(meta={**meta, "metrics": {"val": None}})
+    assert "does not render" in problems(meta={**meta, "card": {"license": "not-a-hub-id"}})
+    (folder / f"{NAME}.md").write_text("---\nlicense: mit\n---\nstale\n")
+    assert "out of date" in problems()
+    (folder / f"{NAME}.md").unlink()
+    assert "model card unreadable" in problems()
 
 
 # --- lookups ------------------------------------------------------------------------------------
@@ -172,6 +186,47 @@ def test_load_by_name_and_by_path(temp_registry, trained):
     assert same_weights(model, trained[0]) and meta == entry.meta and not model.training
     model, meta = load(str(trained[1]))
     assert same_weights(model, trained[0]) and "licence" not in meta
+
+
+def test_load_takes_a_name_a_weights_record_or_a_path(temp_registry, trained, monkeypatch):
+    folder, entry = temp_registry
+    w = get_weights(NAME, weights_dir=folder)
+    assert w.folder == folder
+    model, meta = load(w)  # the record knows its folder
+    assert same_weights(model, trained[0]) and not model.training and meta == entry.meta
+    assert model.normalization == w.normalization == Normalization(0.99)
+    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(folder))
+    for spec in (NAME, zoo.get_weights(NAME), trained[1], str(trained[1])):
+        model, meta = zoo.load(spec)
+        assert same_weights(model, trained[0]) and not model.training and meta["sha256"] == entry.sha256
+    with pytest.raises(TypeError, match="a name or a zoo.Weights"):
+        zoo.load(3)
+    # a Weights record is hash-checked against its entry like a name
+    (folder / entry.file).write_bytes((folder / entry.file).read_bytes()[:-1] + b" ")
+    with pytest.raises(ChecksumError):
+        zoo.load(w)
+
+
+def test_builders_take_the_architecture_from_the_weights(temp_registry, trained, monkeypatch):
+    folder, entry = temp_registry
+    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(folder))
+    assert M.sms_crnn().config.n_filters != 4  # so the tiny config below can only come from the metadata
+    for net in (M.sms_crnn(weights=NAME), M.build_model("sms-crnn", weights=zoo.get_weights(NAME)),
+                M.sms_crnn(weights=trained[1]), M.sms_crnn(weights=NAME, n_filters=4),
+                M.build_model("sms-crnn", {"n_iterations": 2}, weights=NAME)):
+        assert same_weights(net, trained[0]) and not net.training
+        assert M.model_config_dict(net) == entry.meta["model"]["config"] and net.normalization == entry.normalization
+    with pytest.raises(ConfigError, match=r"conflicts .* n_filters=8 \(weights: 4\)"):
+        M.sms_crnn(weights=NAME, n_filters=8)
+    with pytest.raises(ConfigError, match="for the architecture 'sms-crnn', not 'conv3d'"):
+        M.conv3d(weights=NAME)
+    with pytest.raises(ConfigError, match="unknown config key"):
+        M.sms_crnn(weights=NAME, nope=1)
+    with pytest.raises(UnknownWeightsError, match="neither registered"):
+        M.sms_crnn(weights="nope")
+    fresh = M.sms_crnn(weights=None, n_filters=4, n_iterations=2)
+    assert fresh.training and not same_weights(fresh, trained[0])
+    assert M.get_model_weights("sms-crnn") == [entry] and M.get_model_weights("conv3d") == []
 
 
 def test_tampered_shipped_file_is_refused_with_both_hashes(temp_registry):
@@ -234,6 +289,107 @@ def test_url_with_other_content_is_refused_and_not_kept(temp_registry, tmp_path)
     source.unlink()
     with pytest.raises(CheckpointError, match="cannot download"):
         load(NAME, weights_dir=remote)
+
+
+def test_downloads_go_through_torch_hub_then_the_full_hash(temp_registry, trained, tmp_path, monkeypatch):
+    import torch.hub
+
+    folder, entry = temp_registry
+    source = tmp_path / "served" / "w.safetensors"
+    source.parent.mkdir()
+    shutil.copyfile(folder / entry.file, source)
+    remote = url_registry(folder, entry, source, tmp_path)
+    real, calls = torch.hub.download_url_to_file, []
+
+    def spy(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        real(url, dst, hash_prefix=hash_prefix, progress=False)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", spy)
+    assert same_weights(load(NAME, weights_dir=remote)[0], trained[0])
+    assert calls == [(source.as_uri(), entry.sha256)]
+
+    # whatever the downloader hands back is hashed again in full before it enters the cache
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, **kw: Path(dst).write_bytes(b"x"))
+    with pytest.raises(ChecksumError, match="not kept"):
+        load(NAME, weights_dir=remote)
+    assert not list((tmp_path / "cache").rglob("*.safetensors*"))
+
+
+# --- model cards --------------------------------------------------------------------------------
+
+
+def test_shipped_cards_are_hub_readable_and_up_to_date():
+    for w in read_registry():
+        text = registry.model_card(w)
+        assert text.startswith("---\n")
+        fm = yaml.safe_load(text.split("---\n")[1])  # plain YAML, as the Hub reads it
+        assert fm == parse_front_matter(text)
+        for key in ("license", "library_name", "tags", "datasets", "pipeline_tag", "model-index"):
+            assert fm[key], key
+        assert fm["license"] in HUB_LICENSES and fm["library_name"] == "smssynth" and w.architecture in fm["tags"]
+        (result,) = fm["model-index"][0]["results"]
+        got = {m["type"]: m["value"] for m in result["metrics"]}
+        recorded = w.meta["metrics"]["val"]
+        assert got == pytest.approx({k: recorded[k]["mean"] for k in ("nmse", "psnr", "ssim")}, abs=1e-6)
+        assert result["dataset"]["split"] == "validation"
+        for needle in ("## Training data", "## Training", "| steps |", "| time |", "## Evaluation",
+                       "What it was checked on:", "## Licence", "## Input normalisation", w.sha256):
+            assert needle in text, needle
+        assert (PACKAGE_WEIGHTS / f"{w.name}.md").read_text() == text + "\n"  # shipped card == rendering
+
+
+def test_card_of_a_finetune_names_its_base_model(temp_registry, trained, tmp_path):
+    folder, entry = temp_registry
+    parent = {"source": NAME, "name": NAME, "model": "sms-crnn", "sha256": entry.sha256, "registry": True}
+    meta = read_metadata(trained[1])
+    ft = save_checkpoint(tmp_path / "ft", trained[0], model_name="sms-crnn", model_config=meta["model"]["config"],
+                         training={"command": "finetune", "step": 3, "seconds": 1.5, "parent": parent},
+                         data=meta["data"], metrics={"test": {"psnr": 31.0, "ssim": 0.9}})
+    fm = parse_front_matter(registry.model_card(ft))
+    assert fm["base_model"] == NAME and fm["base_model_relation"] == "finetune"
+    assert fm["model-index"][0]["name"] == "ft" and fm["model-index"][0]["results"][0]["dataset"]["split"] == "test"
+    assert parse_front_matter(registry.model_card(ft, namespace="org"))["base_model"] == f"org/{NAME}"
+    # a parent that is a plain file has no Hub id: described in the card's text only
+    fm = parse_front_matter(registry.model_card(trained[1]))
+    assert "base_model" not in fm and fm["license"] == "other" and fm["datasets"] == ["tiny.zarr"]
+    assert cards.hub_license({"licence": "CC0-1.0 (weights)"}) == {"license": "cc0-1.0"}
+    with pytest.raises(CheckpointError, match="front matter"):
+        parse_front_matter("# no front matter\n")
+
+
+def test_cli_card_prints_and_exports_an_uploadable_folder(temp_registry, trained, monkeypatch, tmp_path):
+    folder, entry = temp_registry
+    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(folder))
+    runner = CliRunner()
+    out = runner.invoke(zoo_cmd, ["card", NAME])
+    assert out.exit_code == 0, out.output
+    assert parse_front_matter(out.output)["license"] == "cc0-1.0" and f"# {NAME}" in out.output
+
+    dest = tmp_path / "hub"
+    out = runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest)])
+    assert out.exit_code == 0, out.output
+    assert sorted(p.name for p in dest.iterdir()) == ["README.md", f"{NAME}.json", f"{NAME}.safetensors"]
+    assert sha256_file(dest / f"{NAME}.safetensors") == entry.sha256
+    assert json.loads((dest / f"{NAME}.json").read_text()) == entry.meta
+    assert (dest / "README.md").read_text() == registry.model_card(NAME) + "\n"
+    model, meta = zoo.load(dest / NAME)  # the folder is a checkpoint that loads by path, normalisation included
+    assert same_weights(model, trained[0]) and model.normalization == entry.normalization
+
+    out = runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest)])
+    assert out.exit_code == 1 and "--overwrite" in out.output
+    assert runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest), "--overwrite"]).exit_code == 0
+    (dest / "notes.txt").write_text("mine")
+    out = runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest), "--overwrite"])
+    assert out.exit_code == 1 and "other files" in out.output and (dest / "notes.txt").read_text() == "mine"
+
+    out = runner.invoke(zoo_cmd, ["card", str(trained[1]), "--out", str(tmp_path / "ck"), "--name", "my-model"])
+    assert out.exit_code == 0, out.output
+    assert parse_front_matter((tmp_path / "ck" / "README.md").read_text())["model-index"][0]["name"] == "my-model"
+    assert sha256_file(tmp_path / "ck" / "my-model.safetensors") == sha256_file(trained[1])
+    out = runner.invoke(zoo_cmd, ["card", "nope"])
+    assert out.exit_code == 2 and NAME in out.output and "Traceback" not in out.output
 
 
 # --- registration and registry files ------------------------------------------------------------
