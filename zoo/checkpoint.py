@@ -137,7 +137,8 @@ class Normalization:
             raise CheckpointError(f"{source}: training.normalization must be an object "
                                   f"{{'kind', 'quantile'}}, found {record!r}; restore the metadata file")
         try:
-            return cls(quantile=record.get("quantile", LEGACY_NORM_QUANTILE), kind=record.get("kind", NORMALIZATION_KIND))
+            return cls(quantile=record.get("quantile", LEGACY_NORM_QUANTILE),
+                       kind=record.get("kind", NORMALIZATION_KIND))
         except ConfigError as e:
             raise CheckpointError(f"{source}: training.normalization is unusable ({e}); "
                                   f"this smssynth cannot feed the model as it was trained") from None

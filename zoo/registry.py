@@ -548,7 +548,8 @@ def _card_problems(weights: Weights, folder: Path, check_file: bool) -> list[str
                 problems.append(f"{path} is out of date with the metadata; regenerate it with "
                                 f"zoo.registry.write_card({weights.name!r})")
         except OSError as e:
-            problems.append(f"{path}: model card unreadable ({e}); write it with zoo.registry.write_card({weights.name!r})")
+            problems.append(f"{path}: model card unreadable ({e}); write it with "
+                            f"zoo.registry.write_card({weights.name!r})")
     return problems
 
 

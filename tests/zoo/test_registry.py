@@ -456,3 +456,17 @@ def test_cli_reports_a_broken_registry_without_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(tmp_path))
     out = CliRunner().invoke(zoo_cmd, ["list"])
     assert out.exit_code == 1 and "not valid JSON" in out.output and out.exception.__class__ is SystemExit
+
+
+def test_finetuning_refuses_a_parent_with_another_normalisation(trained, tmp_path):
+    """The training loop normalises with NORM_QUANTILE: a parent trained otherwise would be fed wrongly."""
+    from zoo.train import NORM_QUANTILE, load_parent
+
+    meta = read_metadata(trained[1])
+    odd = save_checkpoint(tmp_path / "odd", trained[0], model_name="sms-crnn", model_config=meta["model"]["config"],
+                          training={"step": 2}, data=meta["data"], metrics=meta["metrics"],
+                          normalization=Normalization(0.5))
+    with pytest.raises(CheckpointError, match=rf"quantile 0.5 .* normalises with {NORM_QUANTILE:g}"):
+        load_parent(odd)
+    model, parent = load_parent(trained[1])
+    assert same_weights(model, trained[0]) and parent["name"] == "tiny"
