@@ -11,6 +11,7 @@ import click
 COMMANDS = {
     "phantom": ("cli.phantom", "phantom"),
     "dicom2kspace": ("cli.dicom2kspace", "dicom2kspace"),
+    "kspace2sms": ("cli.kspace2sms", "kspace2sms"),
     "inspect": ("cli.inspect", "inspect_cmd"),
     "generate": ("cli.generate", "generate"),
     "zoo": ("cli.zoo", "zoo_cmd"),

@@ -234,6 +234,7 @@ def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
             "zarr": zarr.__version__,
             "python": platform.python_version(),
         },
+        "source": "synthetic",  # format 1.3: k-space simulated from magnitudes ("measured": synth.raw)
         "params": config.to_dict(),
         "models": {"phase": PHASE_MODEL, "coils": COIL_MODEL},
         "inputs": {

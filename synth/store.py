@@ -52,7 +52,7 @@ from synth.errors import StoreError, StoreExistsError
 from synth.output import recognise, register_format
 
 FORMAT_NAME = "smssynth.sms-kspace"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"  # 1.3: attrs["source"] ("synthetic" or "measured"; kspace2sms)
 KINDS = ("kspace", "targets")  # attrs["kind"]; stores before 1.2 are "kspace"
 # readers accept any 1.x store; a major bump means an incompatible change
 SUPPORTED_MAJOR = 1
@@ -583,6 +583,12 @@ class Store:
                     f"{self.path}: array {name!r} is {arr.dtype}{tuple(arr.shape)}, expected "
                     f"{ARRAYS[name]['dtype']}{shape}"
                 )
+
+    @property
+    def source(self) -> str:
+        """``synthetic`` (simulated from magnitudes) or ``measured`` (``kspace2sms``: real coil data,
+        no ``phase`` array, ESPIRiT ``csm``); stores before 1.3 are synthetic."""
+        return str(self.root.attrs.get("source", "synthetic"))
 
     @property
     def kind(self) -> str:
