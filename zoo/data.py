@@ -290,7 +290,8 @@ class SmsDataset(Dataset):
                                                     for a 1.0 store; the fresh mask's under ``mask="fresh"``)
     x0       (*L, M, T, Y, X)             complex64 zero-filled image ``ifft3(k3)``
     truth    (*L, M, T, Y, X)             complex64 coil images in the item's coil basis, ``W^H x``
-                                                    (diagnostics only; never scored against)
+                                                    (diagnostics only; never scored against; for a
+                                                    measured store, ``target * csm`` with its ESPIRiT maps)
     target   (M, T, Y, X)                 float32   the store's ``target`` in every coil mode: what every
                                                     loss and metric compares the RSS magnitude with
     index    ()                           int64     store index of the example
@@ -308,6 +309,10 @@ class SmsDataset(Dataset):
         self.has_phase = "phase" in store.root
         self.synthesis = config.synthesis or ("on-the-fly" if store.kind == "targets" else "stored")
         self._sim = None
+        self.measured = store.source == "measured"  # kspace2sms: real coil data, no phase array
+        if self.synthesis == "on-the-fly" and self.measured:
+            raise ConfigError(f"{self.store_path}: a store of measured k-space (kspace2sms) cannot be simulated on "
+                              f"the fly; use synthesis='stored'")
         if self.synthesis == "on-the-fly":
             self._sim = self._sim_setup(store)
         elif store.kind == "targets":
