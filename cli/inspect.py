@@ -65,6 +65,10 @@ def describe(st) -> None:
     if st.kind == "targets":
         click.echo(f"kind: targets (images only: {d.get('S')} distinct slices; phase, coils, masks and noise are "
                    f"simulated on the fly by `smssynth train --synthesis on-the-fly`)")
+    elif st.source == "measured":
+        csm = a.get("measured", {}).get("csm", {}).get("method", "?")
+        click.echo(f"kind: kspace, measured (kspace2sms from {a.get('measured', {}).get('formats')}: the real coils' "
+                   f"data, target = RSS, csm by {csm}, no phase array)")
     else:
         click.echo("kind: kspace")
     click.echo(f"examples: {len(st)} ({int(done.sum())} complete, {int((~done).sum())} incomplete)")

@@ -171,8 +171,9 @@ def test_cli_and_training_on_measured(measured, tmp_path, torch_one_thread):
     assert "3 of 3 examples written" in r.output
     r = invoke(cli, "kspace2sms", tmp_path / "cine_sax.mat", "--out", tmp_path / "t.zarr", "--dataset", "nope")
     assert r.exit_code == 1 and "no 'nope' dataset" in r.output and "cine_sax" not in r.output
-    r = invoke(cli, "inspect", tmp_path / "s.zarr")
+    r = invoke(cli, "inspect", tmp_path / "s.zarr", "--png", tmp_path / "x.png")
     assert r.exit_code == 0, r.output
+    assert "measured (kspace2sms from {'cmrxrecon': 1}" in r.output and (tmp_path / "x.png").stat().st_size > 0
 
     from zoo.data import DataConfig, SmsDataset
 
