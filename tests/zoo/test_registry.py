@@ -113,6 +113,8 @@ def test_shipped_registry_is_valid():
     # nothing shipped outside the registry (a forgotten or stale weights file)
     registered = {w.file for w in entries}
     assert {p.name for p in PACKAGE_WEIGHTS.glob("*.safetensors")} <= registered
+    # every entry has its card, and no card is left of an entry that is gone
+    assert {p.name for p in PACKAGE_WEIGHTS.glob("*.md")} - {"README.md"} == {f"{w.name}.md" for w in entries}
 
 
 def test_temporary_registry_passes_the_same_validation(temp_registry, trained):
