@@ -191,6 +191,7 @@ def test_bad_files_are_named_masked_and_one_line(tmp_path):
             scan([path], salt=SALT, on_error="fail")
         msg = str(e.value)
         assert "SMITH" not in msg and "\n" not in msg and "#" in msg, msg
+        assert msg.split(":")[0].endswith(".nii.gz" if path.name.endswith(".gz") else ".nii"), msg  # kept: says what
     with pytest.raises(NiftiError, match="truncated: the header implies"):
         scan([truncated], salt=SALT, on_error="fail")
     with pytest.raises(NiftiError, match="inflates past"):
