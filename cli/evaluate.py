@@ -59,6 +59,15 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
         raise click.UsageError("nothing to evaluate: give --model, or drop --no-baselines")
 
     dev = open_checked(store, device)
+    from synth.store import Store
+
+    if Store.open(store).source == "measured":  # no simulation truth: there are no true coil maps
+        if "sense-oracle" in specs or (ctx.get_parameter_source("baselines") == ParameterSource.COMMANDLINE
+                                       and "sense-oracle" in chosen):
+            raise click.BadParameter(
+                f"{store} holds measured k-space (kspace2sms): its coil maps are ESPIRiT estimates, not the truth "
+                f"sense-oracle needs; use sense-espirit", param_hint="--baselines")
+        chosen = [b for b in chosen if b != "sense-oracle"]
     sense = {"sense_iters": sense_iters, "sense_lam": sense_lam}
     trained = {s: load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs if s not in BASELINES}
     if coil_mode is None:

@@ -370,6 +370,9 @@ class SenseBaseline(nn.Module):
         store's ``noise_sigma``, and ``calib`` int64 ().
         """
         names = ["csm"] + (["phase"] if "phase" in store.root else [])
+        if self.kind == "oracle" and getattr(store, "source", "synthetic") == "measured":
+            raise ConfigError(f"{store.path}: sense-oracle needs the simulation's true coil maps, but this store "
+                              f"holds measured k-space whose maps are ESPIRiT estimates; use sense-espirit")
         if self.kind == "oracle":
             ex = store.example(int(index), names)
             return {"maps": oracle_maps(ex["csm"], ex.get("phase"))}

@@ -188,3 +188,9 @@ def test_cli_and_training_on_measured(measured, tmp_path, torch_one_thread):
     r = invoke(train, "--data", tmp_path / "s.zarr", "--config", cfg, "--out", tmp_path / "run", "-q")
     assert r.exit_code == 0, r.output
     assert "done: epoch 1" in r.output
+    # measured data have no true coil maps: sense-oracle is refused by name and left out by default
+    r = invoke(cli, "evaluate", tmp_path / "s.zarr", "--baselines", "zero-filled,sense-oracle", "--examples", "0")
+    assert r.exit_code == 2 and "sense-espirit" in r.output and "Traceback" not in r.output
+    r = invoke(cli, "evaluate", tmp_path / "s.zarr", "--examples", "0", "--sense-iters", "2", "--cs-iters", "2")
+    assert r.exit_code == 0, r.output
+    assert "sense-espirit" in r.output and "sense-oracle" not in r.output and "ORACLE" not in r.output
