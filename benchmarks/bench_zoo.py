@@ -5,8 +5,23 @@ checkpoint: M=2, T=12, 96x96, one virtual coil, batch 1, n_filters=16, 5 iterati
 are random tensors of the right shapes and a real SMS sampling pattern (timing does not depend
 on the values).  Each number is the median of ``--repeats`` timed calls after one warm-up.
 
+Then, in the same run:
+
+* **sms-crnn vs CRNN-MRI as published** (``benchmarks/crnn_mri_reference.py``, a layer-for-layer
+  port of Qin et al.'s ``CRNN_MRI``, checked equal to ``sms-crnn`` without its 3D conv by
+  ``tests/zoo/test_crnn_reference.py`` and again here on one input) at the public code's
+  configuration: 64 filters, 5 iterations, 8 frames, 64x64; ``sms-crnn`` reconstructs the two
+  slices of one SMS-2 example, CRNN-MRI the same two slices as its batch of two single-slice
+  problems.  A training step is forward + MSE + backward + Adam; inference is a no-grad forward.
+  The contenders alternate within each of ``--ref-repeats`` rounds; it prints the medians, the
+  ratio of the medians and the range of the per-round ratios.
+* the training-step time of ``sms-crnn`` at the project's CPU training size (16 filters, 5
+  iterations, 12 frames, 96x48 readout crop, batch 1, virtual coil, the training loss), with
+  CRNN-MRI's on the same slices for scale.
+
     python benchmarks/bench_zoo.py
     python benchmarks/bench_zoo.py --size 128 --frames 20 --filters 64 --device cuda
+    python benchmarks/bench_zoo.py --sections crnn-mri --ref-repeats 7
 """
 
 from __future__ import annotations
@@ -22,8 +37,10 @@ from synth.masks import row_mask
 from zoo.baselines import Baseline, make_baseline
 from zoo.losses import SmsLoss
 from zoo.models import build_model, count_parameters
-from zoo.physics import fft3, kz_mask
+from zoo.physics import fft3, kz_mask, zero_filled
 from zoo.sense import SenseOperator
+
+import crnn_mri_reference as crnn_mri  # benchmarks/, beside this script
 
 
 def timed(fn, device, repeats: int) -> float:
@@ -40,6 +57,123 @@ def timed(fn, device, repeats: int) -> float:
     return statistics.median(ts)
 
 
+def alternating(contenders: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of every contender, one call each per round in turn, after a warm-up."""
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _problem(m, t, ny, nx, device, seed=0):
+    """(truth, x0, k3, mask3) of one SMS-M example with a uniform R=2 + 8 ACS mask (row kz), and
+    the reference's inputs for the same M slices as a batch of single-slice problems."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.from_numpy(row_mask("uniform", t, ny, 2, 8, np.random.default_rng(seed)))[None]  # (1, T, Ky)
+    truth = torch.randn(1, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
+    mask3 = kz_mask(m, rows).to(device)
+    k3 = fft3(truth) * mask3
+    # the same slices, each its own 2D+t problem (M = 1), in the published layout and FFT convention
+    t1 = truth.flatten(0, 1)[:, None]
+    m1 = kz_mask(1, rows.expand(m, t, ny)).to(device)
+    k1 = fft3(t1) * m1
+    ref_in = crnn_mri.inputs_from_zoo(zero_filled(k1), k1, m1)
+    ref_target = crnn_mri.inputs_from_zoo(t1, k1, m1)[0]
+    return truth, zero_filled(k3), k3, mask3, ref_in, ref_target
+
+
+def _trainer(model, inputs, loss):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss(model(*inputs)).backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model(*inputs)
+
+    return step, infer
+
+
+def _check_equal(n_filters: int, n_iterations: int, device) -> float:
+    """Max relative difference of CRNN-MRI and sms-crnn (no 3D conv), same weights, one M=1 input."""
+    torch.manual_seed(1)
+    model = build_model("sms-crnn", {"n_filters": n_filters, "n_iterations": n_iterations, "n_conv3d_layers": 0})
+    ref = crnn_mri.copy_sms_crnn_weights(crnn_mri.CRNN_MRI(nf=n_filters, nc=n_iterations), model).to(device)
+    _, x0, k3, mask3, _, _ = _problem(1, 4, 32, 24, device, seed=3)
+    with torch.no_grad():
+        want = model.to(device)(x0, k3, mask3)
+        got = crnn_mri.output_to_zoo(ref(*crnn_mri.inputs_from_zoo(x0, k3, mask3)))
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def _ratio_line(label: str, times: dict, ref: str = "crnn-mri") -> str:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    parts = [f"{k} {med[k]:.2f} s" for k in times]
+    for k in times:
+        if k != ref:
+            per_round = [a / b for a, b in zip(times[ref], times[k])]
+            parts.append(f"{ref}/{k} = {med[ref] / med[k]:.2f}x (rounds {min(per_round):.2f}-{max(per_round):.2f})")
+    return f"  {label:<11} " + "; ".join(parts)
+
+
+def compare_with_crnn_mri(args, device) -> None:
+    m, t, n, nf, nc = 2, args.ref_frames, args.ref_size, args.ref_filters, args.ref_iterations
+    print(f"\nsms-crnn vs CRNN-MRI as published (benchmarks/crnn_mri_reference.py): {nf} filters, {nc} iterations, "
+          f"{t} frames, {n}x{n}, SMS-{m} example vs its batch of {m} slices; float32, {torch.get_num_threads()} threads; "
+          f"medians of {args.ref_repeats} alternating rounds")
+    print(f"  check: CRNN-MRI == sms-crnn without 3D conv (same weights, one M=1 input): max rel diff "
+          f"{_check_equal(min(nf, 16), 2, device):.1e}")
+    truth, x0, k3, mask3, ref_in, ref_target = _problem(m, t, n, n, device)
+    torch.manual_seed(0)
+    contenders = {
+        "crnn-mri": (crnn_mri.CRNN_MRI(nf=nf, nc=nc).to(device), ref_in, lambda o: (o - ref_target).pow(2).mean()),
+        "sms-crnn": (build_model("sms-crnn", {"n_filters": nf, "n_iterations": nc}).to(device), (x0, k3, mask3),
+                     lambda o: (o - truth).abs().pow(2).mean()),
+    }
+    if args.no_conv3d:
+        contenders["sms-crnn(no 3D conv)"] = (
+            build_model("sms-crnn", {"n_filters": nf, "n_iterations": nc, "n_conv3d_layers": 0}).to(device),
+            (x0, k3, mask3), lambda o: (o - truth).abs().pow(2).mean())
+    fns = {k: _trainer(*v) for k, v in contenders.items()}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed_fn(f):
+        return lambda: (f(), sync())
+
+    train = alternating({k: timed_fn(f[0]) for k, f in fns.items()}, args.ref_repeats)
+    infer = alternating({k: timed_fn(f[1]) for k, f in fns.items()}, args.ref_repeats)
+    print(_ratio_line("train step", train))
+    print(_ratio_line("inference", infer))
+
+
+def cpu_scale_step(args, device) -> None:
+    m, t, ny, nx = 2, 12, 96, 48
+    print(f"\nCPU training size: sms-crnn 16 filters, 5 iterations, M={m} T={t} {ny}x{nx} (readout crop), batch 1, "
+          f"virtual coil, training loss (SmsLoss) + Adam; CRNN-MRI on the same {m} slices with MSE for scale; "
+          f"medians of {args.ref_repeats} alternating rounds")
+    truth, x0, k3, mask3, ref_in, ref_target = _problem(m, t, ny, nx, device, seed=1)
+    loss_fn = SmsLoss().to(device)
+    target = truth.abs()
+    torch.manual_seed(0)
+    fns = {
+        "crnn-mri": _trainer(crnn_mri.CRNN_MRI(nf=16, nc=5).to(device), ref_in, lambda o: (o - ref_target).pow(2).mean()),
+        "sms-crnn": _trainer(build_model("sms-crnn", {"n_filters": 16, "n_iterations": 5}).to(device), (x0, k3, mask3),
+                             lambda o: loss_fn(o, target)[0]),
+    }
+    train = alternating({k: f[0] for k, f in fns.items()}, args.ref_repeats)
+    print(_ratio_line("train step", train))
+    print(f"  sms-crnn: {statistics.median(train['sms-crnn']):.3f} s/step = "
+          f"{3600 / statistics.median(train['sms-crnn']):.0f} steps/hour")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=96)
@@ -51,8 +185,29 @@ def main(argv=None):
     ap.add_argument("--coils", type=int, default=8, help="coils of the SENSE baselines (per-coil data)")
     ap.add_argument("--sense-iters", type=int, default=None, help="CG iterations (default zoo.sense.DEFAULTS)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--sections", default="table,crnn-mri,cpu-scale",
+                    help="comma-separated: table (every model and baseline), crnn-mri, cpu-scale")
+    ap.add_argument("--ref-filters", type=int, default=64, help="filters of the CRNN-MRI comparison (public code: 64)")
+    ap.add_argument("--ref-iterations", type=int, default=5)
+    ap.add_argument("--ref-frames", type=int, default=8)
+    ap.add_argument("--ref-size", type=int, default=64)
+    ap.add_argument("--ref-repeats", type=int, default=5, help="alternating rounds of the CRNN-MRI and CPU-size timings")
+    ap.add_argument("--no-conv3d", action="store_true", help="also time sms-crnn without its 3D conv")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
+    sections = set(args.sections.split(","))
+    unknown = sections - {"table", "crnn-mri", "cpu-scale"}
+    if unknown:
+        ap.error(f"--sections: unknown {sorted(unknown)}; known: table, crnn-mri, cpu-scale")
+    if "table" in sections:
+        table(args, device)
+    if "crnn-mri" in sections:
+        compare_with_crnn_mri(args, device)
+    if "cpu-scale" in sections:
+        cpu_scale_step(args, device)
+
+
+def table(args, device) -> None:
     torch.manual_seed(0)
     m, t, n = args.sms, args.frames, args.size
     rng = np.random.default_rng(0)
@@ -60,8 +215,6 @@ def main(argv=None):
     mask3 = kz_mask(m, rows).to(device)
     truth = torch.randn(1, m, t, n, n, dtype=torch.complex64, device=device)
     k3 = fft3(truth) * mask3
-    from zoo.physics import zero_filled
-
     x0 = zero_filled(k3)
     target = truth.abs()
     loss_fn = SmsLoss().to(device)
