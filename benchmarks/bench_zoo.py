@@ -193,7 +193,10 @@ def main(argv=None):
     ap.add_argument("--ref-size", type=int, default=64)
     ap.add_argument("--ref-repeats", type=int, default=5, help="alternating rounds of the CRNN-MRI and CPU-size timings")
     ap.add_argument("--no-conv3d", action="store_true", help="also time sms-crnn without its 3D conv")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sections = set(args.sections.split(","))
     unknown = sections - {"table", "crnn-mri", "cpu-scale"}
