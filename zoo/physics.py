@@ -254,13 +254,20 @@ def data_consistency(
     complex (..., M, T, Y, X)
         ``ifft3(mask3 * k_dc + (1 - mask3) * fft3(x))``.
     """
-    k = fft3(x)
+    # fft3 = P F Q and ifft3 = P F^-1 Q, with F the orthonormal unshifted FFT over (slice, y, x)
+    # and Q, P = ifftshift, fftshift over (y, x).  The inner P and Q cancel (Q P = I) when the
+    # blend is done on shifted data: ifft3(where(m, k3, fft3 x)) = P F^-1 where(Q m, Q k3, F Q x),
+    # which is the same math with one 3D FFT each way and two shifts of x instead of four.
+    k = torch.fft.fftn(torch.fft.ifftshift(x, dim=_DIMS), dim=(_SLICE, -2, -1), norm="ortho")
+    k3 = torch.fft.ifftshift(k3, dim=_DIMS)
+    mask3 = torch.fft.ifftshift(mask3.to(torch.bool), dim=_DIMS)  # a size-1 Kx axis stays as it is
     if noise_lambda is None or (not isinstance(noise_lambda, Tensor) and math.isinf(noise_lambda)):
         sampled = k3
     else:
         # k3 + (k - k3)/(1+λ) == (k + λ k3)/(1+λ), written so that a tensor λ = inf gives k3 exactly
         sampled = k3 + (k - k3) / (1 + noise_lambda)
-    return ifft3(torch.where(mask3.to(torch.bool), sampled, k))
+    out = torch.fft.ifftn(torch.where(mask3, sampled, k), dim=(_SLICE, -2, -1), norm="ortho")
+    return torch.fft.fftshift(out, dim=_DIMS)
 
 
 # --- the full acquisition operator ------------------------------------------------------------

@@ -309,9 +309,16 @@ class CRNNBlock(nn.Module):
     def forward(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         n, t, nd = x.shape[0], x.shape[1], self.ndim
         # everything inside runs on time-major tensors, so that the gradients met in the backward
-        # pass (a hidden state feeds the next layer and the next iteration) share one layout
-        # and add at memory speed; (N, T, ...) views only at the boundary
-        prev = [None] * (1 + len(self.crnn_i)) if state is None else [to_time_major(h, nd) for h in state]
+        # pass (a hidden state feeds the next layer and the next iteration) share one layout and
+        # autograd sums them in place; (N, T, ...) views only at the boundary.  A state this
+        # block returned hands back its time-major tensors rather than the views (through the
+        # views, the state's gradient would arrive as a view and be summed out of place).
+        if state is None:
+            prev = [None] * (1 + len(self.crnn_i))
+        elif isinstance(state, _State):
+            prev = state.time_major
+        else:
+            prev = [to_time_major(h, nd) for h in state]
         xs = to_time_major(x, nd)
         h = self.bcrnn.time_major(xs, prev[0], n, t)
         new_state = [h]
@@ -319,7 +326,16 @@ class CRNNBlock(nn.Module):
             h = layer.time_major(h, h_iter)
             new_state.append(h)
         r = self.out(h)
-        return from_time_major(xs + r, n, t), [from_time_major(h, n, t) for h in new_state]
+        return from_time_major(xs + r, n, t), _State(new_state, n, t)
+
+
+class _State(list):
+    """The hidden states of :class:`CRNNBlock`: a list of (N, T, F, *S) views, which also keeps
+    the time-major tensors they view (``time_major``) for the block's next call."""
+
+    def __init__(self, time_major: list[Tensor], n: int, t: int):
+        super().__init__(from_time_major(h, n, t) for h in time_major)
+        self.time_major = time_major
 
 
 class SpatioTemporalConv(nn.Module):
