@@ -120,7 +120,7 @@ def from_time_major(y: Tensor, n: int, t: int) -> Tensor:
     return y.unflatten(0, (t, n)).transpose(0, 1)
 
 
-def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int) -> Tensor:
+def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int, weight=None) -> Tensor:
     """``sum_i conv_i(x_i) + bias``, the convs' own biases left out (``bias`` holds their sum).
 
     The convolutions' outputs and the bias are added in place into the first output.  Stacking
@@ -128,11 +128,12 @@ def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int) ->
     the stacking copies the inputs, and oneDNN's input gradient of a 2F-channel convolution costs
     more than two F-channel ones (1 thread: 1.14x the step time, 2 threads: equal).  The bias is
     added outside the convolutions because oneDNN's fused bias gradient costs more than the
-    reduction autograd does for the add (a few ms per call at 64 filters).
+    reduction autograd does for the add (a few ms per call at 64 filters).  ``weight(conv)`` gives
+    the kernel to use (default ``conv.weight``; :class:`CRNNBlock` passes channels-last copies).
     """
     out = None
     for x, c in terms:
-        y = _CONV_FN[ndim](x, c.weight, None, padding=c.padding)
+        y = _CONV_FN[ndim](x, c.weight if weight is None else weight(c), None, padding=c.padding)
         out = y if out is None else out.add_(y)
     return out.add_(bias.view(1, -1, *([1] * ndim)))
 
@@ -214,12 +215,11 @@ def _step_rows(x: Tensor, n: int, t: int) -> Tensor:
 
 def _sum_sweeps(steps: Tensor, n: int, t: int) -> Tensor:
     """(T, 2N, ...) rows of the two sweeps per step -> per frame f, forward(f) + backward(f):
-    ``steps[f, :N] + steps[T-1-f, N:]``, (T*N, ...) channels-last."""
-    out = torch.empty((t * n, *steps.shape[2:]), dtype=steps.dtype, device=steps.device,
-                      memory_format=_MEMORY_FORMAT[steps.dim() - 3])
-    frames = out.unflatten(0, (t, n))
-    for f in range(t):
-        torch.add(steps[f, :n], steps[t - 1 - f, n:], out=frames[f])
+    ``steps[f, :N] + steps[T-1-f, N:]``, (T*N, ...) channels-last.  Two passes (a gather of the
+    backward rows in frame order, one add), whatever T."""
+    backward = torch.cat([steps[t - 1 - f, n:] for f in range(t)])
+    out = torch.empty_like(backward)
+    torch.add(steps[:, :n], backward.unflatten(0, (t, n)), out=out.unflatten(0, (t, n)))
     return out
 
 
@@ -250,11 +250,12 @@ class BCRNNLayer(nn.Module):
         h_iter = None if h_iter is None else to_time_major(h_iter, nd)
         return from_time_major(self.time_major(to_time_major(x, nd), h_iter, n, t), n, t)
 
-    def time_major(self, x: Tensor, h_iter: Tensor | None, n: int, t: int) -> Tensor:
-        """:meth:`forward` on time-major channels-last tensors (:func:`to_time_major`)."""
+    def time_major(self, x: Tensor, h_iter: Tensor | None, n: int, t: int, weight=None) -> Tensor:
+        """:meth:`forward` on time-major channels-last tensors (:func:`to_time_major`);
+        ``weight`` as in :func:`_conv_sum`."""
         terms = [(x, self.i2h)] + ([] if h_iter is None else [(h_iter, self.ih2ih)])
-        pre = _conv_sum(terms, self.i2h.bias + self.h2h.bias + self.ih2ih.bias, self.ndim)
-        return _BidirectionalSweep.apply(pre, self.h2h.weight, n, t)
+        pre = _conv_sum(terms, self.i2h.bias + self.h2h.bias + self.ih2ih.bias, self.ndim, weight)
+        return _BidirectionalSweep.apply(pre, self.h2h.weight if weight is None else weight(self.h2h), n, t)
 
 
 class CRNNiLayer(nn.Module):
@@ -275,10 +276,11 @@ class CRNNiLayer(nn.Module):
         h_iter = None if h_iter is None else to_time_major(h_iter, nd)
         return from_time_major(self.time_major(to_time_major(x, nd), h_iter), n, t)
 
-    def time_major(self, x: Tensor, h_iter: Tensor | None) -> Tensor:
-        """:meth:`forward` on time-major channels-last tensors (:func:`to_time_major`)."""
+    def time_major(self, x: Tensor, h_iter: Tensor | None, weight=None) -> Tensor:
+        """:meth:`forward` on time-major channels-last tensors (:func:`to_time_major`);
+        ``weight`` as in :func:`_conv_sum`."""
         terms = [(x, self.conv_x)] + ([] if h_iter is None else [(h_iter, self.conv_h)])
-        return _conv_sum(terms, self.conv_x.bias + self.conv_h.bias, self.ndim).relu_()
+        return _conv_sum(terms, self.conv_x.bias + self.conv_h.bias, self.ndim, weight).relu_()
 
 
 class CRNNBlock(nn.Module):
@@ -319,23 +321,37 @@ class CRNNBlock(nn.Module):
             prev = state.time_major
         else:
             prev = [to_time_major(h, nd) for h in state]
+        cache = state.weights if isinstance(state, _State) else {}
+
+        def weight(conv: nn.Module) -> Tensor:
+            # oneDNN wants channels-last kernels with channels-last data, and F.conv2d would copy
+            # the kernel on every call (forward and backward); copied once per forward pass here
+            # instead (the cache lives in the state), and again if the weight changed in place
+            w, version = cache.get(conv, (None, None))
+            if w is None or version != conv.weight._version:
+                w = conv.weight.contiguous(memory_format=_MEMORY_FORMAT[nd])
+                cache[conv] = (w, conv.weight._version)
+            return w
+
         xs = to_time_major(x, nd)
-        h = self.bcrnn.time_major(xs, prev[0], n, t)
+        h = self.bcrnn.time_major(xs, prev[0], n, t, weight)
         new_state = [h]
         for layer, h_iter in zip(self.crnn_i, prev[1:]):
-            h = layer.time_major(h, h_iter)
+            h = layer.time_major(h, h_iter, weight)
             new_state.append(h)
-        r = self.out(h)
-        return from_time_major(xs + r, n, t), _State(new_state, n, t)
+        r = _CONV_FN[nd](h, weight(self.out), self.out.bias, padding=self.out.padding)
+        return from_time_major(xs + r, n, t), _State(new_state, n, t, cache)
 
 
 class _State(list):
     """The hidden states of :class:`CRNNBlock`: a list of (N, T, F, *S) views, which also keeps
-    the time-major tensors they view (``time_major``) for the block's next call."""
+    the time-major tensors they view (``time_major``) and the channels-last kernels (``weights``)
+    for the block's next call in the same forward pass."""
 
-    def __init__(self, time_major: list[Tensor], n: int, t: int):
+    def __init__(self, time_major: list[Tensor], n: int, t: int, weights: dict):
         super().__init__(from_time_major(h, n, t) for h in time_major)
         self.time_major = time_major
+        self.weights = weights
 
 
 class SpatioTemporalConv(nn.Module):
