@@ -49,7 +49,9 @@ class SmsCrnnConfig(CRNNConfig):
     n_filters, n_iterations, kernel_size, n_crnn_layers : see :class:`~zoo.models.crnn.CRNNConfig`.
     n_conv3d_layers : depth of the residual 2D+time convolution before DC; 1 = a single
         ``Conv3d(2, 2, k)`` (the default; the paper names one 3D convolution), >= 2 adds hidden
-        layers with ``n_filters`` channels, 0 removes it (the per-slice body is then CRNN-MRI).
+        layers with ``n_filters`` channels, 0 removes it (the per-slice body is then CRNN-MRI:
+        with one slice, the published network, as ``tests/zoo/test_crnn_reference.py`` checks
+        against ``benchmarks/crnn_mri_reference.py``; also the ablation of the 3D conv).
     dc_noise_lambda : None for hard data consistency (noiseless data), else the weight λ > 0 of
         the measurements in noise-weighted DC.
     learn_lambda : learn λ (starting from ``dc_noise_lambda``, which must then be set; the
