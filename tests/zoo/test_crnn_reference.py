@@ -150,3 +150,22 @@ def test_bidirectional_sweep_gradcheck(ndim, t):
     pre = pre.contiguous(memory_format=_MEMORY_FORMAT[ndim]).requires_grad_()
     w = torch.randn(f, f, *([3] * ndim), generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda p, k: _BidirectionalSweep.apply(p, k, n, t), (pre, w))
+
+
+def test_a_state_does_not_carry_stale_kernels():
+    """The block caches channels-last kernels in its state; a weight changed in place or replaced
+    between calls is seen."""
+    from zoo.models.crnn import CRNNBlock
+
+    torch.manual_seed(3)
+    block = CRNNBlock(n_filters=4, kernel_size=3, n_crnn_layers=1)
+    x = torch.randn(2, 3, 2, 6, 5)
+    with torch.no_grad():
+        _, state = block(x)
+        before, _ = block(x, state)
+        block.crnn_i[0].conv_h.weight.mul_(2)
+        changed, _ = block(x, state)
+        block.crnn_i[0].conv_h.weight = torch.nn.Parameter(block.crnn_i[0].conv_h.weight / 2)
+        back, _ = block(x, state)
+    assert (changed - before).abs().max() > 1e-4
+    torch.testing.assert_close(back, before)

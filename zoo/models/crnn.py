@@ -326,11 +326,11 @@ class CRNNBlock(nn.Module):
         def weight(conv: nn.Module) -> Tensor:
             # oneDNN wants channels-last kernels with channels-last data, and F.conv2d would copy
             # the kernel on every call (forward and backward); copied once per forward pass here
-            # instead (the cache lives in the state), and again if the weight changed in place
-            w, version = cache.get(conv, (None, None))
-            if w is None or version != conv.weight._version:
+            # instead (the cache lives in the state), and again if the weight changed or was replaced
+            w, source, version = cache.get(conv, (None, None, None))
+            if w is None or source is not conv.weight or version != conv.weight._version:
                 w = conv.weight.contiguous(memory_format=_MEMORY_FORMAT[nd])
-                cache[conv] = (w, conv.weight._version)
+                cache[conv] = (w, conv.weight, conv.weight._version)
             return w
 
         xs = to_time_major(x, nd)
