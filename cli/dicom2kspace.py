@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, setup_logging, sim_options,
-                         user_error)
+from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, progress_bar, setup_logging,
+                         sim_options, user_error)
 
 
 @click.command("dicom2kspace")
@@ -24,21 +24,13 @@ def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, o
 
         smssynth dicom2kspace dicom/ --out sms.zarr --sms 2 --accel 2 --coils 8
     """
-    from tqdm import tqdm
-
     from synth.deid import resolve_salt
     from synth.errors import SmssynthError
     from synth.pipeline import dicom2kspace as run
 
     config = config_from_options(kwargs)
     setup_logging(quiet)
-    bar = tqdm(total=None, unit="example", desc="dicom2kspace", disable=quiet, dynamic_ncols=True)
-
-    def progress(done, total):
-        if bar.total is None:
-            bar.reset(total=total)
-        bar.n = done
-        bar.refresh()
+    bar, progress = progress_bar("dicom2kspace", quiet)
 
     try:
         summary = run(

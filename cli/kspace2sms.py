@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import MATRIX, setup_logging, user_error
+from cli.options import MATRIX, progress_bar, setup_logging, user_error
 from synth.config import CAIPI_ORDERS, FRAME_MODES, MASKS, SimConfig
 
 _D = SimConfig()
@@ -42,8 +42,6 @@ def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwarg
 
         smssynth kspace2sms cine_sax.mat --out cmrx-sms2.zarr --sms 2 --accel 2
     """
-    from tqdm import tqdm
-
     from synth.deid import resolve_salt
     from synth.errors import ConfigError, SmssynthError
     from synth.raw import kspace2sms as run
@@ -53,13 +51,7 @@ def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwarg
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     setup_logging(quiet)
-    bar = tqdm(total=None, unit="example", desc="kspace2sms", disable=quiet, dynamic_ncols=True)
-
-    def progress(done, total):
-        if bar.total is None:
-            bar.reset(total=total)
-        bar.n = done
-        bar.refresh()
+    bar, progress = progress_bar("kspace2sms", quiet)
 
     try:
         s = run(inputs, out, config, salt=resolve_salt(salt), overwrite=overwrite, show_paths=show_paths,

@@ -158,3 +158,18 @@ def user_error(e: Exception) -> UserError:
 
     usage = isinstance(e, (ConfigError, StoreExistsError, NoInputError))
     return UserError(str(e), 2 if usage else 1)
+
+
+def progress_bar(desc: str, quiet: bool):
+    """A tqdm bar (off with --quiet) and the ``progress(done, total)`` callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="example", desc=desc, disable=quiet, dynamic_ncols=True)
+
+    def progress(done, total):
+        if bar.total is None:
+            bar.reset(total=total)
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress

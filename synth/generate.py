@@ -38,7 +38,7 @@ from synth.combos import ExamplePlan, Plan
 from synth.config import SimConfig
 from synth.deid import PathNames, pseudonym
 from synth.dicom import Catalog, SeriesInfo, Skip, scan
-from synth.errors import ClusterError, ConfigError, NoInputError, SmssynthError, StoreExistsError
+from synth.errors import ClusterError, ConfigError, NoInputError, SmssynthError
 from synth.pipeline import (CoilWriter, SliceCache, make_plan, open_to_resume, store_attrs, store_kind,
                             targets_layout, write_targets)
 from synth.runtime import tune_allocator
@@ -354,20 +354,11 @@ def generate(
     else:
         output.check_not_input(out, inputs)
         replacement = output.Replacement(out, out)
-    try:
+    with replacement.guard():
         _generate(res, root, replacement.target, config, salt=salt, manifest=manifest, split=split,
                   workers=workers, scheduler=scheduler, on_error=on_error, storage_options=storage_options,
                   progress=progress, show_paths=show_paths, nifti_axes=nifti_axes)
-    except BaseException as e:
-        if replacement.staged:
-            replacement.abort()
-            if isinstance(e, SmssynthError):
-                raise type(e)(f"{e}; the existing store at {out} was left unchanged") from None
-        raise
-    if res.written or not replacement.staged:
-        replacement.commit()
-    else:
-        replacement.abort()
+    replacement.finish(bool(res.written))
     res.notes = list(replacement.notes)
     res.seconds = time.perf_counter() - t0
     return res

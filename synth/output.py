@@ -21,11 +21,12 @@ import logging
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from synth.errors import ConfigError, StoreExistsError
+from synth.errors import ConfigError, SmssynthError, StoreExistsError
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,32 @@ class Replacement:
             self.notes.append(f"the existing store at {self.out} was left unchanged")
             self.target = self.out
 
+    def finish(self, produced: bool) -> None:
+        """After a run that ended normally: swap the new output in if it holds something (or
+        nothing was staged), else drop it and keep the existing one."""
+        if produced or not self.staged:
+            self.commit()
+        else:
+            self.abort()
+
+    @contextmanager
+    def guard(self, say_incomplete: bool = False):
+        """Around a run writing into :attr:`target`: on failure the staged output is removed and a
+        project error says the existing store was left unchanged (or, with ``say_incomplete``,
+        that an unstaged store it wrote into is incomplete)."""
+        try:
+            yield self
+        except SmssynthError as e:
+            if self.staged:
+                self.abort()
+                raise type(e)(f"{e}; the existing store at {self.out} was left unchanged") from None
+            if say_incomplete and exists(self.target):
+                raise type(e)(f"{e}; the store at {self.out} is incomplete") from None
+            raise
+        except BaseException:
+            self.abort()
+            raise
+
 
 def prepare(
     out: str | Path,
@@ -221,6 +248,20 @@ def prepare(
         return Replacement(out, out, fmt, [f"removed the existing {fmt} store at {out}"])
     _remove_stale_staging(Path(out), formats)
     return Replacement(out, str(staging_path(out)), fmt)
+
+
+def prepare_or_resume(out: str | Path, *, formats: Iterable[str], overwrite: bool,
+                      inputs: Iterable[str | Path] = ()) -> tuple[Replacement, bool]:
+    """For a command that resumes its own output: ``(replacement, resume)``.
+
+    Without ``overwrite`` an existing ``out`` is to be resumed in place (the caller checks it is
+    the same conversion); otherwise :func:`prepare` decides.  ``out`` is never an input.
+    """
+    inputs = list(inputs)
+    if not overwrite and exists(out):
+        check_not_input(out, inputs)
+        return Replacement(_local(out), _local(out)), True
+    return prepare(out, formats=formats, overwrite=overwrite, inputs=inputs), False
 
 
 def _remove_stale_staging(out: Path, formats: Iterable[str]) -> None:

@@ -27,7 +27,7 @@ from synth.config import SimConfig
 from synth.dicom import Catalog, SliceInfo, load_slice, scan
 from synth import output
 from synth.budget import check_memory
-from synth.errors import ConfigError, DicomError, NoInputError, SmssynthError, StoreExistsError
+from synth.errors import ConfigError, DicomError, NoInputError, StoreExistsError
 from synth.phase import PHASE_MODEL
 from synth.resolution import prepare, working_shape
 from synth.runtime import tune_allocator
@@ -401,29 +401,13 @@ def dicom2kspace(
     t_start = time.perf_counter()
     # before any work: --out is never an input, and --overwrite replaces only a store of ours,
     # written beside it and swapped in at the end (synth.output)
-    resume = not overwrite and output.exists(out)
-    if resume:  # an existing store: resumed if it is the same conversion (checked once planned)
-        output.check_not_input(out, inputs)
-        replacement = output.Replacement(zstore.location(out), zstore.location(out))
-    else:
-        replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
-    try:
+    # an existing store is resumed if it is the same conversion (checked once planned)
+    replacement, resume = output.prepare_or_resume(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite,
+                                                   inputs=inputs)
+    with replacement.guard(say_incomplete=True):
         _convert(inputs, replacement.target, config, summary, salt=salt, on_error=on_error, progress=progress,
                  timer=timer, threads=threads, resume=resume, show_paths=show_paths, nifti_axes=nifti_axes)
-    except SmssynthError as e:
-        if replacement.staged:
-            replacement.abort()
-            raise type(e)(f"{e}; the existing store at {out} was left unchanged") from None
-        if zstore._exists(replacement.target):
-            raise type(e)(f"{e}; the store at {out} is incomplete") from None
-        raise
-    except BaseException:
-        replacement.abort()
-        raise
-    if summary.written or summary.already or not replacement.staged:
-        replacement.commit()
-    else:
-        replacement.abort()
+    replacement.finish(bool(summary.written or summary.already))
     summary.notes = list(replacement.notes)
     summary.seconds = dict(timer.seconds)
     summary.wall_seconds = time.perf_counter() - t_start

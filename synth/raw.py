@@ -58,7 +58,7 @@ from synth.combos import ExamplePlan
 from synth.config import SimConfig
 from synth.deid import PathNames, pseudonym
 from synth.dicom import Catalog, FrameRef, SeriesInfo, SliceInfo
-from synth.errors import ConfigError, NoInputError, RawDataError, SmssynthError
+from synth.errors import ConfigError, NoInputError, RawDataError
 from synth.fft import fft2c, ifft2c
 from synth.masks import row_mask
 from synth.noise import add_noise, noise_sigma
@@ -478,13 +478,9 @@ def kspace2sms(inputs: Sequence[str | Path], out: str | Path, config: SimConfig,
     if config.phase != "none" or config.targets_only:
         raise ConfigError("kspace2sms: measured data have their own phase and need their k-space stored "
                           "(phase 'none', no targets-only)")
-    resume = not overwrite and output.exists(out)
-    if resume:
-        output.check_not_input(out, inputs)
-        replacement = output.Replacement(zstore.location(out), zstore.location(out))
-    else:
-        replacement = output.prepare(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite, inputs=inputs)
-    try:
+    replacement, resume = output.prepare_or_resume(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite,
+                                                   inputs=inputs)
+    with replacement.guard():
         cat = catalog(inputs, salt=salt, show_paths=show_paths, dataset=dataset)
         summary.n_files, summary.n_series = cat.n_files, len(cat.series)
         plan = make_plan(cat, config)
@@ -516,18 +512,7 @@ def kspace2sms(inputs: Sequence[str | Path], out: str | Path, config: SimConfig,
             summary.written += 1
             if progress:
                 progress(summary.written, len(todo))
-    except SmssynthError as e:
-        if replacement.staged:
-            replacement.abort()
-            raise type(e)(f"{e}; the existing store at {out} was left unchanged") from None
-        raise
-    except BaseException:
-        replacement.abort()
-        raise
-    if summary.written or summary.already or not replacement.staged:
-        replacement.commit()
-    else:
-        replacement.abort()
+    replacement.finish(bool(summary.written or summary.already))
     summary.notes = list(replacement.notes)
     summary.wall_seconds = time.perf_counter() - t0
     summary.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

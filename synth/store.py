@@ -605,14 +605,7 @@ class Store:
         caller computes them).  Raises StoreError for an incomplete example, or a k-space store
         older than 1.2 (no ``offsets``).
         """
-        n = len(self)
-        if not 0 <= index < n:
-            raise IndexError(f"example {index} out of range [0, {n})")
-        if not bool(self.root["complete"][index]):
-            raise StoreError(
-                f"{self.path}: example {index} is incomplete (its writer did not finish); "
-                f"re-run the generating command to complete the store"
-            )
+        self._check_complete(index)
         if self.kind == "targets":
             ids = self._read("example_slices", index)
             mags = np.stack([self._read("slices", int(i)) for i in ids])
@@ -651,14 +644,7 @@ class Store:
         for a 1.0 store, which has none, asking for ``kz`` gives the ``row`` ordering that its
         k-space was made with, ``n mod M``.
         """
-        n = len(self)
-        if not 0 <= index < n:
-            raise IndexError(f"example {index} out of range [0, {n})")
-        if not bool(self.root["complete"][index]):
-            raise StoreError(
-                f"{self.path}: example {index} is incomplete (its writer did not finish); "
-                f"re-run the generating command to complete the store"
-            )
+        self._check_complete(index)
         if self.kind == "targets":
             t = self.targets(index)
             target = np.divide(t["magnitudes"], np.float32(t["scale"]), dtype=np.float32)
@@ -676,6 +662,17 @@ class Store:
         if "kz" in names:
             out["kz"] = self._kz(index, out.get("mask"))
         return out
+
+    def _check_complete(self, index: int) -> None:
+        """IndexError out of range; StoreError for an example whose writer did not finish."""
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"example {index} out of range [0, {n})")
+        if not bool(self.root["complete"][index]):
+            raise StoreError(
+                f"{self.path}: example {index} is incomplete (its writer did not finish); "
+                f"re-run the generating command to complete the store"
+            )
 
     def _read(self, name: str, index: int) -> np.ndarray:
         """``root[name][index]``, naming the example and array when a chunk cannot be decoded."""

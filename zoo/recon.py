@@ -466,14 +466,11 @@ def run_recon(
                                   coils=method.coils)
     # an existing recon store is replaced only at the end: the new one is written beside it
     replacement = output.prepare(out, formats=[FORMAT], overwrite=overwrite, inputs=[store_path])
-    try:
+    with replacement.guard():
         result = _write_recon(method, store_path, replacement.target, ds, positions, device=device, split=split,
                               save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir,
                               error_scale=error_scale, png_frames=png_frames, progress=progress,
                               ssim_kind=ssim_kind, fail_nmse=fail_nmse)
-    except BaseException:
-        replacement.abort()
-        raise
     replacement.commit()
     return result
 
