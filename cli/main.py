@@ -19,6 +19,7 @@ COMMANDS = {
     "finetune": ("cli.finetune", "finetune"),
     "recon": ("cli.recon", "recon"),
     "evaluate": ("cli.evaluate", "evaluate"),
+    "experiment": ("cli.experiment", "experiment_cmd"),
 }
 
 
