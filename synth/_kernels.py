@@ -52,40 +52,6 @@ def encode_block(labels, target, t0, t1, tab_c, tab_r, sens, grating, rows, cx, 
 
 
 @numba.njit(nogil=True, cache=True)
-def kmeans_assign(mag, inv, c0, gy, gx, gt, labels):
-    """labels[t, y, x] = argmin_k ((mag * inv - c0[k])^2 + (gy[k, y] + gx[k, x]) + gt[t, k]).
-
-    float32 throughout, in the same order of operations as the NumPy code in
-    :func:`synth.phase.kmeans_labels`, so the labels are identical; ties go to the lowest k
-    (a running strict minimum).  Centres outer and pixels inner along each row, so it vectorises.
-    """
-    t_, ny, nx = mag.shape
-    k_ = c0.shape[0]
-    a = np.empty(nx, np.float32)
-    best = np.empty(nx, np.float32)
-    lab = np.empty(nx, np.int64)
-    for t in range(t_):
-        for y in range(ny):
-            for x in range(nx):
-                a[x] = numba.float32(mag[t, y, x]) * inv
-            for k in range(k_):
-                c = c0[k]
-                g = gy[k, y]
-                s = gt[t, k]
-                gxk = gx[k]
-                for x in range(nx):
-                    d = a[x] - c
-                    d = d * d
-                    d = d + (g + gxk[x])
-                    d = d + s
-                    if k == 0 or d < best[x]:
-                        best[x] = d
-                        lab[x] = k
-            for x in range(nx):
-                labels[t, y, x] = lab[x]
-
-
-@numba.njit(nogil=True, cache=True)
 def pair_counts(a, b, k):
     """counts[p, q] = number of positions where a == p and b == q (a, b flat, values < k)."""
     counts = np.zeros((k, k), np.int64)
@@ -94,45 +60,3 @@ def pair_counts(a, b, k):
             raise ValueError("labels must be < the number of clusters")
         counts[a[n], b[n]] += 1
     return counts
-
-
-@numba.njit(nogil=True, cache=True)
-def lloyd_step(feats_t, centres, labels):
-    """One Lloyd step on the fit subsample: nearest centre of every column of ``feats_t`` (F, N)
-    into ``labels`` (ties to the lowest index), and the per-centre feature sums (float64 (K, F))
-    and counts (K,) of that assignment.
-
-    Same arithmetic as :func:`synth.phase._nearest` (float32 squared distances summed over the
-    features in order, a running strict minimum over the centres) and ``np.bincount`` (float64
-    sums in row order): identical results.  Centres outer, rows inner, so the loops vectorise.
-    """
-    nf, n = feats_t.shape
-    k_ = centres.shape[0]
-    best = np.empty(n, np.float32)
-    d = np.empty(n, np.float32)
-    for k in range(k_):
-        d[:] = 0
-        for f in range(nf):
-            c = centres[k, f]
-            x = feats_t[f]
-            for i in range(n):
-                e = x[i] - c
-                d[i] = d[i] + e * e
-        if k == 0:
-            for i in range(n):
-                best[i] = d[i]
-                labels[i] = 0
-        else:
-            for i in range(n):
-                if d[i] < best[i]:
-                    best[i] = d[i]
-                    labels[i] = k
-    sums = np.zeros((k_, nf), np.float64)
-    counts = np.zeros(k_, np.int64)
-    for i in range(n):
-        counts[labels[i]] += 1
-    for f in range(nf):
-        x = feats_t[f]
-        for i in range(n):
-            sums[labels[i], f] += x[i]
-    return sums, counts

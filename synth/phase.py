@@ -8,7 +8,8 @@ for coil ``c``, SMS slice ``i`` (of ``M``) and frame ``t``.  This module draws :
 The ``kmeans`` model is the paper's k-means cluster phase:
 
 1. **Clusters.**  Each slice's magnitude series (T, Y, X) is split into ``K`` clusters by a 3D
-   k-means over (t, y, x) (:func:`kmeans_labels`).  A voxel's feature vector is
+   k-means over (t, y, x) (:func:`kmeans_labels`, scikit-learn's ``KMeans``).  A voxel's
+   feature vector is
 
    .. math:: f = \bigl(m / s,\; w_s\,\tilde y,\; w_s\,\tilde x,\; w_t\,\tilde t\bigr)
 
@@ -46,6 +47,7 @@ All randomness comes from the ``rng`` argument; the draw order is fixed (k-means
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +62,11 @@ SPATIAL_WEIGHT = 0.5
 TEMPORAL_WEIGHT = 0.1
 INTENSITY_PERCENTILE = 99.0
 FIT_VOXELS = 20_000
+N_INIT = 1  # one k-means++ seeding: the seed is part of the slice's identity, not a search over seeds
 MAX_ITER = 30
-TOL = 1e-3  # feature units (intensity ~[0, 1]): moves below this relabel < 1 % of voxels
+TOL = 1e-4  # scikit-learn's: total squared centre shift / mean feature variance
+ALGORITHM = "lloyd"  # Elkan's bounds do not pay off for 4 features and a few clusters (slower here)
+PREDICT_VOXELS = 1 << 18  # voxels per KMeans.predict call (4 MB of features)
 GRATING_AMPLITUDE = (np.pi / 6, np.pi / 2)
 GRATING_FREQUENCY = (0.5, 3.0)
 
@@ -77,19 +82,24 @@ PHASE_MODEL: dict = {
     "kmeans_spatial_weight": SPATIAL_WEIGHT,
     "kmeans_temporal_weight": TEMPORAL_WEIGHT,
     "kmeans_intensity_percentile": INTENSITY_PERCENTILE,
-    "kmeans_init": "k-means++ on a random subsample",
+    "kmeans_implementation": "scikit-learn KMeans, fitted with one OpenMP thread",
+    "kmeans_algorithm": ALGORITHM,
+    "kmeans_init": "k-means++ (scikit-learn's greedy variant) on a random subsample",
+    "kmeans_n_init": N_INIT,
     "kmeans_fit_voxels": FIT_VOXELS,
     "kmeans_max_iter": MAX_ITER,
     "kmeans_tol": TOL,
-    "kmeans_assign": "every voxel to the nearest fitted centre (Euclidean, float32)",
+    "kmeans_tol_units": "scikit-learn's: squared centre shift summed over centres, relative to the mean feature variance",
+    "kmeans_assign": "every voxel to the nearest fitted centre (KMeans.predict, float32)",
     "grating_amplitude_rad": [float(v) for v in GRATING_AMPLITUDE],
     "grating_frequency_cycles_per_fov": list(GRATING_FREQUENCY),
     "grating_orientation_rad": [0.0, float(2 * np.pi)],
     "grating_offset_rad": [0.0, float(2 * np.pi)],
     "grating_fov": "longer side, L = max(Ny, Nx) pixels; constant over slices and frames",
     "draw_order": ["cluster values (C, K)", "grating (per coil: a, f, theta, psi)"],
-    "kmeans_seed": "per slice: SeedSequence(seed, spawn_key=sha256('kmeans|<series key>:<slice>|K')); a slice has the "
-                   "same clusters in every example, its cluster values are drawn per example",
+    "kmeans_seed": "per slice: SeedSequence(seed, spawn_key=sha256('kmeans|<series key>:<slice>|K')) draws the "
+                   "subsample, then KMeans's random_state = integers(2**31 - 1); a slice has the same clusters in "
+                   "every example, its cluster values are drawn per example",
 }
 
 
@@ -114,85 +124,40 @@ def _axes(t: int, ny: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return ft.astype(np.float32), fy.astype(np.float32), fx.astype(np.float32)
 
 
-def _kmeans_pp(feats: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding: float32 (K, F) centres chosen among the rows of ``feats`` (N, F)."""
-    n = feats.shape[0]
-    centres = np.empty((k, feats.shape[1]), np.float32)
-    centres[0] = feats[rng.integers(n)]
-    d2 = ((feats - centres[0]) ** 2).sum(1)
-    for j in range(1, k):
-        total = float(d2.sum(dtype=np.float64))
-        if total > 0:
-            p = d2.astype(np.float64) / total
-            idx = rng.choice(n, p=p)
-        else:  # every point coincides with a centre already: any choice is as good
-            idx = rng.integers(n)
-        centres[j] = feats[idx]
-        np.minimum(d2, ((feats - centres[j]) ** 2).sum(1), out=d2)
-    return centres
+def _features(mag: np.ndarray, inv: np.float32, axes, flat=None) -> np.ndarray:
+    """float32 (N, 4) k-means features (intensity, y, x, t) of the voxels ``flat`` (all if None)."""
+    ft, fy, fx = axes
+    if flat is not None:
+        it, iy, ix = np.unravel_index(flat, mag.shape)
+        return np.stack([mag.reshape(-1)[flat].astype(np.float32) * inv, fy[iy], fx[ix], ft[it]], axis=1)
+    t, ny, nx = mag.shape
+    f = np.empty((t, ny, nx, 4), np.float32)
+    np.multiply(mag.astype(np.float32, copy=False), inv, out=f[..., 0])
+    f[..., 1] = fy[None, :, None]
+    f[..., 2] = fx[None, None, :]
+    f[..., 3] = ft[:, None, None]
+    return f.reshape(-1, 4)
 
 
-def _argmin0(d: np.ndarray, out: np.ndarray, best: np.ndarray | None = None) -> np.ndarray:
-    """``out[...] = d.argmin(0)`` for a short axis 0 (the K centres), ties to the lowest index.
+@functools.cache
+def _sklearn():
+    """scikit-learn's ``KMeans`` and a threadpool controller, imported on first use (the import
+    takes about a second and only ``--phase kmeans`` needs it)."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import ThreadpoolController
 
-    A running minimum over the K rows: each step is a contiguous pass, about 1.6x faster than
-    ``argmin`` over a leading axis (and ``out`` may be a small integer type).  ``best`` is
-    scratch of ``d[0]``'s shape.
-    """
-    best = np.empty_like(d[0]) if best is None else best
-    np.copyto(best, d[0])
-    out[...] = 0
-    less = np.empty(d.shape[1:], bool)
-    for j in range(1, d.shape[0]):
-        np.less(d[j], best, out=less)  # strict: a tie keeps the lower index
-        np.minimum(best, d[j], out=best)
-        np.putmask(out, less, j)
-    return out
-
-
-def _nearest(feats: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Index of the nearest centre, int (N,), for a small (N, F) set (the fit subsample)."""
-    # explicit sums rather than ``feats @ centres.T``: a multi-threaded BLAS call this small
-    # runs up to 8x slower when the cores are busy (measured on the 2-core dev machine)
-    d = np.zeros((centres.shape[0], feats.shape[0]), np.float32)
-    for f in range(feats.shape[1]):
-        d += (feats[None, :, f] - centres[:, f, None]) ** 2
-    return _argmin0(d, np.empty(feats.shape[0], np.intp))
-
-
-def _lloyd(feats: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Lloyd iterations until the labels stop changing, no centre moves more than ``TOL``, or ``MAX_ITER``."""
-    k, nf = centres.shape
-    labels = None
-    jit = kernels()
-    feats_t = None if jit is None else np.ascontiguousarray(feats.T)
-    for _ in range(MAX_ITER):
-        if jit is not None:  # the same labels and sums, compiled
-            new = np.empty(feats.shape[0], np.intp)
-            sums, counts = jit.lloyd_step(feats_t, centres, new)
-        else:
-            new = _nearest(feats, centres)
-            counts = np.bincount(new, minlength=k)
-            sums = np.stack([np.bincount(new, weights=feats[:, f], minlength=k) for f in range(nf)], 1)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-        old = centres.copy()
-        for f in range(nf):
-            # an emptied cluster keeps its old centre (it may win voxels back later)
-            np.divide(sums[:, f], counts, out=centres[:, f], where=counts > 0, casting="unsafe")
-        if np.abs(centres - old).max() < TOL:
-            break
-    return centres
+    return KMeans, ThreadpoolController()
 
 
 def kmeans_labels(magnitude: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
     """3D k-means labels of one slice's magnitude series.
 
     The features are intensity and weighted (t, y, x) coordinates (see the module docstring and
-    ``PHASE_MODEL``).  The centres are fitted by k-means++ and Lloyd iterations on a random
-    subsample of at most ``FIT_VOXELS`` voxels drawn from ``rng``; then every voxel is assigned to
-    its nearest centre.
+    ``PHASE_MODEL``).  scikit-learn's ``KMeans`` (k-means++ seeding, Lloyd iterations) is fitted
+    on a random subsample of at most ``FIT_VOXELS`` voxels drawn from ``rng``, seeded with an
+    integer drawn from ``rng`` after it; then every voxel is assigned to its nearest centre
+    (``KMeans.predict``).  A slice with fewer voxels than ``K`` is fitted with one cluster per
+    voxel (the other labels stay unused).
 
     Parameters
     ----------
@@ -201,12 +166,14 @@ def kmeans_labels(magnitude: np.ndarray, n_clusters: int, rng: np.random.Generat
     n_clusters : int
         K >= 1.
     rng : numpy.random.Generator
-        Source of the subsample and the k-means++ seeding.
+        Source of the subsample and of the k-means seed.
 
     Returns
     -------
     labels : uint8 (T, Y, X) (uint16 for K > 256, see :func:`compact_labels`)
-        Cluster index in ``[0, K)``.  A cluster can end up empty.
+        Cluster index in ``[0, K)``, in scikit-learn's order of the centres (no meaning attached
+        to it).  A cluster can end up empty.  The same magnitudes and generator state give the
+        same labels, whatever the number of cores.
     """
     _check_rng(rng)
     _check_counts(n_clusters=n_clusters)
@@ -216,44 +183,35 @@ def kmeans_labels(magnitude: np.ndarray, n_clusters: int, rng: np.random.Generat
     if not np.isfinite(mag).all():
         raise DicomError("magnitude images contain NaN or infinite values; check the input DICOM pixel data")
     k = int(n_clusters)
-    t, ny, nx = mag.shape
     n = mag.size
-    ft, fy, fx = _axes(t, ny, nx)
+    axes = _axes(*mag.shape)
 
     # fit on a subsample
     m = min(n, FIT_VOXELS)
     idx = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    it, iy, ix = np.unravel_index(idx, mag.shape)
     sample = mag.reshape(-1)[idx].astype(np.float32)
     scale = float(np.percentile(sample, INTENSITY_PERCENTILE)) if m else 0.0
     if not scale > 0:
         scale = float(np.abs(mag).max()) or 1.0
     inv = np.float32(1.0 / scale)
-    feats = np.stack([sample * inv, fy[iy], fx[ix], ft[it]], axis=1).astype(np.float32)
-    centres = _lloyd(feats, _kmeans_pp(feats, k, rng))
-
-    # assign all voxels; the (y, x) part of the squared distance is the same for every frame
-    gy = (fy[None, :] - centres[:, 1:2]) ** 2  # (K, Y)
-    gx = (fx[None, :] - centres[:, 2:3]) ** 2  # (K, X)
-    gt = (ft[:, None] - centres[None, :, 3]) ** 2  # (T, K)
+    seed = int(rng.integers(2**31 - 1))
     labels = np.empty(mag.shape, compact_labels(np.zeros(0, np.intp), k).dtype)
-    jit = kernels()
-    if jit is not None:
-        c0 = np.ascontiguousarray(centres[:, 0])
-        jit.kmeans_assign(np.ascontiguousarray(mag), inv, c0, np.ascontiguousarray(gy), np.ascontiguousarray(gx),
-                          np.ascontiguousarray(gt), labels)
+    if n == 0:
         return labels
-    # NumPy: one frame at a time, so that the (K, Y, X) distance block stays in cache
-    ci = centres[:, 0][:, None, None]
-    gyx = gy[:, :, None] + gx[:, None, :]
-    d = np.empty((k, ny, nx), np.float32)
-    best = np.empty((ny, nx), np.float32)
-    for ti in range(t):
-        np.subtract(mag[ti].astype(np.float32, copy=False) * inv, ci, out=d)
-        np.square(d, out=d)
-        d += gyx
-        d += gt[ti][:, None, None]
-        _argmin0(d, labels[ti], best)  # ties -> lowest centre index
+    kmeans, threads = _sklearn()
+    km = kmeans(n_clusters=min(k, m), init="k-means++", n_init=N_INIT, max_iter=MAX_ITER, tol=TOL,
+                algorithm=ALGORITHM, random_state=seed)
+    # One OpenMP thread: scikit-learn's Lloyd step sums the centres per thread, in whatever order
+    # the threads finish, so with more threads the float32 centres (and then labels) could
+    # depend on the core count and the run.  The limit is per calling thread (libgomp keeps it
+    # per thread), so the simulator's coil threads are unaffected; they keep the cores busy anyway.
+    with threads.limit(limits=1, user_api="openmp"):
+        km.fit(_features(mag, inv, axes, idx))
+        # assign in blocks of frames: the (N, 4) features of a block stay small and in cache
+        per = max(1, PREDICT_VOXELS // (mag.shape[1] * mag.shape[2]))
+        for t0 in range(0, mag.shape[0], per):
+            block = mag[t0:t0 + per]
+            labels[t0:t0 + per] = km.predict(_features(block, inv, (axes[0][t0:t0 + per],) + axes[1:])).reshape(block.shape)
     return labels
 
 

@@ -74,8 +74,54 @@ def test_kmeans_labels_deterministic_and_in_range():
     a = kmeans_labels(mags, 6, np.random.default_rng(5))
     b = kmeans_labels(mags, 6, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.uint8 and a.shape == mags.shape
     assert a.min() >= 0 and a.max() < 6
     assert kmeans_labels(mags, 1, np.random.default_rng(5)).max() == 0
+    assert kmeans_labels(mags, 300, np.random.default_rng(5)).dtype == np.uint16  # compact_labels' type for K > 256
+
+
+def test_kmeans_labels_independent_of_thread_count():
+    """scikit-learn sums centres per OpenMP thread; kmeans_labels fits on one, so the labels do not
+    depend on the cores (or on BLAS threads), also when called from a worker thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(11)
+    t, ny, nx = 20, 64, 64  # 82k voxels: the 20k fit subsample spans many of scikit-learn's chunks
+    yy, xx = np.mgrid[:ny, :nx]
+    img = np.where((yy - 30) ** 2 + (xx - 20) ** 2 < 150, 40.0, 10.0) + 20.0 * (xx > 45)
+    mags = (img + rng.normal(0, 8, (t, ny, nx))).astype(np.float32)
+    runs = []
+    for n in (1, 2, 4):
+        with threadpool_limits(limits=n):
+            runs.append(kmeans_labels(mags, 8, np.random.default_rng(3)))
+    with ThreadPoolExecutor(2) as pool:
+        runs.append(pool.submit(kmeans_labels, mags, 8, np.random.default_rng(3)).result())
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r, runs[0])
+
+
+def test_kmeans_degenerate_inputs_give_valid_labels():
+    """Constant images, all-zero images and fewer voxels than clusters: labels in range, no warnings."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. scikit-learn's ConvergenceWarning for duplicate points
+        for mags, k in [(np.full((3, 9, 8), 7.0, np.float32), 4), (np.zeros((2, 5, 6), np.float32), 3),
+                        (np.ones((1, 2, 2), np.float32), 6), (np.ones((1, 1, 1), np.float32), 2)]:
+            labels = kmeans_labels(mags, k, np.random.default_rng(0))
+            assert labels.shape == mags.shape and labels.dtype == np.uint8
+            assert labels.max() < k
+            if mags.size <= k:  # one cluster per voxel
+                assert np.unique(labels).size == mags.size
+
+
+def test_kmeans_labels_take_integer_and_float64_magnitudes():
+    mags = np.random.default_rng(2).integers(0, 4000, (3, 19, 17)).astype(np.uint16)
+    ref = kmeans_labels(mags.astype(np.float32), 5, np.random.default_rng(1))
+    np.testing.assert_array_equal(kmeans_labels(mags, 5, np.random.default_rng(1)), ref)
+    np.testing.assert_array_equal(kmeans_labels(mags.astype(np.float64), 5, np.random.default_rng(1)), ref)
 
 
 def test_kmeans_separates_intensity_regions():
@@ -89,7 +135,7 @@ def test_kmeans_separates_intensity_regions():
 def test_kmeans_subsample_path_large_volume():
     """More voxels than FIT_VOXELS: fit on a subsample, assign all; still separates regions."""
     rng = np.random.default_rng(0)
-    t, ny, nx = 12, 61, 47
+    t, ny, nx = 100, 61, 47
     assert t * ny * nx > phase.FIT_VOXELS
     yy, xx = np.mgrid[:ny, :nx]
     img = np.where((yy - 30) ** 2 + (xx - 23) ** 2 < 200, 50.0, 5.0)
@@ -97,6 +143,7 @@ def test_kmeans_subsample_path_large_volume():
     labels = kmeans_labels(mags, 2, np.random.default_rng(1))
     disc = np.broadcast_to(img > 10, mags.shape)
     assert np.mean((labels == labels[disc][0]) == disc) > 0.99
+    assert phase.PREDICT_VOXELS < mags.size  # and the assignment goes in blocks of frames
 
 
 def test_cluster_values_spread_is_pi_over_3():
@@ -244,37 +291,6 @@ def test_factored_phase_matches_full_phase(kind):
     np.testing.assert_array_equal(parts.phase(), full)
     for c in range(3):
         np.testing.assert_allclose(parts.phasor(c), np.exp(1j * full[c]), atol=2e-6)
-
-
-@pytest.mark.parametrize("k", [1, 2, 7])
-def test_running_argmin_equals_argmin_with_ties(k):
-    from synth.phase import _argmin0
-
-    d = np.random.default_rng(k).integers(0, 3, size=(k, 9, 11)).astype(np.float32)  # many ties
-    np.testing.assert_array_equal(_argmin0(d, np.empty((9, 11), np.uint8)), d.argmin(0))
-
-
-@pytest.mark.parametrize("k", [1, 3, 8])
-def test_kmeans_labels_identical_with_and_without_the_kernel(k, monkeypatch):
-    """The compiled assignment repeats the NumPy float32 arithmetic: identical labels, ties included."""
-    import synth._jit as jit
-
-    if jit.kernels() is None:
-        pytest.skip("numba kernels unavailable")
-    rng = np.random.default_rng(k)
-    cases = [
-        rng.random((4, 33, 47), dtype=np.float32),
-        rng.integers(0, 3, (5, 16, 16)).astype(np.float64),  # many exact ties
-        np.zeros((3, 8, 8), np.float32),
-        (rng.random((2, 64, 64)) * 1000).astype(np.float32),
-    ]
-    for mag in cases:
-        with_kernel = kmeans_labels(mag, k, np.random.default_rng(7))
-        monkeypatch.setattr(jit, "_kernels", False)
-        without = kmeans_labels(mag, k, np.random.default_rng(7))
-        monkeypatch.setattr(jit, "_kernels", None)
-        assert with_kernel.dtype == without.dtype
-        np.testing.assert_array_equal(with_kernel, without)
 
 
 def test_vote_counts_identical_with_and_without_the_kernel(monkeypatch):
