@@ -325,8 +325,10 @@ class Table1:
         """A training or fine-tuning run in ``run``: resumed when it has a last checkpoint."""
         cfg = self.path("configs", f"{run.name}.yaml")
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(json.dumps({"model": {"name": model, "config": _model_config(self.scale, model)},
-                                   "loss": {"w_mse": 1.0, "w_ssim": 0.02, "w_tv": 0.001}}))
+        sections: dict[str, Any] = {"loss": {"w_mse": 1.0, "w_ssim": 0.02, "w_tv": 0.001}}
+        if head[0] == "train":  # fine-tuning takes the architecture from its checkpoint
+            sections["model"] = {"name": model, "config": _model_config(self.scale, model)}
+        cfg.write_text(json.dumps(sections))
         if (run / "checkpoints" / "last.safetensors").is_file():
             self.smssynth(stage, [head[0], "--out", run, "--resume", "--max-steps", steps, "--quiet"], commands)
         else:
