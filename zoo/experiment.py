@@ -122,11 +122,11 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "paper": Scale(name="paper"),
     "cpu": Scale(
-        name="cpu", coils=4, cine_matrix=(96, 96), cine_frames=12, cine_test_combos=24,
-        fpp_matrix=(96, 96), fpp_frames=12, fpp_test_combos=16,
-        phantom_train=8, phantom_test=2, phantom_slices=4, phantom_frames=24, phantom_acquired="96x80",
+        name="cpu", coils=4, cine_matrix=(96, 96), cine_frames=10, cine_test_combos=20,
+        fpp_matrix=(96, 96), fpp_frames=10, fpp_test_combos=12,
+        phantom_train=6, phantom_test=2, phantom_slices=4, phantom_frames=24, phantom_acquired="96x80",
         phantom_matrix="96x96",
-        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=48, cine_steps=900, fpp_steps=300,
+        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=32, cine_steps=600, fpp_steps=200,
         num_workers=1, cs_iters=100, sense_iters=20,
     ),
     "smoke": Scale(

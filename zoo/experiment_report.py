@@ -204,7 +204,7 @@ def write_figures(exp, set_name: str, ev: dict, names: dict[str, str]) -> list[s
         t = t_frames // 2
         vmax = float(ref.max()) or 1.0
         err = np.abs(mag - ref)
-        fig, axes = plt.subplots(3, m_slices, figsize=(3.2 * m_slices, 8.6), squeeze=False)
+        fig, axes = plt.subplots(3, m_slices, figsize=(max(3.2 * m_slices, 5.0), 8.6), squeeze=False)
         for i in range(m_slices):
             axes[0, i].imshow(mag[i, t], cmap="gray", vmin=0, vmax=vmax)
             axes[0, i].set_title(f"slice {i}, frame {t}", fontsize=9)
