@@ -150,6 +150,23 @@ STAGES = ("cine-data", "cine-sms-crnn", "cine-conv3d", "cine-independent", "fpp-
           "fpp-no-pretrain", "fpp-grating", "evaluate", "report")
 
 
+def _has_images(folder: Path, look: int = 64) -> bool:
+    """Whether ``folder`` holds DICOM (the ``DICM`` preamble) or NIfTI files among its first ``look``
+    files: patient folders beside others (contours, documents) are told apart without reading them all."""
+    for i, f in enumerate(p for p in folder.rglob("*") if p.is_file()):
+        if i >= look:
+            break
+        if f.name.endswith((".nii", ".nii.gz")):
+            return True
+        try:
+            with open(f, "rb") as fh:
+                if fh.read(132)[128:] == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def _model_config(scale: Scale, name: str) -> dict[str, Any]:
     cfg: dict[str, Any] = {"n_filters": scale.n_filters}
     if name != "independent":
@@ -273,7 +290,7 @@ class Table1:
         if not self.cine.is_dir():
             raise ConfigError(f"--cine {self.cine}: not a folder; give a folder with one sub-folder of cine DICOM "
                               f"per patient (e.g. ../shared/data/sunnybrook-cine)")
-        pats = sorted(p for p in self.cine.iterdir() if p.is_dir() and not p.name.startswith("."))
+        pats = sorted(p for p in self.cine.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_images(p))
         if len(pats) < 2:
             raise ConfigError(f"--cine {self.cine}: needs at least two patient folders (one is kept out as the "
                               f"test patient); found {len(pats)}")
@@ -282,7 +299,7 @@ class Table1:
         else:
             match = [p for p in pats if p.name == self.test_patient]
             if not match:
-                raise ConfigError(f"--test-patient {self.test_patient!r}: no such folder under --cine "
+                raise ConfigError(f"--test-patient {self.test_patient!r}: no such folder of images under --cine "
                                   f"(choose one of its {len(pats)} patient folders)")
             test = match[0]
         return [p for p in pats if p != test], test
