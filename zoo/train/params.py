@@ -1,0 +1,79 @@
+"""The parameters a run starts from and trains: the parent of a fine-tuning run, frozen
+parameters, and the convolutions' mixed precision."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from synth.errors import ConfigError
+from zoo.errors import CheckpointError
+from zoo.train.batch import NORM_QUANTILE
+
+
+def load_parent(source: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Starting point of a fine-tuning run: ``(model, parent)`` from a checkpoint path or registry name.
+
+    The architecture and weights come from :func:`zoo.registry.load` (SHA-256 checked);
+    ``parent`` = ``{"source", "name", "model", "sha256"}`` is recorded in the run's config and
+    every checkpoint it writes (``name`` is the registry name, or the checkpoint's file stem).
+    """
+    from zoo.checkpoint import checkpoint_paths
+    from zoo.registry import list_models as list_weights
+    from zoo.registry import load as load_pretrained
+
+    model, meta = load_pretrained(str(source), device=device)
+    if model.normalization.quantile != NORM_QUANTILE:
+        # the loop normalises with NORM_QUANTILE: fine-tuning would silently change the input scale
+        raise CheckpointError(
+            f"{source}: trained with input normalisation quantile {model.normalization.quantile:g} "
+            f"(training.normalization), but fine-tuning normalises with {NORM_QUANTILE:g}; fine-tune it with the "
+            f"smssynth version that trained it, or train a new model"
+        )
+    registered = isinstance(source, str) and source in list_weights()
+    name = source if registered else checkpoint_paths(source)[0].name[: -len(".safetensors")]
+    parent = {"source": str(source), "name": name, "model": meta["model"]["name"], "sha256": meta["sha256"],
+              "registry": registered}
+    return model, parent
+
+
+def freeze_parameters(model: nn.Module, patterns: tuple[str, ...] | list[str]) -> list[str]:
+    """Set ``requires_grad = False`` on parameters whose names match any glob pattern; return them.
+
+    Every pattern must match at least one parameter (ConfigError listing the names otherwise),
+    and at least one parameter must stay trainable.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    frozen = []
+    for pat in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pat)]
+        if not hits:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ConfigError(f"--freeze {pat!r} matches no parameter of the model; its parameters: {shown}")
+        frozen += hits
+    frozen = sorted(set(frozen), key=names.index)
+    for n, p in model.named_parameters():
+        if n in frozen:
+            p.requires_grad_(False)
+    if frozen and len(frozen) == len(names):
+        raise ConfigError(f"--freeze {list(patterns)} freezes every parameter; nothing would be trained")
+    return frozen
+
+
+def amp_convs(model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
+    """Run the convolutions under CUDA autocast and hand float32 back (:mod:`zoo.train`, "Mixed precision")."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            inner = m.forward
+
+            def forward(*args, _inner=inner, **kwargs):
+                with torch.autocast("cuda", dtype=dtype):
+                    out = _inner(*args, **kwargs)
+                return out.float()
+
+            m.forward = forward
+
