@@ -334,15 +334,14 @@ class Table1:
                 "--synthesis", "on-the-fly", "--epochs", 100000, "--max-steps", steps, "--quiet"]
         if s.crop:
             args += ["--crop", s.crop]
-        if s.schedule != "constant":
-            args += ["--lr-schedule", s.schedule]
         return args
 
     def _train(self, stage: str, commands, run: Path, head: list, data: Path, steps: int, model: str) -> None:
         """A training or fine-tuning run in ``run``: resumed when it has a last checkpoint."""
         cfg = self.path("configs", f"{run.name}.yaml")
         cfg.parent.mkdir(parents=True, exist_ok=True)
-        sections: dict[str, Any] = {"loss": {"w_mse": 1.0, "w_ssim": 0.02, "w_tv": 0.001}}
+        sections: dict[str, Any] = {"loss": {"w_mse": 1.0, "w_ssim": 0.02, "w_tv": 0.001},
+                                    "optimizer": {"schedule": self.scale.schedule}}
         if head[0] == "train":  # fine-tuning takes the architecture from its checkpoint
             sections["model"] = {"name": model, "config": _model_config(self.scale, model)}
         cfg.write_text(json.dumps(sections))

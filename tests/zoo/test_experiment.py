@@ -1,0 +1,128 @@
+"""``smssynth experiment table1``: every stage at smoke scale, resume, claims and their tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from cli.main import cli, main
+from zoo.experiment import SCALES, STAGES, Table1
+from zoo.experiment_report import claims_for, paired
+
+
+def _method(psnr):
+    return {"per_example": [{"index": i, "psnr": float(v)} for i, v in enumerate(psnr)]}
+
+
+def test_paired_matches_scipy_on_shared_examples():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(30, 1, 12), rng.normal(29, 1, 12)
+    ma, mb = _method(a), _method(b)
+    mb["per_example"] = mb["per_example"][2:]  # b lacks examples 0 and 1: only shared ones count
+    t = paired(ma, mb)
+    ref = stats.ttest_rel(a[2:], b[2:])
+    assert t["n"] == 10
+    assert t["mean_diff"] == pytest.approx(float(np.mean(a[2:] - b[2:])))
+    assert t["p"] == pytest.approx(float(ref.pvalue))
+
+
+def test_claims_hold_only_with_margin_and_significance():
+    n = 10
+    rng = np.random.default_rng(1)
+    base = np.linspace(20, 22, n)
+    methods = {
+        "zero-filled": _method(base),
+        "sms-crnn": _method(base + 6.5 + rng.normal(0, 0.1, n)),
+        "conv3d": _method(base + 6.45 + rng.normal(0, 0.5, n)),  # not significantly below sms-crnn
+        "independent": _method(base + 1.0 + rng.normal(0, 0.1, n)),
+    }
+    c = {x["claim"]: x for x in claims_for("cine", methods)}
+    assert c["sms-crnn >= zero-filled + 6 dB"]["holds"]
+    assert c["conv3d > independent"]["holds"]
+    assert not c["sms-crnn > conv3d"]["holds"]  # +0.1 dB mean but p > 0.05
+    assert "sms-crnn > cs-ttv" not in c  # not evaluated: not claimed
+    methods["sms-crnn"] = _method(base + 5.9 + rng.normal(0, 0.05, n))
+    c = {x["claim"]: x for x in claims_for("cine", methods)}
+    assert not c["sms-crnn >= zero-filled + 6 dB"]["holds"]  # significant, but under the margin
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("table1")
+    cine = root / "cine"
+    assert main(["phantom", str(cine), "--patients", "3", "--slices", "3", "--frames", "4", "--acquired", "32x32",
+                 "--matrix", "32x32"]) in (None, 0)
+    out = root / "run"
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(out), "--cine", str(cine),
+                                   "--no-real-fpp"])
+    assert res.exit_code == 0, res.output
+    return cine, out, res
+
+
+def test_smoke_runs_every_stage_and_writes_tables(smoke):
+    cine, out, res = smoke
+    for stage in STAGES:
+        assert (out / "stages" / f"{stage}.json").is_file(), stage
+    md = (out / "table1.md").read_text()
+    assert "## Cine (held-out patient)" in md and "## Perfusion, synthetic test patients (phantom)" in md
+    assert "| sms-crnn |" in md and "no-pretrain" in md and "grating-phase" in md
+    rep = json.loads((out / "table1.json").read_text())
+    assert set(rep["sets"]) == {"cine", "fpp"}
+    rows = {r["method"] for r in rep["sets"]["cine"]["rows"]}
+    assert {"sms-crnn", "conv3d", "independent", "zero-filled"} <= rows
+    claims = {c["claim"] for c in rep["sets"]["fpp"]["claims"]}
+    assert {"fine-tuned > no-finetune", "fine-tuned > no-pretrain", "fine-tuned > grating-phase"} <= claims
+    for f in rep["sets"]["cine"]["figures"]:
+        assert (out / f).stat().st_size > 1000
+    # the patient split: the test patient's images are in no training store
+    train = (out / "data" / "cine-train.csv").read_text()
+    test = (out / "data" / "cine-test.csv").read_text()
+    assert "PHANTOM03" in test and "PHANTOM03" not in train and "PHANTOM01" in train
+    # the training runs used on-the-fly synthesis with the scale's steps
+    cfg = json.loads((out / "runs" / "cine-sms-crnn" / "config.json").read_text())
+    assert json.dumps(cfg).count("on-the-fly") >= 1
+
+
+def test_second_start_resumes_without_redoing_anything(smoke):
+    cine, out, _ = smoke
+    before = (out / "table1.md").read_text()
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(out), "--cine", str(cine),
+                                   "--no-real-fpp"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("skipped") == len(STAGES)
+    assert (out / "table1.md").read_text() == before
+
+
+def test_other_options_on_the_same_out_are_refused(smoke):
+    cine, out, _ = smoke
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "cpu", "--out", str(out), "--cine", str(cine),
+                                   "--no-real-fpp"])
+    assert res.exit_code == 2
+    assert "different scale" in res.output and "Traceback" not in res.output
+
+
+def test_missing_cine_collection_is_one_line(tmp_path):
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(tmp_path / "o"),
+                                   "--cine", str(tmp_path / "nope"), "--no-real-fpp"])
+    assert res.exit_code == 2
+    assert "--cine" in res.output and "Traceback" not in res.output
+
+
+def test_failed_stage_names_its_log_and_resumes(tmp_path):
+    cine = tmp_path / "cine"
+    assert main(["phantom", str(cine), "--patients", "2", "--slices", "2", "--frames", "4", "--acquired", "32x32",
+                 "--matrix", "32x32"]) in (None, 0)
+    exp = Table1(out=tmp_path / "run", scale=SCALES["smoke"], cine=cine, fpp=None, say=lambda m: None)
+    exp.run(stop_after="cine-data")
+    assert exp.done("cine-data") and not exp.done("cine-sms-crnn")
+    # a training stage that fails (a broken store) names the stage and its log, and marks nothing
+    (tmp_path / "run" / "data" / "cine-train.zarr" / "zarr.json").write_text("{broken")
+    from zoo.experiment import ExperimentError
+
+    with pytest.raises(ExperimentError, match=r"stage cine-sms-crnn: .*logs/cine-sms-crnn\.log"):
+        exp.run(stop_after="cine-sms-crnn")
+    assert not exp.done("cine-sms-crnn")
