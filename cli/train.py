@@ -10,8 +10,9 @@ from __future__ import annotations
 import click
 
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
-LOOP_KEYS = ("epochs", "lr", "batch_size", "num_workers", "val_fraction", "crop", "seed", "max_steps", "amp",
-             "device", "coil_mode", "coils", "mask", "synthesis", "allow_incomplete")
+LOOP_KEYS = ("epochs", "lr", "schedule", "warmup_steps", "min_lr", "step_size", "gamma", "batch_size", "accumulate",
+             "num_workers", "val_fraction", "crop", "seed", "max_steps", "early_stop", "amp", "device", "coil_mode",
+             "coils", "mask", "synthesis", "allow_incomplete")
 
 
 def loop_options(f):
@@ -20,15 +21,31 @@ def loop_options(f):
         click.option("--data", "store", default=None, metavar="STORE",
                      help="smssynth store to train on (required, except with --resume: taken from the run)."),
         click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False),
-                     help="Run folder: config.json, log.csv, checkpoints/ (epoch-NNN, last, best)."),
+                     help="Run folder: config.json, log.csv (per epoch), steps.csv (per optimizer step), "
+                          "checkpoints/ (epoch-NNN, last, best); tensorboard/ when tensorboard is installed."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                      help="YAML with sections model, loss, data, optimizer, train (see zoo.train.load_yaml_config); "
                           "flags given here override it."),
         click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs.  [default: 10]"),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="Adam learning rate.  [default: 1e-4]"),
+                     help="Adam learning rate (the peak, with a schedule).  [default: 1e-4]"),
+        click.option("--lr-schedule", "schedule", type=click.Choice(["constant", "cosine", "step"]), default=None,
+                     help="Learning rate over the optimizer steps: constant; cosine, from --lr to --min-lr over the "
+                          "run's steps (--epochs x steps per epoch, or --max-steps when fewer); step, times --lr-gamma "
+                          "every --lr-step-size steps.  [default: constant]"),
+        click.option("--warmup-steps", type=click.IntRange(min=0), default=None,
+                     help="Linear warm-up to --lr over this many optimizer steps, before the schedule.  [default: 0]"),
+        click.option("--min-lr", type=click.FloatRange(min=0), default=None,
+                     help="Where --lr-schedule cosine ends.  [default: 0]"),
+        click.option("--lr-step-size", "step_size", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Optimizer steps between the decays of --lr-schedule step (required for it)."),
+        click.option("--lr-gamma", "gamma", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="Factor of each decay of --lr-schedule step.  [default: 0.1]"),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                     help="Examples per step (per process under torchrun).  [default: 1]"),
+                     help="Examples per micro-batch (per process under torchrun).  [default: 1]"),
+        click.option("--accumulate", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Add the gradients of N micro-batches per optimizer step: an effective batch of "
+                          "--batch-size x N at the memory of one; the loss is their mean.  [default: 1]"),
         click.option("--num-workers", type=click.IntRange(min=0), default=None,
                      help="DataLoader worker processes.  [default: 0]"),
         click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
@@ -41,6 +58,9 @@ def loop_options(f):
                      help="Root seed: initialisation, shuffling, fresh masks, crops, held-out split.  [default: 0]"),
         click.option("--max-steps", type=click.IntRange(min=1), default=None,
                      help="Stop after this many optimizer steps in all (smoke runs).  [default: none]"),
+        click.option("--early-stop", type=click.IntRange(min=0), default=None, metavar="PATIENCE",
+                     help="Stop after PATIENCE epochs in a row without a better val PSNR (checkpoints/best keeps the "
+                          "best); 0 = off.  [default: off]"),
         click.option("--device", default=None,
                      help="cpu, cuda or cuda:N.  [default: cuda when available, else cpu]"),
         click.option("--amp/--no-amp", default=None,
@@ -62,8 +82,8 @@ def loop_options(f):
                      help="Train even when fewer than 90 % of the store's examples are complete (an interrupted "
                           "generation); a store with any incomplete example is reported either way."),
         click.option("--resume", is_flag=True,
-                     help="Continue the run in --out from checkpoints/last (weights, optimizer, epoch, RNG); "
-                          "--epochs/--max-steps may be raised."),
+                     help="Continue the run in --out from checkpoints/last (weights, optimizer, schedule, epoch, RNG); "
+                          "--epochs, --max-steps and --early-stop may change."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines."),
     ]
     for o in reversed(opts):
@@ -115,6 +135,7 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     """
     from pathlib import Path
 
+    from cli.options import user_error
     from synth.errors import SmssynthError
     from synth.store import Store
     from zoo import train as T
@@ -123,6 +144,8 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     run_dir, store, config_path = Path(kwargs["run_dir"]), kwargs["store"], kwargs["config_path"]
     name = kwargs.get("model")  # train only
     over = explicit_options(kwargs, LOOP_KEYS)
+    if over.get("early_stop") == 0:
+        over["early_stop"] = None  # off
     check_coils(over, store)
     if freeze:
         over["freeze"] = tuple(freeze)
@@ -155,7 +178,7 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
         result = T.fit(run, run_dir, resume=kwargs["resume"], init_model=init_model, quiet=kwargs["quiet"],
                        echo=click.echo)
     except SmssynthError as e:
-        raise click.UsageError(str(e)) from None
+        raise user_error(e) from None  # one line; exit code 2 for a configuration error, 1 at run time
     summary(result)
     return result
 
@@ -164,6 +187,8 @@ def summary(r) -> None:
     if r is None or r.rank != 0:
         return
     line = f"done: epoch {r.epoch}, step {r.step}, {r.seconds:.1f}s; run in {r.run_dir}"
+    if r.stopped_early:
+        line += f"; stopped early (no better val PSNR for {r.stopped_early['patience']} epochs)"
     if r.best:
         line += f"; best val PSNR {r.best['psnr']:.2f} dB at epoch {r.best['epoch']}"
     if r.zero_filled:
@@ -178,8 +203,10 @@ def summary(r) -> None:
 def train(**kwargs):
     """Train a reconstruction model on an smssynth store.
 
-    Adam, per-epoch validation (NMSE, PSNR, SSIM on the store's 'val' split, else a held-out
-    --val-fraction), a checkpoint every epoch (plus last and best by val PSNR), log.csv.
+    Adam with an optional learning-rate schedule and warm-up, gradient accumulation, per-epoch
+    validation (NMSE, PSNR, SSIM on the store's 'val' split, else a held-out --val-fraction),
+    optional early stopping on the val PSNR, a checkpoint every epoch (plus last and best by val
+    PSNR), log.csv per epoch and steps.csv per optimizer step.
     Multi-GPU / multi-node: start it with torchrun, e.g.
 
     \b

@@ -380,7 +380,13 @@ def resolve_run_config(
             raise ConfigError(f"unknown training option {k!r}; known: {sorted(tfields | set(_DATA_KEYS))}")
     if "freeze" in t:
         t["freeze"] = tuple(t["freeze"] or ())
-    train = TrainConfig(**t)
+    try:
+        train = TrainConfig(**t)
+    except ConfigError as e:  # a value from the YAML: name the file too
+        field = str(e).split(":", 1)[0].rpartition(".")[2]
+        if field in t and field not in overrides:
+            raise ConfigError(f"{source}: {e}") from None
+        raise
     data = DataConfig(**d, split=None, seed=int(train.seed))
     loss = LossConfig(**y.get("loss", {}))
     return RunConfig(store=str(store), model=name, model_config=model_config, data=data, loss=loss, train=train,
