@@ -104,15 +104,16 @@ is not the loop.  Measured (issue #14) with ``lightning-fabric`` 2.6.6 on the 2-
 thread, the tiny SMS-CRNN of the tests (4 filters, 2 iterations, 31 x 27 x 6 frames) with the
 same batches, two runs of 3 x 12 and 3 x 25 steps each:
 
-* speed: 17-23 ms per step with our loop, 18-25 ms with Fabric (medians; the spread is the
-  shared machine's) -- no difference the noise lets through.  Fabric's own cost, probed on an
-  8 x 8 ``Linear`` step, is 20-30 us per step (84 -> 113 us, 134 -> 153 us), under 0.2 % of a
-  step; the weights after the same steps were bit-identical.  ``import lightning_fabric`` adds
-  1.5-1.9 s to every command's start.
-* lines: Fabric would replace about 100 of :mod:`zoo.distributed`'s 127 (rank environment,
+* speed: medians of 22.9 and 17.4 ms per step with our loop, 20.5 and 24.5 ms with Fabric
+  (``precision="32-true"``), interleaved runs on a machine shared with other jobs -- no
+  difference the noise lets through.  Fabric's own cost, probed on an 8 x 8 ``Linear`` step, is
+  19-30 us per step (134 -> 153 us, 84 -> 113 us), 0.1-0.2 % of a model step; the weights after
+  the same steps were bit-identical.  ``import lightning_fabric`` adds 1.5-1.9 s to every
+  command's start (torch already imported).
+* lines (our count, not a port): Fabric would replace about 100 of :mod:`zoo.distributed`'s 127 (rank environment,
   device choice, process group, barrier, all-reduce; not the gather of Python objects, which it
   lacks) and about 15 in the loop (DDP wrapping, ``no_sync``, moving batches), for about 15 of
-  Fabric set-up: ~100 lines net, ~6 % of the ~1,750 lines of this package and
+  Fabric set-up: ~100 lines net, ~6 % of the ~1,800 lines of this package and
   :mod:`zoo.distributed`.
 * what it would not replace: the resume state (``Fabric.save``/``load`` are ``torch.save``/
   ``torch.load``, pickle, which the project refuses for anything it reads back), the replay of an
