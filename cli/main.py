@@ -13,6 +13,7 @@ COMMANDS = {
     "dicom2kspace": ("cli.dicom2kspace", "dicom2kspace"),
     "kspace2sms": ("cli.kspace2sms", "kspace2sms"),
     "inspect": ("cli.inspect", "inspect_cmd"),
+    "export": ("cli.export", "export"),
     "generate": ("cli.generate", "generate"),
     "zoo": ("cli.zoo", "zoo_cmd"),
     "train": ("cli.train", "train"),
