@@ -46,6 +46,13 @@ class Source:
             "frames": self.slice.n_frames,
             "stored_shape": list(self.slice.shape),
             "acquisition_matrix": None if self.slice.acquisition_matrix is None else list(self.slice.acquisition_matrix),
+            # since format 1.4, for the store's per-example fact arrays (synth.store.example_facts)
+            "position_source": self.series.position_source,
+            "pixel_spacing_mm": None if self.slice.pixel_spacing_mm is None else [
+                round(float(v), 6) for v in self.slice.pixel_spacing_mm],
+            "times_ms": None if self.slice.times_ms is None else [round(float(v), 3) for v in self.slice.times_ms],
+            "slice_thickness_mm": None if self.slice.slice_thickness_mm is None else round(
+                float(self.slice.slice_thickness_mm), 6),
         }
 
 

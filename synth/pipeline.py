@@ -321,7 +321,8 @@ def open_to_resume(out: str, attrs: dict, storage_options: dict | None = None):
     if stale:
         log.info("removed %d temporary chunk file(s) left by an interrupted run", stale)
     todo = {int(i) for i in np.flatnonzero(~st.complete())}
-    root = zarr.open_group(out, mode="r+", storage_options=storage_options)
+    # consolidated metadata (format 1.4; none before) refreshed from the per-array metadata, final by now
+    root = zstore.consolidate(out, storage_options) or zarr.open_group(out, mode="r+", storage_options=storage_options)
     # a complete example whose chunk files were damaged since (truncated, wrong size) is recomputed
     for i, problems in sorted(st.verify().items()):
         log.warning("example %d is damaged (%s); recomputing it", i, "; ".join(problems))

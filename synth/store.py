@@ -20,6 +20,13 @@ offsets    (N, M)                       float64   slice positions relative to th
 complete   (N,)                         bool      completion marker, written last
 ========== ============================ ========= =====================================
 
+Every store of 1.4+ (either kind) also holds the **per-example facts** (:data:`FACT_ARRAYS`,
+:func:`example_facts`): ``split``, ``patient``, ``study``, ``series`` (pseudonyms; fixed-length
+unicode), ``draw``, ``source_slice`` (N, M), ``slice_position_mm`` (N, M), ``frame_time_ms`` (N, T),
+``pixel_spacing_mm`` and ``fov_mm`` (N, 2), ``slice_thickness_mm``, all derived from ``attrs["examples"]`` and written once
+by :func:`create`, so ``xarray.open_zarr`` sees them as variables along ``example``.  The metadata
+is consolidated (:func:`consolidate`) once it is final, at the end of :func:`create`.
+
 A **targets** store (``attrs["kind"] == "targets"``, ``--targets-only``, 1.2+) holds only what
 cannot be redrawn, each slice once: ``slices`` float32 (S, T, Y, X) working magnitudes in DICOM
 units, ``labels`` uint8 (S, T, Y, X) their k-means clusters (with ``phase: kmeans``), and per
@@ -35,9 +42,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import sys
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +61,7 @@ from synth.errors import StoreError, StoreExistsError
 from synth.output import recognise, register_format
 
 FORMAT_NAME = "smssynth.sms-kspace"
-FORMAT_VERSION = "1.3"  # 1.3: attrs["source"] ("synthetic" or "measured"; kspace2sms)
+FORMAT_VERSION = "1.4"  # 1.4: per-example fact arrays (FACT_ARRAYS) and consolidated metadata
 KINDS = ("kspace", "targets")  # attrs["kind"]; stores before 1.2 are "kspace"
 # readers accept any 1.x store; a major bump means an incompatible change
 SUPPORTED_MAJOR = 1
@@ -89,11 +98,26 @@ ARRAYS: dict[str, dict[str, Any]] = {
     "slices": {"dims": ["slice_id", "time", "y", "x"], "dtype": "float32"},
     "labels": {"dims": ["slice_id", "time", "y", "x"], "dtype": "uint8"},
     "example_slices": {"dims": ["example", "slice"], "dtype": "int32"},
+    # per-example facts (1.4+, both kinds; example_facts): "str" is fixed-length unicode (numpy <U)
+    "split": {"dims": ["example"], "dtype": "str"},
+    "patient": {"dims": ["example"], "dtype": "str"},
+    "study": {"dims": ["example"], "dtype": "str"},
+    "series": {"dims": ["example"], "dtype": "str"},
+    "draw": {"dims": ["example"], "dtype": "int32"},
+    "source_slice": {"dims": ["example", "slice"], "dtype": "int32"},
+    "slice_position_mm": {"dims": ["example", "slice"], "dtype": "float64"},
+    "frame_time_ms": {"dims": ["example", "time"], "dtype": "float64"},
+    "pixel_spacing_mm": {"dims": ["example", "yx"], "dtype": "float64"},
+    "fov_mm": {"dims": ["example", "yx"], "dtype": "float64"},
+    "slice_thickness_mm": {"dims": ["example"], "dtype": "float64"},
 }
 DATA_ARRAYS = ("kspace", "mask", "kz", "target", "csm", "phase", "scale", "noise_sigma", "offsets")
 TARGET_ARRAYS = ("example_slices", "offsets", "scale")  # per-example arrays of a targets store
+FACT_ARRAYS = ("split", "patient", "study", "series", "draw", "source_slice", "slice_position_mm", "frame_time_ms",
+               "pixel_spacing_mm", "fov_mm", "slice_thickness_mm")
+FACT_CHUNK = 4096  # examples per chunk of a fact array (written once, by create: chunks may span examples)
 # arrays a store of an older 1.x minor version may lack: name -> the version that added it
-ADDED_IN = {"kz": (1, 1), "offsets": (1, 2)}
+ADDED_IN = {"kz": (1, 1), "offsets": (1, 2), **{name: (1, 4) for name in FACT_ARRAYS}}
 COIL_ARRAYS = ("kspace", "phase")  # chunked one coil per chunk; written coil by coil
 register_format(FORMAT_NAME, ARRAYS)  # what --overwrite may replace (synth.output)
 
@@ -143,6 +167,188 @@ def target_array_shapes(n: int, s: int, m: int, t: int, ny: int, nx: int, with_l
     if not with_labels:
         del out["labels"]
     return out
+
+
+def fact_shapes(n: int, m: int, t: int) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """name -> (shape, chunks) of the per-example fact arrays (1.4+) of a store of ``n`` examples."""
+    rows = max(1, min(n, FACT_CHUNK))
+    shapes = {"split": (n,), "patient": (n,), "study": (n,), "series": (n,), "draw": (n,), "source_slice": (n, m),
+              "slice_position_mm": (n, m), "frame_time_ms": (n, t), "pixel_spacing_mm": (n, 2), "fov_mm": (n, 2),
+              "slice_thickness_mm": (n,)}
+    return {k: (v, (rows, *v[1:])) for k, v in shapes.items()}
+
+
+def _joined(values) -> str:
+    """Distinct non-empty values in first-seen order, joined by '+' (an across-series example's patients)."""
+    return "+".join(dict.fromkeys(str(v) for v in values if v))
+
+
+def _working_times(times, params: dict, t: int) -> np.ndarray:
+    """A source's frame times (ms, as recorded) mapped onto the store's ``t`` frames, as
+    :func:`synth.resolution.fit_frames` maps the frames themselves (first ``t``, or linear
+    interpolation over the same span); NaN where unknown."""
+    out = np.full(t, np.nan)
+    if not times:
+        return out
+    v = np.asarray(times, dtype=float)
+    frames = params.get("frames")
+    if frames is None or int(frames) == len(v):
+        if len(v) == t:
+            out[:] = v
+        return out
+    if int(frames) != t:
+        return out
+    if params.get("frames_mode", "crop") == "crop":
+        if len(v) >= t:
+            out[:] = v[:t]
+        return out
+    if len(v) == 1:
+        out[:] = v[0]
+    else:
+        out[:] = np.interp(np.linspace(0, len(v) - 1, t), np.arange(len(v)), v)
+    return out
+
+
+def example_facts(examples: list[dict], dims: dict[str, int], params: dict) -> dict[str, np.ndarray]:
+    """The per-example fact arrays (format 1.4) of a store, from its ``attrs["examples"]``.
+
+    Parameters
+    ----------
+    examples : ``attrs["examples"]``: per example its ``index``, ``draw``, ``split`` (optional) and
+        ``sources`` (one per SMS slice, in slice order: pseudonymous ``patient``/``study``/``series``
+        keys, ``slice`` index, ``position_mm``, ``position_source``, ``stored_shape``,
+        ``acquisition_matrix``, ``pixel_spacing_mm``, ``times_ms`` and ``slice_thickness_mm``; the
+        last four may be absent or null).
+    dims : the store's ``N``, ``M``, ``T``, ``Ky``, ``Kx``.
+    params : the store's ``params`` (``resolution``, ``frames``, ``frames_mode`` say how the
+        stored frames and pixels relate to the input's).
+
+    Returns
+    -------
+    ``split``, ``patient``, ``study``, ``series`` : unicode (N,); ``""`` where unknown (no split).
+        An example whose slices come from several series/patients (``--combine across-series``)
+        lists their distinct keys in slice order joined by ``+``.
+    ``draw`` : int32 (N,), the draw index; ``source_slice`` int32 (N, M), each SMS slice's index
+        within its series (-1 unknown).
+    ``slice_position_mm`` : float64 (N, M), each SMS slice's position along its series' slice
+        normal, mm, as the input recorded it (NaN when the input has no geometry: fastMRI-style
+        and CMRxRecon raw k-space record slice indices).
+    ``frame_time_ms`` : float64 (N, T), each stored frame's time, ms (trigger delay, or the
+        acquisition clock relative to the series' first frame), after ``--frames``; the mean over
+        the SMS slices, which an SMS acquisition excites at once; NaN when unknown.
+    ``pixel_spacing_mm`` : float64 (N, 2), (row, column) size of a stored pixel, mm: the input's
+        spacing times stored size over the acquired matrix kept by ``--resolution acquired``
+        (``--matrix`` changes the FOV, not the pixel size); of the example's first slice.
+    ``fov_mm`` : float64 (N, 2), ``(Ky, Kx) * pixel_spacing_mm``: the field of view of the stored grid.
+    ``slice_thickness_mm`` : float64 (N,), the input's slice thickness (of the first slice), NaN unknown.
+    """
+    from synth.resolution import acquired_shape
+
+    n, m, t, ny, nx = (int(dims[k]) for k in ("N", "M", "T", "Ky", "Kx"))
+    text = {k: [""] * n for k in ("split", "patient", "study", "series")}
+    draw = np.full(n, -1, np.int32)
+    source_slice = np.full((n, m), -1, np.int32)
+    position = np.full((n, m), np.nan)
+    times = np.full((n, t), np.nan)
+    spacing = np.full((n, 2), np.nan)
+    thickness = np.full(n, np.nan)
+    for row, ex in enumerate(examples or []):
+        i = int(ex.get("index", row))
+        if not 0 <= i < n:
+            continue
+        src = list(ex.get("sources") or [])
+        text["split"][i] = str(ex.get("split") or "")
+        for key in ("patient", "study", "series"):
+            text[key][i] = _joined(s.get(key) for s in src)
+        if ex.get("draw") is not None:
+            draw[i] = int(ex["draw"])
+        for j, s in enumerate(src[:m]):
+            if s.get("slice") is not None:
+                source_slice[i, j] = int(s["slice"])
+            known = not str(s.get("position_source", "")).startswith("slice index")
+            if known and s.get("position_mm") is not None:
+                position[i, j] = float(s["position_mm"])
+        if src:
+            per = np.stack([_working_times(s.get("times_ms"), params, t) for s in src])
+            times[i] = per.mean(axis=0)  # NaN where any slice's time is unknown
+            s0 = src[0]
+            if s0.get("slice_thickness_mm") is not None:
+                thickness[i] = float(s0["slice_thickness_mm"])
+            if s0.get("pixel_spacing_mm") and s0.get("stored_shape"):
+                stored = tuple(int(v) for v in s0["stored_shape"])
+                acq = s0.get("acquisition_matrix")
+                kept = acquired_shape(stored, None if acq is None else tuple(acq), params.get("resolution", "acquired"))
+                spacing[i] = [float(d) * st / max(k, 1) for d, st, k in zip(s0["pixel_spacing_mm"], stored, kept)]
+    out = {k: np.array(v, dtype=f"<U{max([1, *map(len, v)])}") for k, v in text.items()}
+    out.update(draw=draw, source_slice=source_slice, slice_position_mm=position, frame_time_ms=times,
+               pixel_spacing_mm=spacing, fov_mm=spacing * np.array([ny, nx], float), slice_thickness_mm=thickness)
+    return out
+
+
+@contextmanager
+def _quiet_zarr():
+    """Silence the two notes zarr-python makes whenever it writes this format's metadata.
+
+    * Consolidated metadata is not (yet) in the Zarr v3 spec: zarr-python and xarray read it, and
+      a reader without it reads the per-array metadata, which is the same.
+    * zarr-python's fixed-length unicode (``fixed_length_utf32``, numpy ``<U``) has no v3 spec
+      yet: chosen for the string facts over variable-length strings because xarray's ``where``
+      cannot fill numpy's StringDType with NaN (docs/store-format.md).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+        yield
+
+
+def _write_facts(root: zarr.Group, facts: dict[str, np.ndarray]) -> None:
+    """Create and fill the fact arrays (one writer, at creation)."""
+    n = next(iter(facts.values())).shape[0]
+    shapes = fact_shapes(n, facts["source_slice"].shape[1], facts["frame_time_ms"].shape[1])
+    with _quiet_zarr():
+        for name, value in facts.items():
+            shape, chunks = shapes[name]
+            kind = value.dtype.kind
+            arr = root.create_array(
+                name, shape=shape, chunks=chunks, dtype=value.dtype, compressors=None,
+                fill_value="" if kind == "U" else (np.nan if kind == "f" else -1),
+                dimension_names=ARRAYS[name]["dims"],
+            )
+            if n:
+                arr[...] = value
+
+
+def consolidate(root: zarr.Group | str | Path, storage_options: dict | None = None) -> zarr.Group | None:
+    """Write the store's consolidated metadata (every array's metadata in the root ``zarr.json``).
+
+    ``xarray.open_zarr`` and ``zarr.open_group`` then read one document instead of one per array,
+    and xarray opens the store without its "not consolidated" warning.  zarr-python 3 never updates
+    consolidated metadata by itself when arrays are created, resized or deleted later; smssynth
+    writers change no metadata after :func:`create` (examples only fill chunks), so calling this once
+    the metadata is final keeps it correct for every reader, mid-write included.
+
+    ``root``: the group :func:`create` made, or the path of an existing store (resumed runs: its
+    consolidated metadata is compared with the per-array metadata and rewritten only if missing or
+    different, so resuming a complete store changes no file).  Returns the group opened with the
+    consolidated metadata, or None where the store cannot hold any.
+    """
+    if isinstance(root, zarr.Group):
+        store, path = root.store, root.path
+    else:
+        fresh = zarr.open_group(location(root), mode="r+", storage_options=storage_options, use_consolidated=False)
+        store, path = fresh.store, ""
+        if getattr(store, "supports_consolidated_metadata", True):
+            with _quiet_zarr():
+                now = zarr.open_group(store, mode="r+", zarr_format=3)
+                held = now.metadata.consolidated_metadata
+                if held is not None and held.metadata is not None:
+                    want = {k: v.metadata.to_dict() for k, v in fresh.members()}
+                    if want == {k: v.to_dict() for k, v in held.metadata.items()}:
+                        return now
+    if not getattr(store, "supports_consolidated_metadata", True):
+        return None
+    with _quiet_zarr():
+        return zarr.consolidate_metadata(store, path=path or None, zarr_format=3)
 
 
 def _shapes_of(dims: dict, kind: str, with_phase: bool, with_labels: bool):
@@ -201,13 +407,15 @@ def create(
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "dims": dict(dims),
-        "arrays": {k: ARRAYS[k] for k in shapes},
+        "arrays": {k: ARRAYS[k] for k in (*shapes, *FACT_ARRAYS)},
         "conventions": CONVENTIONS,
     }
     meta.update(attrs)
     json.dumps(meta)  # fail early, not half-way, on anything non-serialisable
+    _write_facts(root, example_facts(meta.get("examples") or [], dims, meta.get("params") or {}))
     root.attrs.update(meta)
-    return root
+    # the metadata is final now (examples only fill chunks): consolidate it before any example
+    return consolidate(root) or root
 
 
 def _exists(path: str, storage_options=None) -> bool:
@@ -526,7 +734,9 @@ class Store:
         if "://" not in path and not Path(path).exists():
             raise StoreError(f"{path}: no such store; create one with `smssynth dicom2kspace ... --out {path}`")
         try:
-            root = zarr.open_group(path, mode="r", storage_options=storage_options)
+            # the per-array metadata, not the consolidated copy: zarr-python does not refresh that
+            # copy when arrays change, and smssynth's own readers must never see a stale one
+            root = zarr.open_group(path, mode="r", storage_options=storage_options, use_consolidated=False)
         except Exception as e:  # zarr raises several types for "not a group"
             raise StoreError(f"{path}: not a Zarr group ({type(e).__name__}); is this an smssynth store?") from None
         store = cls(root, path)
@@ -572,13 +782,15 @@ class Store:
         if kind == "targets" and "S" not in d:
             raise StoreError(f"{self.path}: a targets store without dims['S'] (the number of distinct slices)")
         expect = _shapes_of(d, kind, "phase" in self.root, "labels" in self.root)
+        expect.update(fact_shapes(d["N"], d["M"], d["T"]))
         for name, (shape, _) in expect.items():
             if name not in self.root and self.version < ADDED_IN.get(name, (0, 0)):
                 continue  # an older minor version, without the array: readers fall back (see example)
             if name not in self.root:
                 raise StoreError(f"{self.path}: array {name!r} missing (format version {version} has it)")
             arr = self.root[name]
-            if tuple(arr.shape) != shape or str(arr.dtype) != ARRAYS[name]["dtype"]:
+            dtype = "str" if arr.dtype.kind == "U" else str(arr.dtype)
+            if tuple(arr.shape) != shape or dtype != ARRAYS[name]["dtype"]:
                 raise StoreError(
                     f"{self.path}: array {name!r} is {arr.dtype}{tuple(arr.shape)}, expected "
                     f"{ARRAYS[name]['dtype']}{shape}"
@@ -768,3 +980,11 @@ class Store:
 
     def provenance(self, index: int) -> dict[str, Any]:
         return self.root.attrs["examples"][index]
+
+    def facts(self) -> dict[str, np.ndarray]:
+        """The per-example fact arrays (:func:`example_facts`): read from a 1.4+ store, derived
+        from ``attrs["examples"]`` for an older one (whose examples do not record pixel spacing or
+        frame times: NaN there)."""
+        if all(name in self.root for name in FACT_ARRAYS):
+            return {name: np.asarray(self.root[name][...]) for name in FACT_ARRAYS}
+        return example_facts(self.root.attrs.get("examples") or [], self.dims, self.params)

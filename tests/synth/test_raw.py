@@ -83,7 +83,7 @@ def check_store(out, k):
     """kspace = the CAIPI collapse of the file's slices (scaled), target = their RSS, csm unit norm."""
     st = Store.open(out)
     a = st.attrs
-    assert a["format_version"] == FORMAT_VERSION == "1.3" and st.source == "measured" and "phase" not in st.root
+    assert a["format_version"] == FORMAT_VERSION == "1.4" and st.source == "measured" and "phase" not in st.root
     assert a["measured"]["csm"]["method"] == "espirit" and st.dims["C"] == C and len(st) == 3
     for i in range(len(st)):
         ex = st.example(i, ["kspace", "target", "csm", "scale", "mask", "kz", "noise_sigma"])

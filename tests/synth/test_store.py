@@ -190,7 +190,7 @@ def downgrade_to_1_0(path):
 
 def test_new_stores_have_kz_and_offsets(tmp_path):
     root = zstore.create(tmp_path / "s.zarr", DIMS, {})
-    assert root.attrs["format_version"] == "1.3" == zstore.FORMAT_VERSION and root.attrs["kind"] == "kspace"
+    assert root.attrs["format_version"] == "1.4" == zstore.FORMAT_VERSION and root.attrs["kind"] == "kspace"
     assert root["offsets"].dtype == np.float64 and root["offsets"].shape == (DIMS["N"], DIMS["M"])
     assert root["kz"].dtype == np.int8 and root["kz"].shape == (DIMS["N"], DIMS["T"], DIMS["Ky"])
     assert "kz[t,n]" in root.attrs["conventions"]["caipi_model"]
