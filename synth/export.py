@@ -88,6 +88,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +163,9 @@ def _is_export(path: Path) -> str | None:
     return None
 
 
-def prepare_out(out: str, store: str, overwrite: bool) -> output.Replacement:
-    """Check ``--out`` and decide where to write (a staging sibling when replacing an export)."""
+def prepare_out(out: str, store: str, overwrite: bool) -> tuple[Path, str | None]:
+    """Check ``--out``: ``(out, None)`` for a new folder, ``(out, "export")`` to replace an
+    earlier export; ConfigError / StoreExistsError otherwise (one line naming ``--out``)."""
     out = output._local(out)
     if "://" in out:
         raise ConfigError(f"--out {out}: export writes to a local folder")
@@ -173,14 +175,14 @@ def prepare_out(out: str, store: str, overwrite: bool) -> output.Replacement:
         raise ConfigError(f"--out {out} is inside the store {store} (an input of this command); choose a folder "
                           f"outside it")
     if not output.exists(out):
-        return output.Replacement(out, out)
+        return p, None
     if not overwrite:
         raise StoreExistsError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out")
     why = _is_export(p)
     if why:
         raise StoreExistsError(f"--overwrite only replaces an earlier smssynth export, and --out {out} is not one: "
                                f"{why}. Nothing was changed; move it away or choose another --out")
-    return output.Replacement(out, str(output.staging_path(out)), "export")
+    return p, "export"
 
 
 # ----------------------------------------------------------------------------- per example
@@ -313,12 +315,11 @@ def _flag(bit: int) -> np.uint64:
 
 
 def _acs_rows(mask: np.ndarray, acs: int) -> np.ndarray:
-    """Rows of the centred ACS block (``synth.masks``: the ``acs`` rows around Ky//2)."""
-    ny = mask.shape[-1]
-    rows = np.zeros(ny, bool)
-    if acs:
-        lo = ny // 2 - acs // 2
-        rows[max(lo, 0): lo + acs] = True
+    """Which ky rows are the mask's fully sampled centre (:func:`synth.masks.acs_rows`)."""
+    from synth.masks import acs_rows
+
+    rows = np.zeros(mask.shape[-1], bool)
+    rows[acs_rows(mask.shape[-1], acs)] = True
     return rows
 
 
@@ -381,7 +382,6 @@ def write_ismrmrd(path: Path, ex: Example) -> None:
     d = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
     try:
         d.write_xml_header(ismrmrd_header(ex).encode())
-        d._dataset.create_dataset("data", data=rec, maxshape=(None,), chunks=True)  # what append_acquisition writes
         spacing = np.asarray(ex.facts["pixel_spacing_mm"], float)
         fov = [float(nx * spacing[1]), float(ny * spacing[0]), _finite(ex.facts["slice_thickness_mm"], 0.0)] \
             if np.isfinite(spacing).all() else [float(nx), float(ny), 0.0]
@@ -395,8 +395,9 @@ def write_ismrmrd(path: Path, ex: Example) -> None:
     finally:
         d.close()
     with h5py.File(path, "a") as fh:
-        g = fh.create_group("smssynth")
-        _small_arrays(g, ex)
+        # every line at once, in the layout (dtype, resizable) of ismrmrd's append_acquisition
+        fh["dataset"].create_dataset("data", data=rec, maxshape=(None,), chunks=True)
+        _small_arrays(fh.create_group("smssynth"), ex)
 
 
 def _small_arrays(g, ex: Example) -> None:
@@ -455,7 +456,7 @@ def export(store: str | Path, out: str | Path, layout: str, *, kspace: str = "co
     t0 = time.perf_counter()
     store, out = zstore.location(store), str(out)
     st = open_source(store, kspace)
-    replacement = prepare_out(out, store, overwrite)
+    out_path, replaced = prepare_out(out, store, overwrite)
     facts = st.facts()
     done = st.complete()
     chosen = np.arange(len(st)) if split is None else np.flatnonzero(facts["split"] == split)
@@ -464,19 +465,17 @@ def export(store: str | Path, out: str | Path, layout: str, *, kspace: str = "co
         raise ConfigError(f"--split {split}: no example of {store} is in it (splits: {', '.join(have) or 'none'})")
     summary = ExportSummary(incomplete=[int(i) for i in chosen if not done[i]])
     todo = [int(i) for i in chosen if done[i]]
-    with replacement.guard():
-        target = Path(replacement.target)
-        target.mkdir(parents=True, exist_ok=True)
+    # written beside --out and moved into place at the end: an interrupted export leaves no
+    # half-written folder, and an earlier one is replaced only by a finished one
+    staging = output.staging_path(out_path)
+    replacement = output.Replacement(str(out_path), str(staging), replaced)
+    try:
+        staging.mkdir(parents=True)
         entries = []
         for n, i in enumerate(todo):
             ex = load_example(st, i, kspace, facts)
             name = file_name(i)
-            tmp = target / f".{name}.partial"
-            try:
-                WRITERS[layout](tmp, ex)
-                os.replace(tmp, target / name)
-            finally:
-                tmp.unlink(missing_ok=True)
+            WRITERS[layout](staging / name, ex)
             entries.append({"file": name, "example": i, "split": ex.attrs["split"], "patient": ex.attrs["patient_id"],
                             "study": ex.attrs["study"], "series": ex.attrs["series"], "identity": ex.attrs["identity"]})
             summary.files.append(name)
@@ -485,7 +484,7 @@ def export(store: str | Path, out: str | Path, layout: str, *, kspace: str = "co
                 progress(n + 1, len(todo))
         manifest = {
             "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "layout": layout, "kspace": kspace,
-            "store": {"name": Path(store.rstrip("/")).name, "format": zstore.FORMAT_NAME,
+            "store": {"format": zstore.FORMAT_NAME,  # not its path or name: users name folders after patients
                       "format_version": st.root.attrs.get("format_version"), "source": st.source,
                       "dims": st.dims},
             "generator": {"name": "smssynth", "version": synth.__version__, "command": "export",
@@ -493,8 +492,14 @@ def export(store: str | Path, out: str | Path, layout: str, *, kspace: str = "co
             "incomplete_examples": summary.incomplete,
             "files": entries,
         }
-        (target / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    replacement.finish(True)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        if replaced:
+            replacement.commit()
+        else:
+            os.replace(staging, out_path)  # also onto an empty folder
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     summary.notes = list(replacement.notes)
     summary.wall_seconds = time.perf_counter() - t0
     return summary

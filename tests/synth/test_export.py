@@ -233,3 +233,29 @@ def test_refused_stores(phantom_cine, tmp_path):
     with pytest.raises(ConfigError, match="measured store .* holds no phase"):
         export(measured, tmp_path / "o", "fastmri-h5", kspace="single-band")
     assert not (tmp_path / "o").exists()
+
+
+def test_failed_export_leaves_no_folder_and_keeps_an_earlier_one(row_store, tmp_path, monkeypatch):
+    import synth.export as sx
+
+    calls = []
+
+    def dies(path, ex):
+        calls.append(ex.index)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        sx.write_fastmri(path, ex)
+
+    monkeypatch.setitem(sx.WRITERS, "fastmri-h5", dies)
+    with pytest.raises(OSError, match="disk full"):
+        export(row_store, tmp_path / "o", "fastmri-h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither --out nor a staging folder
+    monkeypatch.setitem(sx.WRITERS, "fastmri-h5", sx.write_fastmri)
+    export(row_store, tmp_path / "o", "fastmri-h5")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    calls.clear()
+    monkeypatch.setitem(sx.WRITERS, "fastmri-h5", dies)
+    with pytest.raises(OSError, match="disk full"):
+        export(row_store, tmp_path / "o", "fastmri-h5", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
