@@ -90,9 +90,10 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -277,7 +278,7 @@ def ismrmrd_header(ex: Example) -> str:
         kspace_encoding_step_2=lim(m - 1 if collapsed else 0), average=zero, slice=lim(0 if collapsed else m - 1),
         contrast=zero, phase=lim(t - 1), repetition=zero, set=zero, segment=zero)
     pos = np.asarray(ex.facts["slice_position_mm"], float)
-    dz = [abs(float(b - a)) for a, b in zip(pos, pos[1:])] if np.isfinite(pos).all() else []
+    dz = [abs(float(b - a)) for a, b in pairwise(pos)] if np.isfinite(pos).all() else []
     parallel = X.parallelImagingType(
         accelerationFactor=X.accelerationFactorType(kspace_encoding_step_1=int(ex.attrs["acceleration"]),
                                                     kspace_encoding_step_2=1),
@@ -505,4 +506,4 @@ def export(store: str | Path, out: str | Path, layout: str, *, kspace: str = "co
     return summary
 
 
-__all__ = ["LAYOUTS", "KSPACE_MODES", "MANIFEST", "export", "file_name", "ismrmrd_header", "single_band"]
+__all__ = ["KSPACE_MODES", "LAYOUTS", "MANIFEST", "export", "file_name", "ismrmrd_header", "single_band"]

@@ -22,10 +22,11 @@ complete   (N,)                         bool      completion marker, written las
 
 Every store of 1.4+ (either kind) also holds the **per-example facts** (:data:`FACT_ARRAYS`,
 :func:`example_facts`): ``split``, ``patient``, ``study``, ``series`` (pseudonyms; fixed-length
-unicode), ``draw``, ``source_slice`` (N, M), ``slice_position_mm`` (N, M), ``frame_time_ms`` (N, T),
-``pixel_spacing_mm`` and ``fov_mm`` (N, 2), ``slice_thickness_mm``, all derived from ``attrs["examples"]`` and written once
-by :func:`create`, so ``xarray.open_zarr`` sees them as variables along ``example``.  The metadata
-is consolidated (:func:`consolidate`) once it is final, at the end of :func:`create`.
+unicode), ``draw``, ``source_slice`` (N, M), ``slice_position_mm`` (N, M), ``frame_time_ms``
+(N, T), ``pixel_spacing_mm`` and ``fov_mm`` (N, 2), ``slice_thickness_mm`` (N,), all derived from
+``attrs["examples"]`` and written once by :func:`create`, so ``xarray.open_zarr`` sees them as
+variables along ``example``.  The metadata is consolidated (:func:`consolidate`) once it is
+final, at the end of :func:`create`.
 
 A **targets** store (``attrs["kind"] == "targets"``, ``--targets-only``, 1.2+) holds only what
 cannot be redrawn, each slice once: ``slices`` float32 (S, T, Y, X) working magnitudes in DICOM
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import sys
 import uuid
