@@ -320,3 +320,12 @@ def test_config_json_values_are_named(store):
     for k in ("schedule", "warmup_steps", "min_lr", "step_size", "gamma", "accumulate", "early_stop"):
         del d["train"][k]
     assert T.RunConfig.from_dict(d).train == run_config(store).train
+
+
+def test_fit_trains_whatever_grad_mode_the_caller_left(store, tmp_path):
+    torch.set_grad_enabled(False)
+    try:
+        r = T.fit(run_config(store, max_steps=1), tmp_path / "g", quiet=True)
+        assert r.step == 1 and not torch.is_grad_enabled()  # trained, and the caller's mode is given back
+    finally:
+        torch.set_grad_enabled(True)

@@ -132,9 +132,11 @@ def fit(
     if cfg.amp and device.type != "cuda":
         raise ConfigError(f"--amp needs a CUDA device, but the run is on {device}; drop --amp or use --device cuda")
     D.init(info, device)
+    grad_mode = torch.is_grad_enabled()
     try:
         return _fit(run, Path(run_dir), resume, init_model, quiet, echo, info, device, t_start)
     finally:
+        torch.set_grad_enabled(grad_mode)
         D.shutdown(info)
 
 
@@ -364,6 +366,7 @@ def _train_epoch(net, loader, groups, bar, optimizer, scaler, params, loss_fn, s
     Returns (sums of the loss terms weighted by examples, examples seen, batches done in the
     epoch, global step).
     """
+    torch.set_grad_enabled(True)  # whatever the caller left: training needs autograd (fit restores it)
     net.train()
     ddp = isinstance(net, nn.parallel.DistributedDataParallel)
     sums: dict[str, float] = {}
