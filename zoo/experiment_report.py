@@ -189,7 +189,6 @@ def write_figures(exp, set_name: str, ev: dict, names: dict[str, str]) -> list[s
     out_dir = exp.path("figures")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    torch.set_grad_enabled(False)
     cache: dict[str, Any] = {}
     for label in labels:
         method = load_method(label, device="cpu", coil_mode=exp.scale.coil_mode, cs_iters=exp.scale.cs_iters)
@@ -197,7 +196,8 @@ def write_figures(exp, set_name: str, ev: dict, names: dict[str, str]) -> list[s
         if key not in cache:
             cache[key] = open_examples(store, method.coil_mode, examples=[index], coils=method.coils)
         ds, positions = cache[key]
-        rec = reconstruct_item(method, ds[positions[0]], torch.device("cpu"))
+        with torch.no_grad():
+            rec = reconstruct_item(method, ds[positions[0]], torch.device("cpu"))
         mag = rec.magnitude.numpy()  # (M, T, Y, X)
         ref = rec.target.numpy()
         m_slices, t_frames = mag.shape[0], mag.shape[1]
