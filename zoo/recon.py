@@ -88,6 +88,7 @@ from synth.errors import ConfigError, StoreExistsError
 from synth.store import Store
 from zoo.baselines import BASELINES, SENSE, make_baseline
 from zoo.data import COIL_MODES, DataConfig, SmsDataset, coil_label
+from zoo.models.crnn import check_coil_channels
 from zoo.errors import UnknownWeightsError
 from zoo.metrics import (FAIL_NMSE, example_metrics, metric_conventions, nmse, psnr, summarize,
                          summarize_examples)
@@ -390,6 +391,11 @@ def check_coil_mode(method: Method, dataset: SmsDataset) -> None:
         raise ConfigError(f"{method.label}: coil mode {coil_label(method.coil_mode, method.coils)!r}, but the "
                           f"dataset is {coil_label(cfg.coil_mode, cfg.coils)!r}; open the examples with the "
                           f"method's coil mode")
+    try:
+        check_coil_channels(method.model, None if cfg.coil_mode == "virtual" else dataset.n_coils,
+                            f"the store ({coil_label(cfg.coil_mode, cfg.coils)})")
+    except ValueError as e:
+        raise ConfigError(f"{method.label}: {e}") from None
 
 
 # --- recon store ------------------------------------------------------------------------------

@@ -295,3 +295,51 @@ def test_a_few_adam_steps_overfit_one_example(name):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+# --- coils as channels (coil_channels = K > 1) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sms-crnn", "conv3d", "independent"])
+def test_coil_channels_couple_an_examples_coils_and_nothing_else(name):
+    from zoo.models import build_model
+
+    torch.manual_seed(0)
+    b, c, m, t, y, x = 2, 3, 2, 3, 11, 9
+    net = build_model(name, {"n_filters": 4, "n_iterations": 2, "coil_channels": c})
+    x0 = torch.randn(b, c, m, t, y, x, dtype=torch.complex64)
+    mask3 = torch.rand(b, c, m, t, y, 1) > 0.5
+    k3 = torch.fft.fftn(x0, dim=(-4, -2, -1), norm="ortho") * mask3
+    out = net(x0.flatten(0, 1), k3.flatten(0, 1), mask3.flatten(0, 1)).unflatten(0, (b, c))
+    assert out.shape == (b, c, m, t, y, x) and out.dtype == torch.complex64
+    x1 = x0.clone()
+    x1[0, 1] += 1.0  # another coil of example 0 changes
+    out1 = net(x1.flatten(0, 1), k3.flatten(0, 1), mask3.flatten(0, 1)).unflatten(0, (b, c))
+    assert not torch.allclose(out1[0, 0], out[0, 0])  # coil 0 of the same example sees it
+    torch.testing.assert_close(out1[1], out[1])  # the other example does not
+    # only the first and last convolutions grow with K
+    one = build_model(name, {"n_filters": 4, "n_iterations": 2})
+    assert sum(p.numel() for p in net.parameters()) > sum(p.numel() for p in one.parameters())
+    with pytest.raises(ValueError, match="whole number"):
+        net(x0.flatten(0, 1)[:5], k3.flatten(0, 1)[:5], mask3.flatten(0, 1)[:5])
+
+
+def test_coil_channels_one_is_the_folded_network():
+    from zoo.models import build_model
+    from zoo.models.crnn import check_coil_channels
+
+    torch.manual_seed(0)
+    a = build_model("sms-crnn", {"n_filters": 4, "n_iterations": 2})
+    torch.manual_seed(0)
+    b = build_model("sms-crnn", {"n_filters": 4, "n_iterations": 2, "coil_channels": 1})
+    x0 = torch.randn(4, 2, 3, 8, 8, dtype=torch.complex64)
+    mask3 = torch.rand(4, 2, 3, 8, 1) > 0.5
+    k3 = torch.fft.fftn(x0, dim=(-4, -2, -1), norm="ortho") * mask3
+    torch.testing.assert_close(a(x0, k3, mask3), b(x0, k3, mask3), rtol=0, atol=0)
+    check_coil_channels(a, 8)  # K = 1 takes any number of coils
+    four = build_model("sms-crnn", {"n_filters": 4, "n_iterations": 1, "coil_channels": 4})
+    check_coil_channels(four, 4)
+    with pytest.raises(ValueError, match="coil_channels=4.*8 coils per example"):
+        check_coil_channels(four, 8)
+    with pytest.raises(ValueError, match="virtual"):
+        check_coil_channels(four, None)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from zoo.models import register_model
-from zoo.models.crnn import CRNNBlock, CRNNConfig, DataConsistency, check_dc_config
+from zoo.models.crnn import (CRNNBlock, CRNNConfig, DataConsistency, channels_to_coils, check_dc_config,
+                             coils_to_channels)
 from zoo.physics import channels_to_complex, complex_to_channels
 
 
@@ -57,15 +58,24 @@ class Conv3dCrnn(nn.Module):
     def __init__(self, config: Conv3dConfig | None = None):
         super().__init__()
         self.config = config = config if config is not None else Conv3dConfig()
-        self.crnn = CRNNBlock(config.n_filters, config.kernel_size, config.n_crnn_layers, ndim=3)
+        self.crnn = CRNNBlock(config.n_filters, config.kernel_size, config.n_crnn_layers, ndim=3,
+                              n_channels=2 * config.coil_channels)
         self.dc = DataConsistency(config.dc_noise_lambda, config.learn_lambda)
 
     def forward(self, x0: Tensor, k3: Tensor, mask3: Tensor) -> Tensor:
         x, state = x0, None
+        k = self.config.coil_channels
+        if k > 1 and x0.shape[0] % k:
+            raise ValueError(f"a batch of {x0.shape[0]} coil images is not a whole number of {k}-coil examples")
         for _ in range(self.config.n_iterations):
-            # (B, M, T, Y, X) -> (B, T, 2, M, Y, X): time is the recurrence axis, (M, Y, X) spatial
-            h = complex_to_channels(x.transpose(1, 2), dim=2)
-            h, state = self.crnn(h, state)
-            x = channels_to_complex(h, dim=2).transpose(1, 2)
+            if k > 1:  # (B*K, M, T, Y, X) -> (B, T, 2K, M, Y, X): an example's coils as channels
+                h = coils_to_channels(x.transpose(1, 2), k, channel_dim=2)
+                h, state = self.crnn(h, state)
+                x = channels_to_coils(h, k, channel_dim=2).transpose(1, 2)
+            else:
+                # (B, M, T, Y, X) -> (B, T, 2, M, Y, X): time is the recurrence axis, (M, Y, X) spatial
+                h = complex_to_channels(x.transpose(1, 2), dim=2)
+                h, state = self.crnn(h, state)
+                x = channels_to_complex(h, dim=2).transpose(1, 2)
             x = self.dc(x, k3, mask3)
         return x

@@ -67,15 +67,26 @@ class CRNNConfig:
     n_iterations : unrolled iterations, weights shared over them (paper: 5 for SMS-CRNN).
     kernel_size : odd convolution kernel size (paper: 3).
     n_crnn_layers : CRNN-i layers after the BCRNN layer (paper: 3, i.e. ``nd = 5`` layers in all).
+    coil_channels : K, the coils of one example the network sees **together**, as 2K real
+        channels (real parts, then imaginary parts).  1 (the default, CRNN-MRI's network): every
+        coil image goes through the network on its own, coils folded into the batch, so the
+        network never sees what the coils' different sensitivities say about which slice a
+        signal came from.  K > 1: the data must have exactly K coils per example (``per-coil``
+        with C = K, or ``compressed`` to K) and arrive folded as ``zoo.train.fold_coils`` folds
+        them, (B*K, ...) with an example's coils consecutive; only the first and last
+        convolutions grow (2K channels), and a step costs about 1/K of the folded one.
+        Data consistency stays per coil and exact.
     """
 
     n_filters: int = 64
     n_iterations: int = 5
     kernel_size: int = 3
     n_crnn_layers: int = 3
+    coil_channels: int = 1
 
     def __post_init__(self):
-        _need_int(self, "n_filters", "n_iterations", "kernel_size", "n_crnn_layers")
+        _need_int(self, "n_filters", "n_iterations", "kernel_size", "n_crnn_layers", "coil_channels")
+        _need(self.coil_channels >= 1, "coil_channels", f"must be >= 1, got {self.coil_channels}")
         _need(self.n_filters >= 1, "n_filters", f"must be >= 1, got {self.n_filters}")
         _need(self.n_iterations >= 1, "n_iterations", f"must be >= 1, got {self.n_iterations}")
         _need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size",
@@ -408,3 +419,29 @@ class DataConsistency(nn.Module):
 
     def forward(self, x: Tensor, k3: Tensor, mask3: Tensor) -> Tensor:
         return data_consistency(x, k3, mask3, noise_lambda=self.lam())
+
+
+def check_coil_channels(model: nn.Module, n_coils: int | None, where: str = "the data") -> None:
+    """Refuse data whose coils per example differ from a model's ``coil_channels`` K (> 1).
+
+    ``n_coils``: coils per item of the data (``SmsDataset.n_coils``; None for the ``virtual``
+    mode, whose items have no coil axis).  Raises ValueError naming both numbers.
+    """
+    k = int(getattr(getattr(model, "config", None), "coil_channels", 1) or 1)
+    if k > 1 and n_coils != k:
+        got = "no coil axis (virtual coil mode)" if n_coils is None else f"{n_coils} coils per example"
+        raise ValueError(f"the model takes its {k} coils together (coil_channels={k}), but {where} has {got}; use "
+                         f"--coil-mode per-coil on a {k}-coil store, or --virtual-coils {k}")
+
+
+def coils_to_channels(x: Tensor, k: int, channel_dim: int) -> Tensor:
+    """Complex (B*K, *S) with an example's K coils consecutive -> real (B, *S') with 2K channels
+    (the K real parts, then the K imaginary parts) inserted at ``channel_dim`` of (B, *S)."""
+    xk = x.unflatten(0, (-1, k)).movedim(1, channel_dim)
+    return torch.cat([xk.real, xk.imag], dim=channel_dim)
+
+
+def channels_to_coils(h: Tensor, k: int, channel_dim: int) -> Tensor:
+    """Inverse of :func:`coils_to_channels`: real (B, ..., 2K at ``channel_dim``, ...) -> complex (B*K, ...)."""
+    re, im = h.narrow(channel_dim, 0, k), h.narrow(channel_dim, k, k)
+    return torch.complex(re, im).movedim(channel_dim, 1).flatten(0, 1)

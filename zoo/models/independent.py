@@ -53,9 +53,10 @@ class Independent(nn.Module):
     def __init__(self, config: IndependentConfig | None = None):
         super().__init__()
         self.config = config = config if config is not None else IndependentConfig()
-        self.crnn = CRNNBlock(config.n_filters, config.kernel_size, config.n_crnn_layers, ndim=2)
+        ch = 2 * config.coil_channels
+        self.crnn = CRNNBlock(config.n_filters, config.kernel_size, config.n_crnn_layers, ndim=2, n_channels=ch)
         self.st_conv = (
-            SpatioTemporalConv(2, config.n_filters, config.kernel_size, config.n_conv3d_layers)
+            SpatioTemporalConv(ch, config.n_filters, config.kernel_size, config.n_conv3d_layers)
             if config.n_conv3d_layers
             else None
         )
@@ -63,5 +64,5 @@ class Independent(nn.Module):
     def forward(self, x0: Tensor, k3: Tensor | None = None, mask3: Tensor | None = None) -> Tensor:
         x, state = x0, None
         for _ in range(self.config.n_iterations):
-            x, state = per_slice_crnn(self.crnn, self.st_conv, x, state)
+            x, state = per_slice_crnn(self.crnn, self.st_conv, x, state, self.config.coil_channels)
         return x

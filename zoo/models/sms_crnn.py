@@ -34,6 +34,8 @@ from zoo.models.crnn import (
     DataConsistency,
     SpatioTemporalConv,
     _need,
+    channels_to_coils,
+    coils_to_channels,
     _need_int,
     check_dc_config,
 )
@@ -69,12 +71,23 @@ class SmsCrnnConfig(CRNNConfig):
         check_dc_config(self.dc_noise_lambda, self.learn_lambda)
 
 
-def per_slice_crnn(block: CRNNBlock, st_conv: nn.Module | None, x: Tensor, state):
+def per_slice_crnn(block: CRNNBlock, st_conv: nn.Module | None, x: Tensor, state, coils: int = 1):
     """Run the shared CRNN (and 2D+time conv) on every slice: complex (B, M, T, Y, X) -> same.
 
     Slices are folded into the batch; complex -> 2 real channels at axis 2 of (B*M, T, 2, Y, X).
+    With ``coils`` = K > 1 the batch is (B*K) coil images, an example's K coils consecutive, and
+    they go through together as 2K channels: (B*K, M, T, Y, X) -> (B*M, T, 2K, Y, X) -> back.
     """
     b, m = x.shape[:2]
+    if coils > 1:
+        if b % coils:
+            raise ValueError(f"a batch of {b} coil images is not a whole number of {coils}-coil examples")
+        # (B*K, M, T, Y, X) -> (B, M, T, 2K, Y, X) -> (B*M, T, 2K, Y, X)
+        h = coils_to_channels(x, coils, channel_dim=3).flatten(0, 1)
+        h, state = block(h, state)
+        if st_conv is not None:
+            h = st_conv(h)
+        return channels_to_coils(h.unflatten(0, (-1, m)), coils, channel_dim=3), state
     h = complex_to_channels(x.flatten(0, 1), dim=2)
     h, state = block(h, state)
     if st_conv is not None:
@@ -97,9 +110,10 @@ class SmsCrnn(nn.Module):
     def __init__(self, config: SmsCrnnConfig | None = None):
         super().__init__()
         self.config = config = config if config is not None else SmsCrnnConfig()
-        self.crnn = CRNNBlock(config.n_filters, config.kernel_size, config.n_crnn_layers, ndim=2)
+        ch = 2 * config.coil_channels
+        self.crnn = CRNNBlock(config.n_filters, config.kernel_size, config.n_crnn_layers, ndim=2, n_channels=ch)
         self.st_conv = (
-            SpatioTemporalConv(2, config.n_filters, config.kernel_size, config.n_conv3d_layers)
+            SpatioTemporalConv(ch, config.n_filters, config.kernel_size, config.n_conv3d_layers)
             if config.n_conv3d_layers
             else None
         )
@@ -108,6 +122,6 @@ class SmsCrnn(nn.Module):
     def forward(self, x0: Tensor, k3: Tensor, mask3: Tensor) -> Tensor:
         x, state = x0, None
         for _ in range(self.config.n_iterations):
-            x, state = per_slice_crnn(self.crnn, self.st_conv, x, state)
+            x, state = per_slice_crnn(self.crnn, self.st_conv, x, state, self.config.coil_channels)
             x = self.dc(x, k3, mask3)
         return x

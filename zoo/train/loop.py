@@ -23,11 +23,12 @@ from synth.errors import ConfigError
 from synth.store import Store
 from zoo import distributed as D
 from zoo.checkpoint import Normalization, describe_store, load_checkpoint, save_checkpoint
-from zoo.data import SmsDataset
+from zoo.data import SmsDataset, coil_label
 from zoo.errors import CheckpointError
 from zoo.losses import SmsLoss
 from zoo.metrics import nmse, psnr, ssim, summarize
 from zoo.models import build_model, count_parameters, model_config_dict
+from zoo.models.crnn import check_coil_channels
 from zoo.train.batch import (NORM_QUANTILE, crop_readout, denormalize, fold_coils, normalize_batch, rss_magnitude,
                              step_generator, to_device)
 from zoo.train.config import RunConfig, TrainConfig
@@ -180,6 +181,11 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = build_model(run.model, run.model_config)
+    try:
+        check_coil_channels(model, None if run.data.coil_mode == "virtual" else train_ds.n_coils,
+                            f"the store ({coil_label(run.data.coil_mode, run.data.coils)})")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if getattr(model, "name", run.model) != run.model:
         raise CheckpointError(f"the checkpoint's model is {model.name!r}, the run's config says {run.model!r}")
     frozen = freeze_parameters(model, cfg.freeze) if cfg.freeze else []
