@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, progress_bar, setup_logging,
-                         sim_options, user_error)
+from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, progress_bar,
+                         refuse_foreign_out, sim_options, user_error, verbosity_options)
 
 
 @click.command("dicom2kspace")
@@ -16,7 +16,8 @@ from cli.options import (PATHS_NOTE, common_run_options, config_from_options, ni
 @nifti_option
 @sim_options
 @common_run_options
-def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, overwrite, quiet, **kwargs):
+@verbosity_options
+def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, overwrite, quiet, verbose, **kwargs):
     """Simulate multi-coil complex SMS k-space from magnitude DICOM or NIfTI INPUTS (files or folders).
 
     Series are grouped by UID, slices by position along the slice normal, frames by trigger
@@ -29,7 +30,7 @@ def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, o
     from synth.pipeline import dicom2kspace as run
 
     config = config_from_options(kwargs)
-    setup_logging(quiet)
+    refuse_foreign_out(out, overwrite)
     bar, progress = progress_bar("dicom2kspace", quiet)
 
     try:
@@ -41,7 +42,7 @@ def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, o
         bar.close()
         raise user_error(e) from None
     bar.close()
-    print_summary(summary, out, show_paths)
+    print_summary(summary, out, show_paths, stages=verbose)
     if summary.written == 0 and not summary.already:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")
     if summary.failed:
@@ -51,7 +52,7 @@ def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, o
         )
 
 
-def print_summary(s, out, show_paths: bool = False) -> None:
+def print_summary(s, out, show_paths: bool = False, stages: bool = False) -> None:
     t, ny, nx = s.shape
     click.echo(
         f"\n{s.written} of {s.n_examples} examples written to {out}"
@@ -75,6 +76,8 @@ def print_summary(s, out, show_paths: bool = False) -> None:
         click.echo(note)
     if not show_paths and (s.skip_reasons or s.failed or s.warnings):
         click.echo(PATHS_NOTE)
-    if s.seconds:
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
-        click.echo(f"time {s.wall_seconds:.1f}s (stages, summed over threads: {stages}; they overlap)")
+    if stages and s.seconds:  # -v
+        per = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
+        click.echo(f"time {s.wall_seconds:.1f}s (stages, summed over threads: {per}; they overlap)")
+    else:
+        click.echo(f"time {s.wall_seconds:.1f}s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli.options import bar, stage, verbosity_options
 from cli.recon import (BASELINES, check_coil_options, check_selection, load_checked, metric_options, open_checked,
                        select_checked, selection_options)
 
@@ -28,6 +29,7 @@ def _baseline_list(value: str) -> list[str]:
                    "maps (an ORACLE, marked as such).")
 @click.option("--no-baselines", is_flag=True, help="Report the --model entries only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the table.")
+@verbosity_options
 def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, sense_iters, sense_lam, ssim_kind,
              fail_nmse, baselines, no_baselines, as_json):
     """Metrics of each --model and the baselines on STORE, with paired t-tests.
@@ -81,21 +83,21 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
         select_checked(store, mode, examples, split, coils=k)
 
     from synth.errors import SmssynthError
-    from tqdm import tqdm
     from zoo.evaluate import evaluate as run, format_table, to_json
 
-    bar = tqdm(total=None, desc="evaluate", unit="recon", disable=True if as_json else None, leave=False)
+    pbar = bar("evaluate", True if as_json else None, unit="recon", leave=False)
 
     def progress(label, done, total):
-        bar.total = total
-        bar.set_postfix_str(label)
-        bar.update(1)
+        pbar.total = total
+        pbar.set_postfix_str(label)
+        pbar.update(1)
 
     try:
-        result = run(store, methods, named=specs, examples=examples, split=split, device=dev, progress=progress,
-                     ssim_kind=ssim_kind, fail_nmse=fail_nmse)
+        with stage("evaluate"):
+            result = run(store, methods, named=specs, examples=examples, split=split, device=dev, progress=progress,
+                         ssim_kind=ssim_kind, fail_nmse=fail_nmse)
     except SmssynthError as e:
         raise click.ClickException(str(e)) from None
     finally:
-        bar.close()
+        pbar.close()
     click.echo(to_json(result) if as_json else format_table(result))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import progress_bar, setup_logging, user_error
+from cli.options import progress_bar, user_error, verbosity_options
 
 
 @click.command("export")
@@ -20,7 +20,7 @@ from cli.options import progress_bar, setup_logging, user_error
                    "the mask and kz (synthetic stores; what kspace2sms reads back).")
 @click.option("--split", default=None, help="Export only the examples of this split (the store's 'split' array).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (only an earlier export).")
-@click.option("--quiet", "-q", is_flag=True, help="Only warnings and the summary.")
+@verbosity_options
 def export(store, layout, out, kspace, split, overwrite, quiet):
     """Write every complete example of the k-space STORE as one file in --out.
 
@@ -32,7 +32,6 @@ def export(store, layout, out, kspace, split, overwrite, quiet):
     from synth.errors import SmssynthError
     from synth.export import export as run
 
-    setup_logging(quiet)
     bar, progress = progress_bar("export", quiet)
     try:
         s = run(store, out, layout, kspace=kspace, overwrite=overwrite, split=split, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from cli.options import verbosity_options
 from cli.train import loop_options, run_loop
 
 
@@ -21,6 +22,7 @@ from cli.train import loop_options, run_loop
 @click.option("--freeze", multiple=True, metavar="PATTERN",
               help="Keep parameters whose names match this glob fixed, e.g. 'crnn.*' (repeatable).")
 @loop_options
+@verbosity_options
 def finetune(source, freeze, **kwargs):
     """Fine-tune a trained model (checkpoint or registry name) on an smssynth store.
 

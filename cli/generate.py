@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, setup_logging, sim_options,
-                         user_error)
+from cli.options import (PATHS_NOTE, UserError, bar, common_run_options, config_from_options, nifti_option,
+                         refuse_foreign_out, sim_options, user_error, verbosity_options)
 
 
 class KeyValue(click.ParamType):
@@ -36,8 +36,9 @@ class KeyValue(click.ParamType):
 @nifti_option
 @sim_options
 @common_run_options
+@verbosity_options
 def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, storage_options, nifti_axes, salt,
-             on_error, show_paths, overwrite, quiet, **kwargs):
+             on_error, show_paths, overwrite, quiet, verbose, **kwargs):
     """Generate an SMS k-space dataset from every study under INPUT_ROOT (or a --manifest).
 
     Every simulation option of dicom2kspace applies with the same meaning.  Runs on a local dask
@@ -48,8 +49,6 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
     """
     import time
 
-    from tqdm import tqdm
-
     from synth.deid import resolve_salt
     from synth.errors import SmssynthError
     from synth.generate import generate as run
@@ -59,22 +58,22 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
 
     if (input_root is None) == (manifest is None):
         raise click.UsageError("give exactly one of INPUT_ROOT or --manifest")
-    setup_logging(quiet)
     try:
         params = load_recipe(recipe) if recipe else {}
         config = config_from_options(kwargs, params)
         split = parse_split(split_spec if split_spec is not None else params.get("split"))
         rows = read_manifest(manifest) if manifest else None
-    except SmssynthError as e:
-        raise click.UsageError(str(e)) from None
+    except SmssynthError as e:  # the recipe, the split, the manifest: one line naming file and key
+        raise UserError(str(e), 2) from None
+    refuse_foreign_out(out, overwrite)  # before a cluster starts
 
-    bar = tqdm(total=None, unit="example", desc="generate", disable=quiet, dynamic_ncols=True)
+    pbar = bar("generate", quiet)
     t0 = time.perf_counter()
 
     def progress(done, total, record):
-        if bar.total is None:
-            bar.reset(total=total)
-        bar.update(1)
+        if pbar.total is None:
+            pbar.reset(total=total)
+        pbar.update(1)
 
     try:
         res = run(input_root, out, config, salt=resolve_salt(salt), manifest=rows, split=split, workers=workers,
@@ -82,10 +81,10 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
                   storage_options=dict(storage_options) or None, progress=progress, show_paths=show_paths,
                   nifti_axes=nifti_axes)
     except SmssynthError as e:
-        bar.close()
+        pbar.close()
         raise user_error(e) from None
-    bar.close()
-    print_summary(res, out, time.perf_counter() - t0, show_paths)
+    pbar.close()
+    print_summary(res, out, time.perf_counter() - t0, show_paths, stages=verbose)
     if res.written + res.already == 0:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")
     if res.failed:
@@ -95,7 +94,7 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
         )
 
 
-def print_summary(r, out, wall, show_paths: bool = False) -> None:
+def print_summary(r, out, wall, show_paths: bool = False, stages: bool = False) -> None:
     t, ny, nx = r.shape
     rate = r.written / r.seconds if r.seconds else 0.0
     click.echo("")
@@ -113,6 +112,9 @@ def print_summary(r, out, wall, show_paths: bool = False) -> None:
     if r.splits:
         click.echo("  splits: " + ", ".join(f"{k} {v}" for k, v in sorted(r.splits.items())))
     click.echo(f"  {r.workers} workers, {wall:.1f}s, {rate:.2f} examples/s, peak worker memory {r.peak_rss_mb:.0f} MB")
+    if stages:  # -v
+        click.echo(f"  stages: cluster start, scan and plan {max(r.seconds - r.run_seconds, 0):.1f}s, simulate and "
+                   f"write {r.run_seconds:.1f}s, summary {max(wall - r.seconds, 0):.1f}s")
     for cat, n in sorted(r.skipped_inputs.items()):
         click.echo(f"skipped {n} {cat}")
     for reason in r.skip_reasons[:10]:

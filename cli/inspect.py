@@ -6,6 +6,8 @@ import json
 
 import click
 
+from cli.options import UserError, stage, verbosity_options
+
 
 @click.command("inspect")
 @click.argument("store", type=click.Path(exists=True))
@@ -17,6 +19,7 @@ import click
 @click.option("--verify", is_flag=True,
               help="Read every complete example and check each chunk (size, decoding, finite values); exit 1 "
                    "listing the damaged ones.  Reads the whole store.")
+@verbosity_options
 def inspect_cmd(store, png, example, frame, as_json, verify):
     """Describe the smssynth store STORE (schema, parameters, completeness)."""
     from synth.errors import SmssynthError
@@ -24,15 +27,16 @@ def inspect_cmd(store, png, example, frame, as_json, verify):
 
     try:
         st = Store.open(store)
-    except SmssynthError as e:
-        raise click.ClickException(str(e)) from None
+    except SmssynthError as e:  # not a store, or not one this version reads: a usage error
+        raise UserError(str(e), 2) from None
     if as_json:
         click.echo(json.dumps(st.attrs, indent=2))
     else:
         describe(st)
     if verify:
         n = int(st.complete().sum())
-        bad = st.verify(deep=True)
+        with stage("verify"):
+            bad = st.verify(deep=True)
         for i, problems in sorted(bad.items()):
             click.echo(f"example {i} damaged: {'; '.join(problems)}")
         if bad:
@@ -52,7 +56,8 @@ def inspect_cmd(store, png, example, frame, as_json, verify):
             ex = st.example(example)
         except SmssynthError as e:
             raise click.ClickException(str(e)) from None
-        draw(ex, st, example, frame, png)
+        with stage("draw"):
+            draw(ex, st, example, frame, png)
         click.echo(f"wrote {png}")
 
 

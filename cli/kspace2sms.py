@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import MATRIX, progress_bar, setup_logging, user_error
+from cli.options import MATRIX, progress_bar, refuse_foreign_out, user_error, verbosity_options
 from synth.config import CAIPI_ORDERS, FRAME_MODES, MASKS, SimConfig
 
 _D = SimConfig()
@@ -32,7 +32,7 @@ _D = SimConfig()
 @click.option("--salt", envvar="SMSSYNTH_SALT", default=None, help="Secret for pseudonymous keys (as dicom2kspace).")
 @click.option("--show-paths", is_flag=True, help="Name input files by their real paths in messages (default: salted hashes).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
-@click.option("--quiet", "-q", is_flag=True, help="Only warnings and the summary.")
+@verbosity_options
 def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwargs):
     """Make SMS (CAIPI) examples from fully sampled multi-slice multi-coil cine k-space INPUTS.
 
@@ -50,7 +50,7 @@ def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwarg
         config = SimConfig(phase="none", resolution="dicom", **kwargs)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    setup_logging(quiet)
+    refuse_foreign_out(out, overwrite)
     bar, progress = progress_bar("kspace2sms", quiet)
 
     try:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
+import time
+from pathlib import Path
 
 import click
 
@@ -107,12 +111,96 @@ def config_from_options(kwargs: dict, recipe: dict | None = None) -> SimConfig:
         raise click.UsageError(str(e)) from None
 
 
+PROJECT_LOGGERS = ("smssynth", "synth", "zoo", "cli")
+log = logging.getLogger("smssynth.cli")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (so CliRunner, pytest and
+    redirections see the messages), like logging's last-resort handler."""
+
+    @property
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Log to stderr: warnings and errors only with ``quiet``; the project's loggers
+    (:data:`PROJECT_LOGGERS`) at DEBUG with ``verbose``, else INFO.  Safe to call again."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    # third-party loggers stay at INFO at most: their DEBUG (numba, fsspec, matplotlib) is not ours
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
     # dask's own INFO chatter (cluster start/stop) is not the user's business
     for name in ("distributed", "dask"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def verbosity_options(f):
+    """``-q/--quiet`` and ``-v/--verbose`` for a command, the same on every command.
+
+    ``-q``: warnings, errors and the final summary only (no progress bar); ``-v``: the project's
+    debug logs and per-stage timings.  Both together are a usage error (exit 2).  Logging is set
+    up before the command runs; the command receives ``quiet`` / ``verbose`` when its signature
+    names them, and :func:`is_quiet` answers anywhere below it.
+    """
+    import inspect
+
+    params = inspect.signature(f).parameters
+    passed = [n for n in ("quiet", "verbose") if n in params]  # named ones only: **kwargs may feed a config
+
+    @click.option("--quiet", "-q", is_flag=True,
+                  help="Only warnings, errors and the final summary; no progress bar.")
+    @click.option("--verbose", "-v", is_flag=True, help="Also debug logs and per-stage timings (stderr).")
+    @functools.wraps(f)
+    def wrapper(*args, quiet, verbose, **kwargs):
+        if quiet and verbose:
+            raise click.UsageError("-q/--quiet and -v/--verbose contradict each other; give one")
+        ctx = click.get_current_context()
+        ctx.meta["smssynth.quiet"] = quiet
+        setup_logging(quiet, verbose)
+        flags = {"quiet": quiet, "verbose": verbose}
+        kwargs.update({n: flags[n] for n in passed})
+        t0 = time.perf_counter()
+        try:
+            return f(*args, **kwargs)
+        finally:
+            names = []
+            c = ctx
+            while c.parent is not None:  # the root's name is the program's ("python -m cli.main", pytest...)
+                names.append(c.info_name)
+                c = c.parent
+            log.debug("timing: smssynth %s took %.2fs in all", " ".join(reversed(names)), time.perf_counter() - t0)
+
+    return wrapper
+
+
+def is_quiet() -> bool:
+    """Whether the running command was given ``-q`` (False outside a command)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get("smssynth.quiet"))
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """Time a stage of a command; the time is logged at DEBUG (shown with ``-v``)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        log.debug("timing: %s %.2fs", name, time.perf_counter() - t0)
 
 
 def common_run_options(f):
@@ -120,7 +208,6 @@ def common_run_options(f):
     @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Corrupt or undecodable DICOM, images with burned-in annotation, or slices without ImagePositionPatient: skip them / fall back to SliceLocation (counted and reported), or stop.")
     @click.option("--show-paths", is_flag=True, help="Name input files by their real paths in messages. By default each folder and file name is shown as a salted hash, since exports often name them after the patient.")
     @click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
-    @click.option("--quiet", "-q", is_flag=True, help="Only warnings and the summary.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         return f(*args, **kwargs)
@@ -152,6 +239,29 @@ class UserError(click.ClickException):
         self.exit_code = exit_code
 
 
+def refuse_foreign_out(out: str, overwrite: bool) -> None:
+    """Refuse, before any work, an existing local ``--out`` that a run without ``--overwrite``
+    could not resume because it is not an smssynth store (exit 2).  The library refuses it too,
+    but only after scanning the inputs or starting a cluster; an empty folder is written into."""
+    from synth.store import FORMAT_NAME, location
+
+    out = location(out)
+    if overwrite or "://" in out:
+        return
+    p = Path(out)
+    if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+        return
+    if not (p.exists() or p.is_symlink()):
+        return
+    try:
+        fmt = json.loads((p / "zarr.json").read_text())["attributes"]["format"]
+    except (OSError, ValueError, KeyError, TypeError):
+        fmt = None
+    if fmt != FORMAT_NAME:
+        raise UserError(f"{out} exists and is not an smssynth store; choose another --out (--overwrite replaces "
+                        f"only smssynth stores)", 2)
+
+
 def user_error(e: Exception) -> UserError:
     """The project's error ``e`` as a :class:`UserError` with its exit code."""
     from synth.errors import ConfigError, NoInputError, StoreExistsError
@@ -160,16 +270,24 @@ def user_error(e: Exception) -> UserError:
     return UserError(str(e), 2 if usage else 1)
 
 
-def progress_bar(desc: str, quiet: bool):
-    """A tqdm bar (off with --quiet) and the ``progress(done, total)`` callback that drives it."""
+def bar(desc: str, quiet: bool | None = None, *, unit: str = "example", total=None, leave: bool = True):
+    """A tqdm progress bar on stderr, off with ``--quiet`` (``quiet`` None: the command's) and
+    whenever stderr is not a terminal (logs, pipes, CI: no carriage-return litter)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=None, unit="example", desc=desc, disable=quiet, dynamic_ncols=True)
+    quiet = is_quiet() if quiet is None else quiet
+    # disable=None: tqdm turns the bar off when its file (stderr) is not a TTY
+    return tqdm(total=total, unit=unit, desc=desc, disable=True if quiet else None, dynamic_ncols=True, leave=leave)
+
+
+def progress_bar(desc: str, quiet: bool | None = None):
+    """A :func:`bar` and the ``progress(done, total)`` callback that drives it."""
+    b = bar(desc, quiet)
 
     def progress(done, total):
-        if bar.total is None:
-            bar.reset(total=total)
-        bar.n = done
-        bar.refresh()
+        if b.total is None:
+            b.reset(total=total)
+        b.n = done
+        b.refresh()
 
-    return bar, progress
+    return b, progress

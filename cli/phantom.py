@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from cli.options import stage, verbosity_options
+
 # kept literal so that `smssynth --help` does not import numpy/scipy; tests check they match PhantomSpec
 KINDS = ("cine", "perfusion")
 _PATIENT_DIR = re.compile(r"PHANTOM\d+")
@@ -65,7 +67,8 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
               help="Seed of the first patient.")
 @click.option("--no-extension", is_flag=True, help="Name files without '.dcm', like many scanner exports.")
 @click.option("--overwrite", is_flag=True, help="Replace the phantom patients of a non-empty OUT_DIR.")
-def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_extension, overwrite):
+@verbosity_options
+def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_extension, overwrite, quiet):
     """Write a synthetic dynamic cardiac short-axis DICOM series per patient into OUT_DIR.
 
     Needs no data, so it is the quickest way to try the pipeline:
@@ -88,7 +91,13 @@ def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     _prepare(out_dir, overwrite)
+    n_files = 0
     for i, spec in enumerate(specs):
         key = f"PHANTOM{i + 1:0{width}d}"
-        paths = write_phantom(out_dir / key, spec, extension="" if no_extension else ".dcm", patient=key)
-        click.echo(f"{key}: {describe(spec)}; {len(paths)} files in {out_dir / key}")
+        with stage(f"write {key}"):
+            paths = write_phantom(out_dir / key, spec, extension="" if no_extension else ".dcm", patient=key)
+        n_files += len(paths)
+        if not quiet:
+            click.echo(f"{key}: {describe(spec)}; {len(paths)} files in {out_dir / key}")
+    if quiet:  # the summary alone
+        click.echo(f"{patients} {kind} phantom patient{'s' if patients != 1 else ''}, {n_files} files in {out_dir}")

@@ -10,6 +10,8 @@ import contextlib
 
 import click
 
+from cli.options import bar, stage, verbosity_options
+
 # zoo.baselines.BASELINES, named without importing torch (sense-oracle uses the true coil maps: an oracle)
 BASELINES = ("zero-filled", "cs-tfft", "cs-ttv", "sense-oracle", "sense-espirit")
 SSIM_KINDS = ("gaussian", "fastmri")  # zoo.metrics.SSIM_KINDS
@@ -175,9 +177,9 @@ def select_checked(store: str, coil_mode: str, examples, split, coils=None) -> N
 @click.option("--complex", "save_complex", is_flag=True,
               help="Also store the complex reconstruction (recon_complex; per coil for per-coil models).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
-@click.option("--quiet", "-q", is_flag=True, help="Only the summary line.")
+@verbosity_options
 def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters, sense_iters, sense_lam, ssim_kind,
-          fail_nmse, png_dir, gif_dir, save_complex, overwrite, quiet):
+          fail_nmse, png_dir, gif_dir, save_complex, overwrite):
     """Reconstruct examples of STORE with a model or a baseline into the recon store --out.
 
     The recon store (readable with plain zarr) holds `recon` float32 (N, M, T, Y, X), the
@@ -190,33 +192,34 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
     """
     check_selection(examples, split)
     coil_mode, coils = check_coil_options(coil_mode, coils)
-    dev = open_checked(store, device)
+    with stage("open store and device"):
+        dev = open_checked(store, device)
     from synth.errors import SmssynthError
     from zoo.data import coil_label
     from zoo.recon import check_out, run_recon
 
     with user_errors("--out"):
         check_out(out, store, overwrite)
-    method = load_checked(spec, dev, coil_mode, cs_iters, coils=coils, sense_iters=sense_iters, sense_lam=sense_lam)
+    with stage("load method"):
+        method = load_checked(spec, dev, coil_mode, cs_iters, coils=coils, sense_iters=sense_iters,
+                              sense_lam=sense_lam)
     select_checked(store, method.coil_mode, examples, split, coils=method.coils)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, desc=f"recon {method.label}", unit="example", disable=True if quiet else None,
-               leave=False)
+    pbar = bar(f"recon {method.label}", leave=False)
 
     def progress(rec, done, total):
-        bar.total = total
-        bar.update(1)
+        pbar.total = total
+        pbar.update(1)
 
     try:
-        attrs = run_recon(method, store, out, device=dev, examples=examples, split=split, overwrite=overwrite,
-                          save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir, progress=progress,
-                          ssim_kind=ssim_kind, fail_nmse=fail_nmse)
+        with stage("reconstruct"):
+            attrs = run_recon(method, store, out, device=dev, examples=examples, split=split, overwrite=overwrite,
+                              save_complex=save_complex, png_dir=png_dir, gif_dir=gif_dir, progress=progress,
+                              ssim_kind=ssim_kind, fail_nmse=fail_nmse)
     except SmssynthError as e:
         raise click.ClickException(str(e)) from None
     finally:
-        bar.close()
+        pbar.close()
     m, t, n = attrs["metrics"], attrs["timing"], attrs["dims"]["N"]
     click.echo(
         f"recon: {method.label} ({coil_label(method.coil_mode, method.coils)}) on {n} "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from cli.options import verbosity_options
+
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "schedule", "warmup_steps", "min_lr", "step_size", "gamma", "batch_size", "accumulate",
              "num_workers", "val_fraction", "crop", "seed", "max_steps", "early_stop", "amp", "device", "coil_mode",
@@ -16,7 +18,8 @@ LOOP_KEYS = ("epochs", "lr", "schedule", "warmup_steps", "min_lr", "step_size", 
 
 
 def loop_options(f):
-    """The options every training command takes (defaults shown are zoo.train's)."""
+    """The options every training command takes (defaults shown are zoo.train's); ``-q`` (no
+    progress bar or per-epoch lines) and ``-v`` come with :func:`cli.options.verbosity_options`."""
     opts = [
         click.option("--data", "store", default=None, metavar="STORE",
                      help="smssynth store to train on (required, except with --resume: taken from the run)."),
@@ -84,7 +87,6 @@ def loop_options(f):
         click.option("--resume", is_flag=True,
                      help="Continue the run in --out from checkpoints/last (weights, optimizer, schedule, epoch, RNG); "
                           "--epochs, --max-steps and --early-stop may change."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -135,7 +137,7 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     """
     from pathlib import Path
 
-    from cli.options import user_error
+    from cli.options import is_quiet, user_error
     from synth.errors import SmssynthError
     from synth.store import Store
     from zoo import train as T
@@ -175,7 +177,7 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
             run = T.resolve_run_config(store, yaml_sections=sections, overrides=over, model=model,
                                        model_config=model_config, command=command, parent=parent,
                                        source=f"--config {config_path}")
-        result = T.fit(run, run_dir, resume=kwargs["resume"], init_model=init_model, quiet=kwargs["quiet"],
+        result = T.fit(run, run_dir, resume=kwargs["resume"], init_model=init_model, quiet=is_quiet(),
                        echo=click.echo)
     except SmssynthError as e:
         raise user_error(e) from None  # one line; exit code 2 for a configuration error, 1 at run time
@@ -200,6 +202,7 @@ def summary(r) -> None:
 @click.option("--model", default=None, metavar="NAME",
               help="Architecture (zoo.models: sms-crnn, independent, conv3d); or model.name in --config.")
 @loop_options
+@verbosity_options
 def train(**kwargs):
     """Train a reconstruction model on an smssynth store.
 

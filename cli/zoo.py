@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import click
+
+from cli.options import UserError, verbosity_options
 
 KEY_METRICS = ("nmse", "psnr", "ssim")
 
@@ -22,6 +25,7 @@ def zoo_cmd():
 
 @zoo_cmd.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the registry entries as JSON.")
+@verbosity_options
 def list_cmd(as_json):
     """Table of the registered weights: architecture, parameters, training data, key metrics."""
     weights = _read()
@@ -42,9 +46,10 @@ def list_cmd(as_json):
 
 @zoo_cmd.command("info")
 @click.argument("name")
+@verbosity_options
 def info_cmd(name):
     """Full metadata of the weights NAME (or of a checkpoint file NAME), as JSON."""
-    from zoo.errors import SmssynthError, UnknownWeightsError
+    from zoo.errors import SmssynthError
     from zoo.registry import get_weights, list_models
 
     try:
@@ -54,10 +59,8 @@ def info_cmd(name):
         from zoo.checkpoint import read_metadata  # imports torch: only for checkpoint files
 
         click.echo(json.dumps(read_metadata(name), indent=2))
-    except UnknownWeightsError as e:
+    except SmssynthError as e:  # unknown name, missing, malformed or damaged checkpoint: an unusable input
         raise click.BadParameter(str(e), param_hint="NAME") from None
-    except SmssynthError as e:
-        raise click.ClickException(str(e)) from None
 
 
 @zoo_cmd.command("card")
@@ -70,6 +73,7 @@ def info_cmd(name):
 @click.option("--namespace", default=None,
               help="Hub user or organisation of the parent weights, for a fine-tune's base_model (NAMESPACE/PARENT).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out (nothing else is ever replaced).")
+@verbosity_options
 def card_cmd(name, out, card_name, namespace, overwrite):
     """Model card of the weights NAME (or of a checkpoint file NAME), made from its metadata.
 
@@ -78,22 +82,41 @@ def card_cmd(name, out, card_name, namespace, overwrite):
     then the human card (data, splits, steps, time, metrics and what they were measured on,
     licences). Nothing is downloaded for a shipped or checkpoint file; no Hub library is needed.
     """
-    from zoo.errors import SmssynthError, UnknownWeightsError
+    from zoo.errors import ChecksumError, SmssynthError, UnknownWeightsError
     from zoo.registry import export_card, model_card
 
+    if out is None and (card_name is not None or overwrite):
+        raise click.UsageError("--name and --overwrite apply to --out")
+    if out is not None:
+        _check_card_out(Path(out), overwrite)
     try:
         if out is None:
-            if card_name is not None or overwrite:
-                raise click.UsageError("--name and --overwrite apply to --out")
             click.echo(model_card(name, namespace=namespace))
             return
         folder = export_card(name, out, name=card_name, namespace=namespace, overwrite=overwrite)
     except UnknownWeightsError as e:
         raise click.BadParameter(str(e), param_hint="NAME") from None
     except SmssynthError as e:
-        raise click.ClickException(str(e)) from None
+        # the copy in --out differing from its source is a failure at run time (1); an unusable or
+        # damaged checkpoint, a bad card name or a refused --out are usage errors (2)
+        copy_failed = (out is not None and isinstance(e, ChecksumError)
+                       and str(e).startswith(os.path.join(str(Path(out)), "")))
+        raise UserError(str(e), 1 if copy_failed else 2) from None
     click.echo(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir()))
                + " (upload the folder as it is, e.g. huggingface-cli upload ORG/REPO " + str(folder) + ")")
+
+
+def _check_card_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that zoo.registry.export_card would refuse, before the weights are read
+    (exit 2, like every command's refused --out)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose another --out", 2)
+    present = sorted(p.name for p in out.iterdir())
+    if present and not overwrite:
+        raise UserError(f"--out {out}: holds {present[:5]}; pass --overwrite to replace an earlier export, or "
+                        f"choose another --out", 2)
 
 
 def _read():

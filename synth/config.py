@@ -103,9 +103,9 @@ class SimConfig:
         need(1 <= self.clusters <= MAX_CLUSTERS, "clusters",
              f"must be between 1 and {MAX_CLUSTERS}, got {self.clusters} (the cluster phase uses a few to a few "
              f"tens of clusters; k-means time grows with K)")
-        need(self.resolution in RESOLUTIONS, "resolution", f"must be one of {RESOLUTIONS}")
-        need(self.frames_mode in FRAME_MODES, "frames_mode", f"must be one of {FRAME_MODES}")
-        need(self.combine in COMBINES, "combine", f"must be one of {COMBINES}")
+        need(self.resolution in RESOLUTIONS, "resolution", f"must be one of {RESOLUTIONS}, got {self.resolution!r}")
+        need(self.frames_mode in FRAME_MODES, "frames_mode", f"must be one of {FRAME_MODES}, got {self.frames_mode!r}")
+        need(self.combine in COMBINES, "combine", f"must be one of {COMBINES}, got {self.combine!r}")
         if self.matrix is not None:
             m = tuple(int(v) for v in self.matrix)
             need(len(m) == 2 and min(m) >= 4, "matrix", f"must be two sizes >= 4 (e.g. 192x160), got {self.matrix}")
@@ -114,7 +114,7 @@ class SimConfig:
         need(self.snr is None or self.snr > 0, "snr", f"must be > 0, got {self.snr}")
         need(self.combos is None or self.combos >= 1, "combos", f"must be >= 1, got {self.combos}")
         need(self.draws >= 1, "draws", f"must be >= 1, got {self.draws}")
-        need(self.min_distance_mm >= 0, "min_distance_mm", "must be >= 0")
+        need(self.min_distance_mm >= 0, "min_distance_mm", f"must be >= 0, got {self.min_distance_mm}")
         need(0 <= self.seed < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -380,11 +380,11 @@ def test_cli_card_prints_and_exports_an_uploadable_folder(temp_registry, trained
     assert same_weights(model, trained[0]) and model.normalization == entry.normalization
 
     out = runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest)])
-    assert out.exit_code == 1 and "--overwrite" in out.output
+    assert out.exit_code == 2 and "--overwrite" in out.output  # a refused --out is a usage error
     assert runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest), "--overwrite"]).exit_code == 0
     (dest / "notes.txt").write_text("mine")
     out = runner.invoke(zoo_cmd, ["card", NAME, "--out", str(dest), "--overwrite"])
-    assert out.exit_code == 1 and "other files" in out.output and (dest / "notes.txt").read_text() == "mine"
+    assert out.exit_code == 2 and "other files" in out.output and (dest / "notes.txt").read_text() == "mine"
 
     out = runner.invoke(zoo_cmd, ["card", str(trained[1]), "--out", str(tmp_path / "ck"), "--name", "my-model"])
     assert out.exit_code == 0, out.output
