@@ -181,7 +181,7 @@ def main(argv=None):
         dims = st.dims
         distinct = []
         for i in range(min(n, args.floor_examples)):
-            ex = st.example(i, ["mask", "kz", "target", "csm", "phase", "scale", "noise_sigma"])
+            ex = st.example(i, ["mask", "kz", "target", "csm", "phase", "scale", "noise_sigma", "offsets"])
             x = ex["target"][None] * ex["csm"][:, :, None] * np.exp(1j * ex["phase"]).astype(np.complex64)
             ex["_aliased"] = collapse_images(np.moveaxis(x.astype(np.complex64), 1, 2))
             distinct.append(ex)
