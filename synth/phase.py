@@ -67,7 +67,7 @@ MAX_ITER = 30
 TOL = 1e-3  # scikit-learn's: total squared centre shift / mean feature variance; 1e-4 takes ~18
 # Lloyd steps instead of ~11 on Sunnybrook cine slices for the same within-cluster spread
 ALGORITHM = "lloyd"  # Elkan's bounds do not pay off for 4 features and a few clusters (slower here)
-PREDICT_VOXELS = 1 << 18  # voxels per KMeans.predict call (4 MB of features)
+PREDICT_VOXELS = 1 << 20  # voxels per KMeans.predict call (16 MB of features; a 20 x 224^2 slice in one)
 GRATING_AMPLITUDE = (np.pi / 6, np.pi / 2)
 GRATING_FREQUENCY = (0.5, 3.0)
 
