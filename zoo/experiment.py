@@ -104,6 +104,7 @@ class Scale:
     # models and training
     n_filters: int = 64
     n_iterations: int = 5
+    coil_channels: bool = True  # the network sees an example's coils together (zoo.models.crnn.CRNNConfig)
     lr: float = 1e-4
     schedule: str = "constant"
     crop: int | None = None
@@ -126,7 +127,7 @@ SCALES: dict[str, Scale] = {
         fpp_matrix=(96, 96), fpp_frames=10, fpp_test_combos=12,
         phantom_train=6, phantom_test=2, phantom_slices=4, phantom_frames=24, phantom_acquired="96x80",
         phantom_matrix="96x96",
-        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=24, cine_steps=500, fpp_steps=150,
+        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=24, cine_steps=1500, fpp_steps=450,
         num_workers=1, cs_iters=100, sense_iters=20,
     ),
     "smoke": Scale(
@@ -168,9 +169,9 @@ def _has_images(folder: Path, look: int = 64) -> bool:
 
 
 def _model_config(scale: Scale, name: str) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"n_filters": scale.n_filters}
-    if name != "independent":
-        cfg["n_iterations"] = scale.n_iterations
+    cfg: dict[str, Any] = {"n_filters": scale.n_filters, "n_iterations": scale.n_iterations}
+    if scale.coil_channels and scale.coil_mode == "per-coil":
+        cfg["coil_channels"] = scale.coils
     return cfg
 
 
