@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import user_error
+from cli.options import user_error, verbosity_options
 
 SCALE_NAMES = ("cpu", "paper", "smoke")
 
@@ -36,14 +36,16 @@ def experiment_cmd():
                                                  "fpp-data", "fpp-finetune", "fpp-no-pretrain", "fpp-grating",
                                                  "evaluate", "report"]),
               default=None, help="Stop after this stage (start again later to continue).")
-def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, workers, stop_after):
+@verbosity_options
+def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, workers, stop_after, quiet, verbose):
     """The paper's Table 1: cine models and perfusion transfer learning, from DICOM to tables.
 
     Generates the stores (patient-level split, on-the-fly training data), trains sms-crnn,
     conv3d and independent on cine, fine-tunes sms-crnn on synthetic perfusion with three
     ablations, evaluates everything with the baselines and paired t-tests, and writes
     table1.md, table1.json and figures.  Interrupted, it resumes where it stopped when started
-    again with the same options.  At CPU scale, run it in the background:
+    again with the same options.  Each stage's output is in OUT/logs/STAGE.log; -v also prints
+    every command as it starts, -q only errors and the final table.  At CPU scale, run it in the background:
 
         nohup smssynth experiment table1 --scale cpu --out runs/table1 > runs/table1.log 2>&1 &
     """
@@ -54,7 +56,7 @@ def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, workers, st
         raise click.BadParameter(f"{fpp}: not a folder", param_hint="--fpp")
     exp = Table1(out=Path(out), scale=SCALES[scale], cine=Path(cine) if cine else DEFAULT_CINE, fpp=fpp_path,
                  test_patient=test_patient, device=device, workers=workers,
-                 say=lambda m: click.echo(m, err=True))
+                 say=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)), verbose=verbose)
     from synth.errors import SmssynthError
 
     try:

@@ -187,6 +187,7 @@ class Table1:
     device: str = "cpu"
     workers: int = 1
     say: Callable[[str], None] = print
+    verbose: bool = False
     python: list[str] = field(default_factory=lambda: [sys.executable, "-m", "cli.main"])
 
     def __post_init__(self):
@@ -226,6 +227,8 @@ class Table1:
         """Run ``smssynth ARGS``; its output is appended to ``logs/STAGE.log`` (stdout to ``stdout``)."""
         cmd = [*self.python, *map(str, args)]
         commands.append(["smssynth", *map(str, args)])
+        if self.verbose:
+            self.say("  $ smssynth " + " ".join(shlex.quote(str(a)) for a in args))
         log = self.path("logs", f"{stage}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)

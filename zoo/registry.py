@@ -625,8 +625,13 @@ def register_checkpoint(
     card: dict[str, Any] | None = None,
     weights_dir: str | Path | None = None,
     overwrite: bool = False,
+    metrics: dict[str, Any] | None = None,
 ) -> Weights:
     """Maintainer tool: add a trained checkpoint to the registry (files copied, entry appended).
+
+    ``metrics`` adds groups to the metadata's ``metrics`` (e.g. ``{"test": {"psnr": {"mean":
+    ..., "sd": ..., "n": ...}, ...}, "zero-filled": {...}}``: the model's and the baselines'
+    results on a test set measured after training; :func:`zoo.cards.model_metrics`).
 
     The checkpoint is fully loaded first (hash, architecture, strict weights); then
     ``NAME.safetensors``, ``NAME.json`` (its metadata plus ``licence``, ``description``, the
@@ -659,6 +664,10 @@ def register_checkpoint(
             "training": {**meta["training"], "normalization": model.normalization.to_meta()}}
     if card is not None:
         meta["card"] = card
+    if metrics is not None:
+        if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+            raise CheckpointError(f"register_checkpoint: metrics must map group names to metric objects, got {metrics!r}")
+        meta["metrics"] = {**(meta.get("metrics") or {}), **metrics}
     entry = Weights(name=name, file=f"{name}.safetensors", sha256=meta["sha256"], meta=meta, url=url, folder=folder)
     problems = validate_weights(entry, weights_dir=folder, check_file=False)
     if problems:

@@ -409,6 +409,23 @@ def test_register_refuses_bad_input_and_duplicates(temp_registry, trained):
         register_checkpoint(trained[1], "other", licence=" ", description="y", weights_dir=folder)
 
 
+def test_register_adds_test_metrics_that_the_card_shows(trained, tmp_path):
+    folder = tmp_path / "weights"
+    test = {"psnr": {"mean": 31.25, "sd": 0.5, "n": 7}, "ssim": {"mean": 0.912, "sd": 0.01, "n": 7},
+            "nmse": {"mean": 0.0123, "sd": 0.001, "n": 7}}
+    zf = {"psnr": {"mean": 24.5, "sd": 0.4, "n": 7}}
+    entry = register_checkpoint(trained[1], NAME, licence="CC0-1.0", description="tiny", weights_dir=folder,
+                                metrics={"test": test, "zero-filled": zf})
+    assert entry.meta["metrics"]["test"] == test and entry.meta["metrics"]["zero-filled"] == zf
+    assert "train" in entry.meta["metrics"]  # the training record's groups stay
+    card = (folder / f"{NAME}.md").read_text()
+    assert "31.25" in card and "24.5" in card
+    assert not validate_weights(read_registry(folder)[0], weights_dir=folder)
+    with pytest.raises(CheckpointError, match="metrics must map"):
+        register_checkpoint(trained[1], "other", licence="x", description="y", weights_dir=folder,
+                            metrics={"test": 3})
+
+
 @pytest.mark.parametrize("text, pattern", [
     ("{", "not valid JSON"),
     ('{"a": 1}', "JSON list"),

@@ -282,7 +282,7 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
             loader = DataLoader(train_set, batch_sampler=batches[skip:], num_workers=cfg.num_workers,
                                 pin_memory=device.type == "cuda")
             bar = tqdm(total=math.ceil(n_batches / acc), initial=math.ceil(skip / acc), desc=f"epoch {epoch}/{cfg.epochs}",
-                       unit="step", disable=not main or quiet, dynamic_ncols=True, leave=False)
+                       unit="step", disable=True if (not main or quiet) else None, dynamic_ncols=True, leave=False)
             sums, n_seen, done, step = _train_epoch(
                 net, loader, groups, bar, optimizer, scaler, params, loss_fn, schedule, cfg, device, epoch, step, skip,
                 info, steps_log, tb)

@@ -1,0 +1,95 @@
+"""Register the checkpoints of a finished Table 1 experiment in the zoo (maintainer tool).
+
+    python experiments/register_table1.py runs/table1 [--weights-dir zoo/weights] [--overwrite]
+
+For every model of the experiment (``zoo.experiment``), its ``checkpoints/last`` goes into the
+registry under the name below, with the test metrics of ``table1.json``'s evaluations (the model
+and the baselines on the same examples) in its metadata, and a card record saying what it was
+trained and checked on.  The ``no fine-tuning`` ablation of the perfusion table is the cine
+``sms-crnn`` itself, so it is not registered twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# registry name -> (run folder under runs/, row name in the evaluations, the test sets it is scored on)
+MODELS = {
+    "sms-crnn-cine": ("cine-sms-crnn", "sms-crnn", ("cine",)),
+    "conv3d-cine": ("cine-conv3d", "conv3d", ("cine",)),
+    "independent-cine": ("cine-independent", "independent", ("cine",)),
+    "sms-crnn-fpp": ("fpp-sms-crnn-fpp", "sms-crnn-fpp", ("fpp", "fpp-real")),
+    "sms-crnn-fpp-no-pretrain": ("fpp-no-pretrain", "no-pretrain", ("fpp", "fpp-real")),
+    "sms-crnn-fpp-grating-phase": ("fpp-grating-phase", "grating-phase", ("fpp", "fpp-real")),
+}
+GROUP = {"cine": "test", "fpp": "test", "fpp-real": "test-real-ge"}
+BASELINES = ("zero-filled", "cs-tfft", "cs-ttv", "sense-espirit", "sense-oracle")
+SUNNYBROOK = "CC0 1.0 (Sunnybrook Cardiac Data, patients SC-HF-I-1, -2, -4)"
+TRAINED_ON = {
+    "cine": "synthetic SMS-2 x R-2 k-space from Sunnybrook cine (patients SC-HF-I-1 and -2; fresh phase, coil "
+            "maps, masks and noise every epoch)",
+    "fpp": "synthetic SMS-2 x R-2 k-space from smssynth's seeded perfusion phantom patients",
+}
+
+
+def _summary(row: dict) -> dict:
+    return {k: row[k] for k in ("nmse", "psnr", "ssim") if row.get(k)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--weights-dir", default=str(ROOT / "zoo" / "weights"))
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+
+    from zoo.registry import register_checkpoint
+
+    rep = json.loads((a.experiment / "table1.json").read_text())
+    exp = json.loads((a.experiment / "experiment.json").read_text())
+    scale = exp["scale"]
+    for name, (run, row_name, sets) in MODELS.items():
+        metrics, checked = {}, []
+        for s in sets:
+            if s not in rep["sets"]:
+                continue
+            rows = {r["method"]: r for r in rep["sets"][s]["rows"]}
+            group = GROUP[s]
+            metrics[group] = _summary(rows[row_name])
+            if group == "test":  # the baselines on the same examples (the card's comparison table)
+                for b in BASELINES:
+                    if b in rows:
+                        metrics[b] = _summary(rows[b])
+            checked.append(f"{rep['sets'][s]['n_examples']} test examples of {s} "
+                           f"({'the kept-out Sunnybrook patient SC-HF-I-4' if s == 'cine' else 'unseen phantom patients' if s == 'fpp' else 'the real GE perfusion series, single slice at R=4'})")
+        kind = "cine" if name.endswith("-cine") else "fpp"
+        licence = (f"BSD-3-Clause (weights); trained on {SUNNYBROOK}" if kind == "cine" else
+                   f"BSD-3-Clause (weights); pretrained on {SUNNYBROOK}, trained on smssynth's own phantom")
+        if name == "sms-crnn-fpp-no-pretrain":
+            licence = "BSD-3-Clause (weights); trained on smssynth's own phantom"
+        desc = (f"{row_name} of the Table 1 experiment at {scale['name']} scale ({scale['n_filters']} filters, "
+                f"{scale['n_iterations']} iterations, {scale['coils']} coils as channels, {scale['cine_matrix'][0]}^2 x "
+                f"{scale['cine_frames']} frames); trained on {TRAINED_ON[kind]}"
+                + ("" if kind == "cine" or name.endswith("no-pretrain") else ", fine-tuned from sms-crnn-cine")
+                + (" with grating-only synthetic phase (ablation)" if name.endswith("grating-phase") else "")
+                + ". Reproduce: smssynth experiment table1 --scale cpu.")
+        card = {"license": "bsd-3-clause", "data_licence": SUNNYBROOK if name != "sms-crnn-fpp-no-pretrain"
+                else "smssynth phantom (BSD-3-Clause)", "checked_on": "; ".join(checked) or "not evaluated",
+                "datasets": ["sunnybrook-cardiac-data"] if kind == "cine" else ["smssynth-perfusion-phantom"],
+                "tags": ["cine"] if kind == "cine" else ["perfusion"]}
+        ckpt = a.experiment / "runs" / run / "checkpoints" / "last"
+        w = register_checkpoint(ckpt, name, licence=licence, description=desc, card=card, metrics=metrics,
+                                weights_dir=a.weights_dir, overwrite=a.overwrite)
+        size = (Path(a.weights_dir) / w.file).stat().st_size
+        print(f"{name:<28} {size / 1e3:7.1f} kB  " + "  ".join(
+            f"{g} PSNR {m['psnr']['mean']:.2f}" for g, m in metrics.items() if g.startswith("test")))
+
+
+if __name__ == "__main__":
+    main()
