@@ -79,10 +79,12 @@ def describe(st) -> None:
     click.echo(f"examples: {len(st)} ({int(done.sum())} complete, {int((~done).sum())} incomplete)")
     click.echo("dims: " + ", ".join(f"{k}={v}" for k, v in d.items()))
     click.echo("arrays:")
-    for name in st.root.array_keys():
+    names = sorted(st.root.array_keys())
+    width = max((len(n) for n in names), default=12)
+    for name in names:
         arr = st.root[name]
         dims = ",".join(arr.metadata.dimension_names or ())
-        click.echo(f"  {name:<12} {str(arr.dtype):<10} {str(tuple(arr.shape)):<28} chunks {arr.chunks}  ({dims})")
+        click.echo(f"  {name:<{width}} {str(arr.dtype):<10} {str(tuple(arr.shape)):<28} chunks {arr.chunks}  ({dims})")
     click.echo("params: " + ", ".join(f"{k}={v}" for k, v in a.get("params", {}).items()))
     m = d.get("M")
     if "kz" in st.root:

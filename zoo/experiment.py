@@ -453,4 +453,35 @@ class Table1:
     def stage_report(self, commands) -> None:
         from zoo.experiment_report import write_report
 
+        self.write_data_cards(commands)
         write_report(self)
+
+    def write_data_cards(self, commands) -> None:
+        """``data/CARDS.md``: what went into every store (inputs, split, parameters, shapes), from
+        the manifests, the phantom seeds and ``smssynth inspect`` of each store."""
+        s = self.scale
+        inputs = {
+            "cine-train.zarr": "the cine patients of `cine-train.csv` (pseudonymous keys; split train); "
+                               "targets only, simulated anew every epoch",
+            "cine-test.zarr": "the kept-out cine patient of `cine-test.csv` (split test); one fixed draw, seed 1",
+            "fpp-train.zarr": f"{s.phantom_train} perfusion phantom patients (`smssynth phantom --kind perfusion`, "
+                              f"seeds 1000..{999 + s.phantom_train}), k-means phase; targets only",
+            "fpp-train-grating.zarr": "the same phantom patients, grating-only phase (the simple-phase ablation); "
+                                      "targets only",
+            "fpp-test.zarr": f"{s.phantom_test} other phantom patients (seeds 2000..{1999 + s.phantom_test}); one "
+                             f"fixed draw, seed 1",
+            "fpp-real-test.zarr": "the real GE perfusion series (`--fpp`; one slice), single-band (SMS 1) at "
+                                  f"R = {s.sms * s.accel}; one fixed draw, seed 1",
+        }
+        lines = ["# Stores of this experiment", "",
+                 "Made by `smssynth experiment table1`; the exact commands are in `../stages/*.json`.", ""]
+        for name, what in inputs.items():
+            store = self.path("data", name)
+            if not store.exists():
+                continue
+            out = self.path("data", f"{name}.inspect.txt")
+            self.smssynth("report", ["inspect", store], commands, stdout=out)
+            head = [ln for ln in out.read_text().splitlines()
+                    if ln.startswith(("kind:", "examples:", "dims:", "params:", "caipi ordering:"))]
+            lines += [f"## `{name}`", "", f"Inputs: {what}.", "", "```", *head, "```", ""]
+        self.path("data", "CARDS.md").write_text("\n".join(lines))

@@ -82,6 +82,9 @@ def test_smoke_runs_every_stage_and_writes_tables(smoke):
     train = (out / "data" / "cine-train.csv").read_text()
     test = (out / "data" / "cine-test.csv").read_text()
     assert "PHANTOM03" in test and "PHANTOM03" not in train and "PHANTOM01" in train
+    cards = (out / "data" / "CARDS.md").read_text()
+    assert "## `cine-train.zarr`" in cards and "kind: targets" in cards and "## `fpp-train-grating.zarr`" in cards
+    assert "PHANTOM" not in cards  # inputs named by pseudonym or seed, never by folder
     # the training runs used on-the-fly synthesis with the scale's steps
     cfg = json.loads((out / "runs" / "cine-sms-crnn" / "config.json").read_text())
     assert json.dumps(cfg).count("on-the-fly") >= 1
