@@ -88,6 +88,7 @@ class Scale:
     acs: int = 8
     coils: int = 8
     mask: str = "vd"
+    caipi: str = "acquired"
     cine_matrix: tuple[int, int] = (224, 224)
     cine_frames: int = 20
     cine_test_combos: int | None = None
@@ -127,7 +128,7 @@ SCALES: dict[str, Scale] = {
         fpp_matrix=(96, 96), fpp_frames=10, fpp_test_combos=12,
         phantom_train=6, phantom_test=2, phantom_slices=4, phantom_frames=24, phantom_acquired="96x80",
         phantom_matrix="96x96",
-        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=24, cine_steps=1500, fpp_steps=450,
+        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=24, cine_steps=1200, fpp_steps=400,
         num_workers=1, cs_iters=100, sense_iters=20,
     ),
     "smoke": Scale(
@@ -271,7 +272,7 @@ class Table1:
     def _sim_args(self, matrix, frames) -> list[str]:
         s = self.scale
         return ["--sms", s.sms, "--accel", s.accel, "--acs", s.acs, "--coils", s.coils, "--mask", s.mask,
-                "--caipi", "row", "--csm", "mixed", "--clusters", 8, "--resolution", "acquired",
+                "--caipi", s.caipi, "--csm", "mixed", "--clusters", 8, "--resolution", "acquired",
                 "--matrix", f"{matrix[0]}x{matrix[1]}", "--frames", frames, "--frames-mode", "resample",
                 "--workers", self.workers, "--salt", "smssynth-table1", "--quiet"]
 
