@@ -89,6 +89,32 @@ def main(argv=None) -> None:
         size = (Path(a.weights_dir) / w.file).stat().st_size
         print(f"{name:<28} {size / 1e3:7.1f} kB  " + "  ".join(
             f"{g} PSNR {m['psnr']['mean']:.2f}" for g, m in metrics.items() if g.startswith("test")))
+    name_parents(Path(a.weights_dir))
+
+
+def name_parents(folder: Path) -> None:
+    """A fine-tune's parent is recorded as the checkpoint path it started from (a path on the
+    machine that trained it); when that checkpoint is registered too (same SHA-256), name it
+    instead, so the card links its base model and no local path ships."""
+    import dataclasses
+
+    from zoo.registry import _write_registry, read_registry, write_card
+
+    entries = read_registry(folder)
+    by_sha = {w.sha256: w.name for w in entries}
+    out = []
+    for w in entries:
+        parent = (w.meta.get("training") or {}).get("parent")
+        if isinstance(parent, dict) and parent.get("sha256") in by_sha and not parent.get("registry"):
+            name = by_sha[parent["sha256"]]
+            meta = json.loads(json.dumps(w.meta))
+            meta["training"]["parent"] = {**parent, "source": name, "name": name, "registry": True}
+            w = dataclasses.replace(w, meta=meta)
+            (folder / f"{w.name}.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        out.append(w)
+    _write_registry(folder, out)
+    for w in out:
+        write_card(w, weights_dir=folder)
 
 
 if __name__ == "__main__":
