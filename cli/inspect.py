@@ -87,8 +87,11 @@ def describe(st) -> None:
         click.echo(f"  {name:<{width}} {str(arr.dtype):<10} {str(tuple(arr.shape)):<28} chunks {arr.chunks}  ({dims})")
     click.echo("params: " + ", ".join(f"{k}={v}" for k, v in a.get("params", {}).items()))
     m = d.get("M")
-    if "kz" in st.root:
-        how = {"row": f"kz = ky row mod {m}", "acquired": f"kz = acquisition rank of the row in its frame mod {m}"}
+    caipi = a.get("params", {}).get("caipi", "row")
+    how = {"row": f"kz = ky row mod {m}", "acquired": f"kz = acquisition rank of the row in its frame mod {m}"}
+    if a.get("kind") == "targets":  # no k-space: the ordering is applied when items are simulated
+        click.echo(f"caipi ordering: {caipi} ({how.get(caipi, 'see params')}; applied by the on-the-fly synthesis)")
+    elif "kz" in st.root:
         click.echo(f"caipi ordering: {st.caipi} ({how.get(st.caipi, 'see params')}; per-row kz in the 'kz' array)")
     else:
         click.echo(f"caipi ordering: row (kz = ky row mod {m}; format {a['format_version']} stores have no 'kz' array)")
