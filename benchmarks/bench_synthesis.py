@@ -60,39 +60,9 @@ def item_seconds(store: Path, synthesis: str, n: int, clock=time.perf_counter) -
     return times
 
 
-def step_cpu_seconds(store: Path, steps: int) -> list[float]:
-    """Process CPU seconds of each training step (forward, loss, backward, Adam) of the
-    configuration of :func:`steps_per_second`, the items read beforehand."""
+def _trainer(store: Path, synthesis: str):
+    """The dataset and the CPU-scale training step of sections 3 and 4: ``(dataset, step(batch))``."""
     import torch
-
-    from zoo.data import DataConfig, SmsDataset
-    from zoo.losses import LossConfig, SmsLoss
-    from zoo.models import build_model
-    from zoo.train import fold_coils, normalize_batch
-
-    ds = SmsDataset(store, DataConfig(coil_mode="virtual", synthesis="stored"))
-    batches = [{k: v[None] for k, v in ds[i % len(ds)].items()} for i in range(steps + 1)]
-    torch.manual_seed(0)
-    net = build_model("sms-crnn", {"n_filters": 16, "n_iterations": 5})
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    loss_fn = SmsLoss(LossConfig())
-    out = []
-    for k, batch in enumerate(batches):
-        t0 = time.process_time()
-        nb, _ = normalize_batch(batch)
-        x0, k3, mask3, _ = fold_coils(nb)
-        loss, _ = loss_fn(net(x0, k3, mask3), nb["target"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if k:  # the first step warms up
-            out.append(time.process_time() - t0)
-    return out
-
-
-def steps_per_second(store: Path, synthesis: str, steps: int, workers: int) -> float:
-    import torch
-    from torch.utils.data import DataLoader
 
     from zoo.data import DataConfig, SmsDataset
     from zoo.losses import LossConfig, SmsLoss
@@ -105,6 +75,37 @@ def steps_per_second(store: Path, synthesis: str, steps: int, workers: int) -> f
     net = build_model("sms-crnn", {"n_filters": 16, "n_iterations": 5})
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     loss_fn = SmsLoss(LossConfig())
+
+    def step(batch) -> None:
+        nb, _ = normalize_batch(batch)
+        x0, k3, mask3, _ = fold_coils(nb)
+        loss, _ = loss_fn(net(x0, k3, mask3), nb["target"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return ds, step
+
+
+def step_cpu_seconds(store: Path, steps: int) -> list[float]:
+    """Process CPU seconds of each training step (forward, loss, backward, Adam) of the
+    configuration of :func:`steps_per_second`, the items read beforehand."""
+    ds, step = _trainer(store, "stored")
+    batches = [{k: v[None] for k, v in ds[i % len(ds)].items()} for i in range(steps + 1)]
+    out = []
+    for k, batch in enumerate(batches):
+        t0 = time.process_time()
+        step(batch)
+        if k:  # the first step warms up
+            out.append(time.process_time() - t0)
+    return out
+
+
+def steps_per_second(store: Path, synthesis: str, steps: int, workers: int) -> float:
+    import torch
+    from torch.utils.data import DataLoader
+
+    ds, step = _trainer(store, synthesis)
     order = [i % len(ds) for i in range(steps + 1)]
     loader = DataLoader(torch.utils.data.Subset(ds, order), batch_size=1, num_workers=workers,
                         persistent_workers=False)
@@ -112,12 +113,7 @@ def steps_per_second(store: Path, synthesis: str, steps: int, workers: int) -> f
     for k, batch in enumerate(loader):
         if k == 1:  # the first step pays for worker start-up and warm-up
             t0 = time.perf_counter()
-        nb, _ = normalize_batch(batch)
-        x0, k3, mask3, _ = fold_coils(nb)
-        loss, _ = loss_fn(net(x0, k3, mask3), nb["target"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(batch)
     return steps / (time.perf_counter() - t0)
 
 

@@ -221,6 +221,9 @@ class Table1:
                 raise ConfigError(f"{p}: this experiment was started with different {', '.join(diff)}; "
                                   f"use another --out, or the same options to resume it")
             return
+        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
+            raise ConfigError(f"--out {self.out}: exists and is not an experiment folder (no experiment.json); "
+                              f"give a new or empty folder")
         self.out.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(rec, indent=2, default=list))
 
@@ -353,10 +356,12 @@ class Table1:
         if (run / "checkpoints" / "last.safetensors").is_file():
             self.smssynth(stage, [head[0], "--out", run, "--resume", "--max-steps", steps, "--quiet"], commands)
         else:
-            if run.exists():  # an attempt that died before its first checkpoint: ours to restart
+            if (run / "config.json").is_file():  # train's own run that died before its first checkpoint
                 import shutil
 
                 shutil.rmtree(run)
+            elif run.exists():
+                raise ExperimentError(f"{run}: exists but holds no training run; move it away and start again")
             self.smssynth(stage, [*head, "--out", run, "--config", cfg, *self._train_args(data, steps)], commands)
 
     def cine_run(self, model: str) -> Path:

@@ -129,3 +129,14 @@ def test_failed_stage_names_its_log_and_resumes(tmp_path):
     with pytest.raises(ExperimentError, match=r"stage cine-sms-crnn: .*logs/cine-sms-crnn\.log"):
         exp.run(stop_after="cine-sms-crnn")
     assert not exp.done("cine-sms-crnn")
+
+
+def test_a_folder_that_is_not_an_experiment_is_refused_and_kept(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    (out / "runs").mkdir()
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(out),
+                                   "--cine", str(tmp_path), "--no-real-fpp"])
+    assert res.exit_code == 2 and "not an experiment folder" in res.output and "Traceback" not in res.output
+    assert (out / "notes.txt").read_text() == "the user's" and (out / "runs").is_dir()
