@@ -211,3 +211,56 @@ def test_fsspec_url_store(patients, reference, cluster, tmp_path):
     assert res.written == 12
     assert files(out) == files(reference[0])
     assert len(Store.open(f"local://{out}", storage_options={"auto_mkdir": True})) == 12
+
+
+def _fake_example(index: int, series: str, slices: tuple[int, ...], draw: int = 0):
+    from types import SimpleNamespace
+
+    sources = tuple(SimpleNamespace(series=SimpleNamespace(key=series), slice=SimpleNamespace(index=s)) for s in slices)
+    return SimpleNamespace(index=index, sources=sources, draw=draw)
+
+
+def test_affinity_runs_balanced_and_grouped_by_series():
+    from itertools import combinations
+
+    from synth.generate import affinity_runs
+
+    # two series of 5 slices, every pair: 10 examples each, interleaved in the input order
+    exs = [_fake_example(2 * k + n, s, pair) for k, pair in enumerate(combinations(range(5), 2))
+           for n, s in enumerate(("se-b", "se-a"))]
+    runs = affinity_runs(exs, 2)
+    assert sorted(len(r) for r in runs) == [10, 10]
+    assert [{s.series.key for e in r for s in e.sources} for r in runs] == [{"se-a"}, {"se-b"}]
+    assert sorted(e.index for r in runs for e in r) == sorted(e.index for e in exs)  # each example once
+    # within a run, examples sharing the first slice are next to each other (the worker's cache)
+    firsts = [e.sources[0].slice.index for e in runs[0]]
+    assert firsts == sorted(firsts)
+
+
+@pytest.mark.parametrize("n_workers", [1, 3, 7, 25])
+def test_affinity_runs_any_worker_count(n_workers):
+    from synth.generate import affinity_runs
+
+    exs = [_fake_example(i, f"se-{i % 3}", (i % 4, 4 + i % 5), draw=i // 12) for i in range(20)]
+    runs = affinity_runs(exs, n_workers)
+    assert len(runs) == n_workers
+    sizes = [len(r) for r in runs]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 20
+    assert sorted(e.index for r in runs for e in r) == list(range(20))
+    with pytest.raises(ValueError, match="n_workers"):
+        affinity_runs(exs, 0)
+
+
+def test_each_series_is_simulated_on_one_worker(patients, cluster, tmp_path):
+    """4 patients of 3 pairs on 2 workers: every series' examples run in one worker process, so
+    each series is read and clustered once."""
+    ran: dict[int, int] = {}
+    out = tmp_path / "affinity.zarr"
+    res = run(patients, out, cluster, progress=lambda done, total, r: ran.__setitem__(r["index"], r["pid"]))
+    assert res.written == 12 and len(ran) == 12
+    series = [ex["sources"][0]["series"] for ex in Store.open(out).attrs["examples"]]
+    pids_of = defaultdict(set)
+    for i, pid in ran.items():
+        pids_of[series[i]].add(pid)
+    assert len(pids_of) == 4 and all(len(p) == 1 for p in pids_of.values())
+    assert len(set(ran.values())) == 2  # and both workers worked: 2 series each
