@@ -60,7 +60,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,6 +95,9 @@ class Scale:
     fpp_matrix: tuple[int, int] = (128, 128)
     fpp_frames: int = 60
     fpp_test_combos: int | None = None
+    # the real perfusion series has one slice, so its test store holds this many draws of it
+    # (coil maps, phase and sampling mask drawn anew; the same anatomy and contrast)
+    fpp_real_draws: int = 8
     # perfusion phantom patients
     phantom_train: int = 8
     phantom_test: int = 3
@@ -216,7 +219,12 @@ class Table1:
         p = self.path("experiment.json")
         if p.is_file():
             old = json.loads(p.read_text())
-            diff = sorted(k for k in rec if json.dumps(old.get(k), sort_keys=True) != json.dumps(rec[k], sort_keys=True))
+            if isinstance(old.get("scale"), dict):
+                # a scale field added since this experiment started counts as its default
+                defaults = {f.name: f.default for f in fields(Scale) if f.default is not MISSING}
+                old["scale"] = {**{k: v for k, v in defaults.items() if k not in old["scale"]}, **old["scale"]}
+            diff = sorted(k for k in rec if json.dumps(old.get(k), sort_keys=True, default=list)
+                          != json.dumps(rec[k], sort_keys=True, default=list))
             if diff:
                 raise ConfigError(f"{p}: this experiment was started with different {', '.join(diff)}; "
                                   f"use another --out, or the same options to resume it")
@@ -408,7 +416,7 @@ class Table1:
             single[single.index("--sms") + 1] = 1
             single[single.index("--accel") + 1] = s.accel * s.sms
             self._generate("fpp-data", commands, [self.fpp], self.path("data", "fpp-real-test.zarr"),
-                           [*single, "--phase", "kmeans", "--seed", 1])
+                           [*single, "--phase", "kmeans", "--seed", 1, "--draws", s.fpp_real_draws])
 
     def real_fpp(self) -> bool:
         return self.fpp is not None and self.fpp.is_dir()
@@ -477,7 +485,8 @@ class Table1:
             "fpp-test.zarr": f"{s.phantom_test} other phantom patients (seeds 2000..{1999 + s.phantom_test}); one "
                              f"fixed draw, seed 1",
             "fpp-real-test.zarr": "the real GE perfusion series (`--fpp`; one slice), single-band (SMS 1) at "
-                                  f"R = {s.sms * s.accel}; one fixed draw, seed 1",
+                                  f"R = {s.sms * s.accel}; {s.fpp_real_draws} draws of that slice (coil maps, "
+                                  f"phase and mask drawn anew; the same anatomy and contrast), seed 1",
         }
         lines = ["# Stores of this experiment", "",
                  "Made by `smssynth experiment table1`; the exact commands are in `../stages/*.json`.", ""]

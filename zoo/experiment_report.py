@@ -106,7 +106,8 @@ def claims_for(set_name: str, methods: dict[str, dict]) -> list[dict[str, Any]]:
 TITLES = {
     "cine": "Cine (held-out patient)",
     "fpp": "Perfusion, synthetic test patients (phantom)",
-    "fpp-real": "Perfusion, real GE series (single slice, same total acceleration)",
+    "fpp-real": "Perfusion, real GE series (one slice in several synthetic draws, same total acceleration; the "
+                "tests are over draws, not patients)",
 }
 
 

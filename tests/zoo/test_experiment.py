@@ -140,3 +140,25 @@ def test_a_folder_that_is_not_an_experiment_is_refused_and_kept(tmp_path):
                                    "--cine", str(tmp_path), "--no-real-fpp"])
     assert res.exit_code == 2 and "not an experiment folder" in res.output and "Traceback" not in res.output
     assert (out / "notes.txt").read_text() == "the user's" and (out / "runs").is_dir()
+
+
+def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
+    """An experiment.json written before a Scale field existed resumes when the field has its
+    default, and is refused when the scale now sets it to something else."""
+    from dataclasses import replace
+
+    from synth.errors import ConfigError
+
+    cine = tmp_path / "cine"
+    cine.mkdir()
+    exp = Table1(out=tmp_path / "run", scale=SCALES["smoke"], cine=cine, fpp=None, say=lambda m: None)
+    exp._record()
+    p = tmp_path / "run" / "experiment.json"
+    rec = json.loads(p.read_text())
+    assert rec["scale"].pop("fpp_real_draws") == SCALES["smoke"].fpp_real_draws
+    p.write_text(json.dumps(rec))
+    exp._record()  # the missing field is read as its default: same experiment
+    other = Table1(out=tmp_path / "run", scale=replace(SCALES["smoke"], fpp_real_draws=3), cine=cine, fpp=None,
+                   say=lambda m: None)
+    with pytest.raises(ConfigError, match="different scale"):
+        other._record()
