@@ -14,7 +14,8 @@ cache (``os.sync`` outside the timed region), and medians over ``--repeats`` are
 
 ``--kmeans-baseline REV`` instead compares whole runs with the k-means of git revision ``REV``
 (the hand-written k-means++/Lloyd with its numba kernels, by default: ``synth/phase.py`` and
-``synth/_kernels.py`` are read with ``git show`` into temporary modules) against the current
+``synth/_kernels.py``, their paths before ``synth/`` was split into ``io/``, ``physics/`` and
+``dataset/``, are read with ``git show`` into temporary modules) against the current
 scikit-learn k-means, alternating which goes first in each repeat, and prints the median
 ratio; the floors are not run then.  Both get one untimed run first (numba compiles, scikit-learn
 is imported), so the import of scikit-learn (about a second, once per process) is not in the
@@ -46,14 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-import synth.simulate
-from synth import store as zstore
-from synth.config import SimConfig
-from synth.fft import fft2c
-from synth.pipeline import default_threads, dicom2kspace
-from synth.simulate import StageTimer
-from synth.sms import collapse_images
-from synth.store import Store
+import synth.dataset.simulate
+from synth.dataset import store as zstore
+from synth.dataset.config import SimConfig
+from synth.dataset.pipeline import default_threads, dicom2kspace
+from synth.dataset.simulate import StageTimer
+from synth.dataset.store import Store
+from synth.physics.fft import fft2c
+from synth.physics.sms import collapse_images
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "sunnybrook-cine" / "SCD0000101"
@@ -122,9 +123,13 @@ def _module_at(rev: str, path: str, name: str, folder: Path):
 
 def baseline_kmeans(rev: str, folder: Path):
     """``kmeans_labels`` of revision ``rev``, calling that revision's numba kernels."""
+    import synth.physics._jit
+
+    # the paths at that revision; its phase.py imports synth._jit, now synth.physics._jit
+    sys.modules.setdefault("synth._jit", synth.physics._jit)
     old_kernels = _module_at(rev, "synth/_kernels.py", "_bench_old_kernels", folder)
     old_phase = _module_at(rev, "synth/phase.py", "_bench_old_phase", folder)
-    old_phase.kernels = lambda: old_kernels  # its k-means kernels, which the current synth/_kernels.py lacks
+    old_phase.kernels = lambda: old_kernels  # its k-means kernels, which the current synth/physics/_kernels.py lacks
     return old_phase.kmeans_labels
 
 
@@ -164,7 +169,7 @@ def main(argv=None):
     if src is None:
         src = DEFAULT_INPUT
         if not src.exists():
-            from synth.phantom import PhantomSpec, write_phantom
+            from synth.io.phantom import PhantomSpec, write_phantom
 
             src = tmp / "phantom"
             write_phantom(src, PhantomSpec(n_slices=6, n_frames=20, acquired=(192, 160), matrix=(224, 224)))
@@ -223,7 +228,7 @@ def main(argv=None):
 
 def compare_kmeans(args, src: Path, config: SimConfig, salt: bytes, threads: int, tmp: Path) -> None:
     """Whole ``dicom2kspace`` runs with the k-means of ``--kmeans-baseline`` and the current one."""
-    current = synth.simulate.kmeans_labels
+    current = synth.dataset.simulate.kmeans_labels
     t0 = time.perf_counter()
     import sklearn.cluster  # noqa: F401  (what the current k-means imports on first use)
     import_s = time.perf_counter() - t0
@@ -235,7 +240,7 @@ def compare_kmeans(args, src: Path, config: SimConfig, salt: bytes, threads: int
 
     def run(name: str, out: Path) -> tuple[float, float, float]:
         nonlocal n
-        synth.simulate.kmeans_labels = impls[name]  # what slice_labels calls
+        synth.dataset.simulate.kmeans_labels = impls[name]  # what slice_labels calls
         timer = StageTimer()
         try:
             _settle()
@@ -243,7 +248,7 @@ def compare_kmeans(args, src: Path, config: SimConfig, salt: bytes, threads: int
             n = dicom2kspace([src], out, config, salt=salt, timer=timer, threads=threads).written
             wall, used = time.perf_counter() - t0, time.process_time() - c0
         finally:
-            synth.simulate.kmeans_labels = current
+            synth.dataset.simulate.kmeans_labels = current
             shutil.rmtree(out, ignore_errors=True)  # outside the timed region
         return wall, used, timer.seconds.get("kmeans", 0.0)
 

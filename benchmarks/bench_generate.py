@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from synth.config import SimConfig
-from synth.generate import generate
-from synth.pipeline import default_threads, dicom2kspace
-from synth.recipes import load_recipe
-from synth.simulate import StageTimer
+from synth.dataset.config import SimConfig
+from synth.dataset.generate import generate
+from synth.dataset.pipeline import default_threads, dicom2kspace
+from synth.dataset.recipes import load_recipe
+from synth.dataset.simulate import StageTimer
 
 HERE = Path(__file__).resolve().parents[1]
 DEFAULT_INPUT = HERE.parent / "shared" / "data" / "sunnybrook-cine"
@@ -44,7 +44,7 @@ def main(argv=None):
     if src is None:
         src = DEFAULT_INPUT
         if not src.exists():
-            from synth.phantom import PhantomSpec, write_phantom
+            from synth.io.phantom import PhantomSpec, write_phantom
 
             src = tmp / "phantom"
             for p in range(3):

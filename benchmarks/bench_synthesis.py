@@ -41,7 +41,7 @@ def size(path: Path) -> int:
 
 
 def make(out: Path, cfg) -> None:
-    from synth.pipeline import dicom2kspace
+    from synth.dataset.pipeline import dicom2kspace
 
     dicom2kspace([DATA], out, cfg, salt=b"bench-synthesis")
 
@@ -134,7 +134,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from synth.config import SimConfig
+    from synth.dataset.config import SimConfig
 
     torch.set_num_threads(2)
     recipe = SimConfig(sms=2, coils=8, accel=2, acs=8, mask="vd", matrix=(224, 224), frames=20,
@@ -154,7 +154,7 @@ def main(argv=None) -> None:
         print("\n1. disk per example (a targets store keeps each slice once, so the ratio grows with the pairs "
               "that share slices)")
         for name in ("paper", "cpu", "cpu, every pair"):
-            from synth.store import Store
+            from synth.dataset.store import Store
 
             k = len(Store.open(stores[name, "kspace"]))
             full, targ = size(stores[name, "kspace"]) / k, size(stores[name, "targets"]) / k

@@ -33,7 +33,7 @@ import time
 import numpy as np
 import torch
 
-from synth.masks import row_mask
+from synth.physics.masks import row_mask
 from zoo.baselines import Baseline, make_baseline
 from zoo.losses import SmsLoss
 from zoo.models import build_model, count_parameters

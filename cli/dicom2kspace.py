@@ -25,9 +25,9 @@ def dicom2kspace(inputs, out, threads, nifti_axes, salt, on_error, show_paths, o
 
         smssynth dicom2kspace dicom/ --out sms.zarr --sms 2 --accel 2 --coils 8
     """
-    from synth.deid import resolve_salt
+    from synth.dataset.pipeline import dicom2kspace as run
     from synth.errors import SmssynthError
-    from synth.pipeline import dicom2kspace as run
+    from synth.io.deid import resolve_salt
 
     config = config_from_options(kwargs)
     refuse_foreign_out(out, overwrite)

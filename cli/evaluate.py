@@ -61,7 +61,7 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
         raise click.UsageError("nothing to evaluate: give --model, or drop --no-baselines")
 
     dev = open_checked(store, device)
-    from synth.store import Store
+    from synth.dataset.store import Store
 
     if Store.open(store).source == "measured":  # no simulation truth: there are no true coil maps
         if "sense-oracle" in specs or (ctx.get_parameter_source("baselines") == ParameterSource.COMMANDLINE

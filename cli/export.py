@@ -24,13 +24,13 @@ from cli.options import progress_bar, user_error, verbosity_options
 def export(store, layout, out, kspace, split, overwrite, quiet):
     """Write every complete example of the k-space STORE as one file in --out.
 
-    The layouts, and how the SMS (CAIPI-collapsed) data map onto them, are in synth/export.py
+    The layouts, and how the SMS (CAIPI-collapsed) data map onto them, are in synth/dataset/export.py
     and docs/store-format.md ("Exporting").  Example:
 
         smssynth export sms.zarr --to ismrmrd --out sms-mrd/
     """
+    from synth.dataset.export import export as run
     from synth.errors import SmssynthError
-    from synth.export import export as run
 
     bar, progress = progress_bar("export", quiet)
     try:

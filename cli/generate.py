@@ -49,12 +49,12 @@ def generate(input_root, manifest, out, recipe, split_spec, workers, scheduler, 
     """
     import time
 
-    from synth.deid import resolve_salt
+    from synth.dataset.generate import generate as run
+    from synth.dataset.generate import read_manifest
+    from synth.dataset.recipes import load_recipe
+    from synth.dataset.splits import parse_split
     from synth.errors import SmssynthError
-    from synth.generate import generate as run
-    from synth.generate import read_manifest
-    from synth.recipes import load_recipe
-    from synth.splits import parse_split
+    from synth.io.deid import resolve_salt
 
     if (input_root is None) == (manifest is None):
         raise click.UsageError("give exactly one of INPUT_ROOT or --manifest")

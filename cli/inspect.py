@@ -22,8 +22,8 @@ from cli.options import UserError, stage, verbosity_options
 @verbosity_options
 def inspect_cmd(store, png, example, frame, as_json, verify):
     """Describe the smssynth store STORE (schema, parameters, completeness)."""
+    from synth.dataset.store import Store
     from synth.errors import SmssynthError
-    from synth.store import Store
 
     try:
         st = Store.open(store)
@@ -107,7 +107,7 @@ def draw(ex, st, index, frame, path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from synth.fft import ifft2c
+    from synth.physics.fft import ifft2c
 
     target, csm, kspace = ex["target"], ex["csm"], ex["kspace"]
     phase = ex.get("phase")

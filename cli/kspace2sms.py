@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.options import MATRIX, progress_bar, refuse_foreign_out, user_error, verbosity_options
-from synth.config import CAIPI_ORDERS, FRAME_MODES, MASKS, SimConfig
+from synth.dataset.config import CAIPI_ORDERS, FRAME_MODES, MASKS, SimConfig
 
 _D = SimConfig()
 
@@ -42,9 +42,9 @@ def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwarg
 
         smssynth kspace2sms cine_sax.mat --out cmrx-sms2.zarr --sms 2 --accel 2
     """
-    from synth.deid import resolve_salt
+    from synth.dataset.raw import kspace2sms as run
     from synth.errors import ConfigError, SmssynthError
-    from synth.raw import kspace2sms as run
+    from synth.io.deid import resolve_salt
 
     try:
         config = SimConfig(phase="none", resolution="dicom", **kwargs)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from synth.config import CAIPI_ORDERS, CSMS, COMBINES, FRAME_MODES, MASKS, PHASES, RESOLUTIONS, SimConfig
-from synth.deid import MASKED_PATHS_NOTE as PATHS_NOTE
+from synth.dataset.config import CAIPI_ORDERS, CSMS, COMBINES, FRAME_MODES, MASKS, PHASES, RESOLUTIONS, SimConfig
 from synth.errors import ConfigError
+from synth.io.deid import MASKED_PATHS_NOTE as PATHS_NOTE
 
 
 class MatrixType(click.ParamType):
@@ -216,7 +216,7 @@ def common_run_options(f):
 
 
 def _nifti_axes(ctx, param, value):
-    from synth.nifti import parse_axes
+    from synth.io.nifti import parse_axes
 
     try:
         return None if value is None else ",".join(parse_axes(value))
@@ -243,7 +243,7 @@ def refuse_foreign_out(out: str, overwrite: bool) -> None:
     """Refuse, before any work, an existing local ``--out`` that a run without ``--overwrite``
     could not resume because it is not an smssynth store (exit 2).  The library refuses it too,
     but only after scanning the inputs or starting a cluster; an empty folder is written into."""
-    from synth.store import FORMAT_NAME, location
+    from synth.dataset.store import FORMAT_NAME, location
 
     out = location(out)
     if overwrite or "://" in out:

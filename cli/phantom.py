@@ -76,7 +76,7 @@ def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_
         smssynth phantom demo/ && smssynth dicom2kspace demo/ --out demo.zarr
     """
     from synth.errors import ConfigError
-    from synth.phantom import PhantomSpec, describe, write_phantom
+    from synth.io.phantom import PhantomSpec, describe, write_phantom
 
     if matrix[0] < acquired[0] or matrix[1] < acquired[1]:
         raise click.BadParameter(

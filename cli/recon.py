@@ -118,7 +118,7 @@ def check_selection(examples, split) -> None:
 
 def open_checked(store: str, device: str):
     """Validate STORE and --device; returns the torch device."""
-    from synth.store import Store
+    from synth.dataset.store import Store
     from zoo.recon import pick_device
 
     with user_errors("STORE"):

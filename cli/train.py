@@ -117,8 +117,8 @@ def check_coils(over: dict, store: str | None) -> None:
                                  param_hint="--virtual-coils")
     over["coil_mode"] = "compressed"
     if store is not None:
+        from synth.dataset.store import Store
         from synth.errors import SmssynthError
-        from synth.store import Store
 
         try:
             c = int(Store.open(store).dims["C"])
@@ -138,8 +138,8 @@ def run_loop(command: str, kwargs: dict, *, source=None, freeze=()):
     from pathlib import Path
 
     from cli.options import is_quiet, user_error
+    from synth.dataset.store import Store
     from synth.errors import SmssynthError
-    from synth.store import Store
     from zoo import train as T
     from zoo.models import list_models, model_config_dict
 

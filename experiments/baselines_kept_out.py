@@ -27,8 +27,8 @@ SAMPLING = [("uniform", "row"), ("uniform", "acquired"), ("vd", "row"), ("vd", "
 
 
 def make_store(out: Path, patient: Path, mask: str, caipi: str, a) -> None:
-    from synth.config import SimConfig
-    from synth.pipeline import dicom2kspace
+    from synth.dataset.config import SimConfig
+    from synth.dataset.pipeline import dicom2kspace
 
     cfg = SimConfig(sms=2, coils=a.coils, accel=2, acs=8, mask=mask, caipi=caipi, csm="mixed", phase="kmeans",
                     matrix=(a.matrix, a.matrix), frames=a.frames, frames_mode="resample", combos=a.combos,

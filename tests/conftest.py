@@ -27,7 +27,7 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def phantom_cine(tmp_path_factory) -> Path:
     """A 4-slice cine phantom: 8 frames, 40x34 acquired, stored at 48x48 (odd sizes catch axis mix-ups)."""
-    from synth.phantom import PhantomSpec, write_phantom
+    from synth.io.phantom import PhantomSpec, write_phantom
 
     out = tmp_path_factory.mktemp("phantom_cine")
     write_phantom(out, PhantomSpec(kind="cine", n_slices=4, n_frames=8, acquired=(40, 34), matrix=(48, 48), seed=1))
@@ -36,7 +36,7 @@ def phantom_cine(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_perfusion(tmp_path_factory) -> Path:
-    from synth.phantom import PhantomSpec, write_phantom
+    from synth.io.phantom import PhantomSpec, write_phantom
 
     out = tmp_path_factory.mktemp("phantom_perf")
     write_phantom(
@@ -60,9 +60,9 @@ def torch_one_thread():
 
 def phantom_store(root: Path, *, frames: int, shape: tuple[int, int], coils: int, seed: int, salt: bytes) -> Path:
     """A small SMS-2 store (C(4,2) = 6 examples) from a 4-slice cine phantom written under ``root``."""
-    from synth.config import SimConfig
-    from synth.phantom import PhantomSpec, write_phantom
-    from synth.pipeline import dicom2kspace
+    from synth.dataset.config import SimConfig
+    from synth.dataset.pipeline import dicom2kspace
+    from synth.io.phantom import PhantomSpec, write_phantom
 
     write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=4, n_frames=frames, acquired=shape, matrix=shape,
                                             seed=seed))

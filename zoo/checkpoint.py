@@ -381,7 +381,7 @@ def describe_store(store_path: str | Path, *, split: str | None = None, n_exampl
     the store's complete examples, of ``split`` when given) and any ``extra`` items (e.g.
     ``data_config``).
     """
-    from synth.store import Store
+    from synth.dataset.store import Store
 
     st = Store.open(store_path)
     attrs = st.attrs

@@ -51,7 +51,7 @@ orthonormal columns, compressed data carry the store's noise level ``noise_sigma
 Masks
 -----
 ``stored`` uses the store's ``mask`` and ``kz``.  ``fresh`` draws a new in-plane mask per epoch
-with the simulator's generator :func:`synth.masks.row_mask` and ``np.random.default_rng([seed,
+with the simulator's generator :func:`synth.physics.masks.row_mask` and ``np.random.default_rng([seed,
 epoch, store_index])``, so a mask depends only on (seed, epoch, example) -- not on the worker
 count or order; by default of CRNN-MRI's variable-density kind (``vd``) with the store's R and
 ACS.  The store's k-space holds every ky row, so any mask can be applied as long as the rows keep
@@ -79,11 +79,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from synth.dataset.store import Store
 from synth.errors import ConfigError, StoreError
-from synth.masks import KINDS as MASK_KINDS
-from synth.masks import row_mask
-from synth.sms import CAIPI_ORDERS, SmsForward, kz_table
-from synth.store import Store
+from synth.physics.masks import KINDS as MASK_KINDS
+from synth.physics.masks import row_mask
+from synth.physics.sms import CAIPI_ORDERS, SmsForward, kz_table
 from zoo import physics
 
 COIL_MODES = ("virtual", "compressed", "per-coil")
@@ -240,7 +240,7 @@ def simulate_kspace(target: np.ndarray, csm: np.ndarray, phase: np.ndarray | Non
     csm : complex64 (C, M, Y, X)
     phase : float32 (C, M, T, Y, X) radians, or None (phase model ``none``)
     kz : int (T, Ky)
-        The kz of every row (:func:`synth.sms.kz_table`).
+        The kz of every row (:func:`synth.physics.sms.kz_table`).
     sigma : float
         Standard deviation of complex circular Gaussian noise, ``E|n|^2 = sigma^2`` (the store's
         ``noise_sigma``); 0 = none.
@@ -251,7 +251,7 @@ def simulate_kspace(target: np.ndarray, csm: np.ndarray, phase: np.ndarray | Non
     -------
     kspace : complex64 (C, T, Ky, Kx)
         ``sum_i exp(-2j pi i kz[t,n]/M) fft2c(target[i] csm[c,i] exp(j phase[c,i]))[t, n] + noise``
-        (:class:`synth.sms.SmsForward` with ``kz``): every row, as the store's ``kspace``.
+        (:class:`synth.physics.sms.SmsForward` with ``kz``): every row, as the store's ``kspace``.
     """
     x = target[None] * csm[:, :, None]  # (C, M, T, Y, X)
     if phase is not None:
@@ -337,7 +337,7 @@ class SmsDataset(Dataset):
 
     def _sim_setup(self, store: Store) -> dict:
         """What on-the-fly synthesis needs: the simulation parameters and each example's seed."""
-        from synth.config import SimConfig
+        from synth.dataset.config import SimConfig
 
         try:
             cfg = SimConfig.from_dict({**self.params, "targets_only": False})
@@ -363,9 +363,9 @@ class SmsDataset(Dataset):
     def simulate(self, index: int) -> dict[str, np.ndarray]:
         """One on-the-fly draw of store example ``index`` in the current epoch: the arrays
         ``dicom2kspace`` would write for it (``kspace``, ``mask``, ``kz``, ``target``, ``csm``,
-        ``phase``, ``noise_sigma``...), from :func:`synth.simulate.draw_seed` of (the example's
+        ``phase``, ``noise_sigma``...), from :func:`synth.dataset.simulate.draw_seed` of (the example's
         recorded seed, ``config.seed``, epoch).  Epoch 0 with seed 0 is the store's own draw."""
-        from synth.simulate import draw_seed, prepare_example, slice_labels
+        from synth.dataset.simulate import draw_seed, prepare_example, slice_labels
 
         sim = self._sim
         cfg = sim["config"]

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from zoo.data import coil_label
-from synth.store import Store
+from synth.dataset.store import Store
 from zoo.metrics import FAIL_NMSE, NMSE_TABLE_SCALE, SSIM_LABEL, metric_conventions, summarize_examples
 from zoo.recon import (METRICS, TIMED, Method, check_coil_mode, device_description, needs_store, open_examples,
                        reconstruct_item)

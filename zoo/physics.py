@@ -1,6 +1,6 @@
 r"""SMS/CAIPI acquisition physics in PyTorch: differentiable, complex64, CPU or CUDA.
 
-The torch twin of :mod:`synth.sms` and :mod:`synth.fft`, with the same conventions (the store's
+The torch twin of :mod:`synth.physics.sms` and :mod:`synth.physics.fft`, with the same conventions (the store's
 ``conventions`` attribute; ``docs/store-format.md``).  Models call these operators; they never
 inline FFTs.
 
@@ -66,7 +66,7 @@ def fft2c(x: Tensor) -> Tensor:
     """Centred orthonormal 2D FFT over dims (-2, -1): (..., Y, X) -> (..., Ky, Kx).
 
     ``fftshift(fft2(ifftshift(x), norm="ortho"))``, DC at ``(Ky // 2, Kx // 2)``; equals
-    :func:`synth.fft.fft2c`.
+    :func:`synth.physics.fft.fft2c`.
     """
     x = torch.fft.ifftshift(x, dim=_DIMS)
     return torch.fft.fftshift(torch.fft.fft2(x, dim=_DIMS, norm="ortho"), dim=_DIMS)
@@ -82,7 +82,7 @@ def ifft2c(k: Tensor) -> Tensor:
 
 
 def caipi_phase(m: int, ny: int, device=None, dtype: torch.dtype = torch.complex64) -> Tensor:
-    """CAIPI phase factors ``exp(-2j*pi * i * n / M)``, complex (M, Ny); equals :func:`synth.sms.caipi_phase`.
+    """CAIPI phase factors ``exp(-2j*pi * i * n / M)``, complex (M, Ny); equals :func:`synth.physics.sms.caipi_phase`.
 
     ``dtype`` defaults to complex64; the operators ask for the dtype of their input so that
     complex128 (e.g. ``gradcheck``) stays in double precision.
@@ -97,7 +97,7 @@ def caipi_phase(m: int, ny: int, device=None, dtype: torch.dtype = torch.complex
 def caipi_phase_kz(kz: Tensor, m: int, dtype: torch.dtype = torch.complex64) -> Tensor:
     """CAIPI phase factors for per-row kz, complex (..., M, Ky): ``exp(-2j*pi * i * kz / M)``.
 
-    ``kz`` integer (..., Ky); equals :func:`synth.sms.caipi_phase_kz`.
+    ``kz`` integer (..., Ky); equals :func:`synth.physics.sms.caipi_phase_kz`.
     """
     i = torch.arange(m, device=kz.device)[:, None]
     angle = (CAIPI_SIGN * 2 * math.pi / m) * ((i * kz.long()[..., None, :]) % m).to(torch.float64)
@@ -116,7 +116,7 @@ def collapse(k: Tensor, kz: Tensor | None = None) -> Tensor:
     """CAIPI-collapse per-slice k-space: (..., M, Ky, Kx) -> (..., Ky, Kx).
 
     ``y[..., n, :] = sum_i exp(-2j*pi*i*kz[..., n]/M) * k[..., i, n, :]``; equals
-    :func:`synth.sms.collapse`.  ``kz`` integer (..., Ky) broadcasts against ``k``'s leading dims
+    :func:`synth.physics.sms.collapse`.  ``kz`` integer (..., Ky) broadcasts against ``k``'s leading dims
     (None = ``n mod M``).  Note the slice axis is dim -3 here (as in ``synth``), not -4 as in the
     image layout.
     """
@@ -173,7 +173,7 @@ def kz_mask(m: int, row_mask: Tensor, kz: Tensor | None = None) -> Tensor:
     -------
     mask3 : bool (..., M, T, Ky, 1)
         ``mask3[..., k, t, n, 0] = row_mask[..., t, n] & (k == kz[..., t, n])``; same as
-        :func:`synth.sms.kz_mask` up to the axis order.
+        :func:`synth.physics.sms.kz_mask` up to the axis order.
     """
     row_mask = row_mask.to(torch.bool)
     one_hot = _kz_one_hot(m, row_mask.shape[-1], row_mask.device, kz)  # (M, 1, Ky, 1) or (..., M, T, Ky, 1)
@@ -279,7 +279,7 @@ class SmsOperator:
     .. math:: A x = P \cdot \mathrm{collapse}_{k_z}(\mathrm{fft2c}\, x)
 
     ``x`` complex (..., M, T, Y, X) -> ``y`` complex (..., T, Ky, Kx), with ``P`` the in-plane row
-    mask and ``kz`` the kz of every row.  Equals :class:`synth.sms.SmsForward` with the coil axis
+    mask and ``kz`` the kz of every row.  Equals :class:`synth.physics.sms.SmsForward` with the coil axis
     as the leading dim.
 
     Parameters

@@ -83,9 +83,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from synth import output
+from synth.dataset import output
 from synth.errors import ConfigError, StoreExistsError
-from synth.store import Store
+from synth.dataset.store import Store
 from zoo.baselines import BASELINES, SENSE, make_baseline
 from zoo.data import COIL_MODES, DataConfig, SmsDataset, coil_label
 from zoo.models.crnn import check_coil_channels
@@ -107,7 +107,7 @@ FORMAT_VERSION = "1.0"
 BASELINE_NAMES = tuple(BASELINES)
 BASELINE_COIL_MODE = "per-coil"  # zoo.data.DataConfig's default
 METRICS = ("nmse", "psnr", "ssim")
-# what --overwrite may replace: a recon store holds only these arrays (synth.output)
+# what --overwrite may replace: a recon store holds only these arrays (synth.dataset.output)
 output.register_format(FORMAT, ("recon", "recon_complex", "index", "seconds", "complete", *METRICS))
 TIMED = ("model forward only: torch.no_grad, eval mode, CUDA synchronised before and after; "
          "excludes data loading, normalisation and metrics")
@@ -404,7 +404,7 @@ def check_coil_mode(method: Method, dataset: SmsDataset) -> None:
 def _codecs():
     from zarr.codecs import BloscCodec
 
-    # the source store's compression (synth.store, chosen by benchmarks/bench_dicom2kspace.py)
+    # the source store's compression (synth.dataset.store, chosen by benchmarks/bench_dicom2kspace.py)
     return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
 
 
@@ -431,7 +431,7 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
 def check_out(out: str | Path, store_path: str | Path, overwrite: bool) -> None:
     """Refuse ``out`` when it is the source store or holds it, when it exists and ``overwrite`` is
     false, or when it exists and is not a recon store (``--overwrite`` replaces only those;
-    :mod:`synth.output`).  Changes nothing."""
+    :mod:`synth.dataset.output`).  Changes nothing."""
     if _same_path(out, store_path):
         raise ConfigError(f"{out}: the output is the source store itself; choose another --out")
     output.check_not_input(out, [store_path])

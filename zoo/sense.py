@@ -34,7 +34,7 @@ Coil maps
 ---------
 ``sense-oracle`` (an **oracle**: it uses the simulation's ground truth)
     The store's exact per-coil sensitivities ``S_c = csm_c * exp(j * phase_c)`` (M, T, Y, X).
-    The synthetic phase is drawn **per coil** (``synth.phase``: per-coil cluster values and
+    The synthetic phase is drawn **per coil** (``synth.physics.phase``: per-coil cluster values and
     grating), so ``csm`` alone is not the coil's sensitivity in this forward model: with ``csm``
     only, a fully sampled noise-free SENSE returns ``target * |Σ_c |csm_c|² e^{jφ_c}|`` (an NMSE of
     0.12 on the cine phantom with the default k-means phase, 0.03--0.05 with the grating alone).  With ``S_c`` the model is exact:
@@ -240,7 +240,7 @@ def single_band_reference(target: np.ndarray, csm: np.ndarray, phase: np.ndarray
     target : float (M, T, Y, X), csm : complex (C, M, Y, X), phase : float (C, M, T, Y, X) or None
         The store's arrays of one example.
     calib : int >= 1
-        Centre ky rows kept (around the DC row ``Ky // 2``, as :func:`synth.masks.row_mask` places
+        Centre ky rows kept (around the DC row ``Ky // 2``, as :func:`synth.physics.masks.row_mask` places
         the ACS).
     noise_sigma : float >= 0
         σ of complex circular Gaussian noise added to the kept entries (``E|n|² = σ²``); needs ``rng``.
@@ -363,7 +363,7 @@ class SenseBaseline(nn.Module):
         return min(int(want), ny, nx)
 
     def store_inputs(self, store, index: int) -> dict[str, np.ndarray]:
-        """What the method takes from the store for example ``index`` (:class:`synth.store.Store`).
+        """What the method takes from the store for example ``index`` (:class:`synth.dataset.store.Store`).
 
         ``oracle``: ``maps`` complex64 (C, M, T, Y, X) (T = 1 without phase), :func:`oracle_maps`.
         ``espirit``: ``reference`` complex64 (C, M, Ky, Kx), :func:`single_band_reference` with the

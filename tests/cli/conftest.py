@@ -13,8 +13,8 @@ import pytest
 @pytest.fixture(scope="session")
 def kspace_store(phantom_cine, tmp_path_factory) -> Path:
     """One SMS-2 example, 2 coils, no phase model (seconds to make)."""
-    from synth.config import SimConfig
-    from synth.pipeline import dicom2kspace
+    from synth.dataset.config import SimConfig
+    from synth.dataset.pipeline import dicom2kspace
 
     out = tmp_path_factory.mktemp("cli_store") / "k.zarr"
     dicom2kspace([phantom_cine], out, SimConfig(sms=2, coils=2, combos=1, phase="none", seed=1), salt=b"cli",

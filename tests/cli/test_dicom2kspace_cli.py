@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from synth.store import Store
+from synth.dataset.store import Store
 
 
 def invoke(*args):
@@ -99,7 +99,7 @@ CANARIES = {
 
 def test_no_patient_identifiers_in_store_or_logs(tmp_path, caplog):
     """Plant canaries in every identifying tag; search every byte the command writes or logs."""
-    from synth.phantom import PhantomSpec, write_phantom
+    from synth.io.phantom import PhantomSpec, write_phantom
 
     src = tmp_path / "dicom"
     paths = write_phantom(src, PhantomSpec(n_slices=2, n_frames=4, acquired=(24, 20), matrix=(32, 32)),

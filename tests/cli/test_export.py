@@ -7,9 +7,9 @@ import json
 import pytest
 
 from cli.main import main
-from synth.config import SimConfig
-from synth.export import MANIFEST, file_name
-from synth.pipeline import dicom2kspace
+from synth.dataset.config import SimConfig
+from synth.dataset.export import MANIFEST, file_name
+from synth.dataset.pipeline import dicom2kspace
 
 SALT = b"export-cli"
 

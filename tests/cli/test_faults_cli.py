@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cli.main import cli
-from synth.store import Store
+from synth.dataset.store import Store
 from tests.conftest import invoke
 
 SIM = ("--sms", 2, "--coils", 2, "--combos", 2, "-q")

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from synth.recipes import load_recipe
-from synth.store import Store
+from synth.dataset.recipes import load_recipe
+from synth.dataset.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 

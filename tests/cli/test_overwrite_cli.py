@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import cli
-from synth.store import Store
+from synth.dataset.store import Store
 from tests.conftest import invoke
 
 

@@ -25,7 +25,7 @@ def invoke(*args):
 def export(tmp_path) -> Path:
     """``export/DOE_JOHN_12345/``: a 3-slice phantom series named after the patient, a corrupt
     image and a non-DICOM file beside it."""
-    from synth.phantom import PhantomSpec, write_phantom
+    from synth.io.phantom import PhantomSpec, write_phantom
 
     folder = tmp_path / "export" / "DOE_JOHN_12345"
     paths = write_phantom(folder / "CINE_DOE", PhantomSpec(n_slices=3, n_frames=4, acquired=(24, 20), matrix=(24, 20)))

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.phantom import KINDS, phantom
-from synth import phantom as lib
+from synth.io import phantom as lib
 
 
 def invoke(*args):

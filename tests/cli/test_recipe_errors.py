@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from synth.config import MASKS, SimConfig
+from synth.dataset.config import MASKS, SimConfig
+from synth.dataset.recipes import CHECKS, load_recipe
 from synth.errors import ConfigError
-from synth.recipes import CHECKS, load_recipe
 from tests.cli.conftest import smssynth
 
 # key: (YAML value of the wrong type, the message after "--recipe FILE: ")

@@ -22,7 +22,7 @@ from zoo.checkpoint import (
     sha256_file,
     tensors_sha256,
 )
-from synth.store import FORMAT_VERSION
+from synth.dataset.store import FORMAT_VERSION
 from zoo.errors import CheckpointError, ChecksumError
 from zoo.losses import LossConfig
 from zoo.models import build_model, count_parameters, model_config_dict

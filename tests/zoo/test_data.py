@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from synth import store as sstore
+from synth.dataset import store as sstore
 from synth.errors import ConfigError, StoreError
-from synth.fft import fft2c
-from synth.masks import row_mask
-from synth.sms import collapse, collapse_images, kz_table
+from synth.physics.fft import fft2c
+from synth.physics.masks import row_mask
+from synth.physics.sms import collapse, collapse_images, kz_table
 from zoo import physics as P
 from zoo.data import DataConfig, SmsDataset, coil_compression_weights, simulate_kspace, virtual_coil_weights
 

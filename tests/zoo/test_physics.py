@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synth import fft as sfft
-from synth import sms
+from synth.physics import fft as sfft
+from synth.physics import sms
 from zoo import physics as P
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -146,7 +146,7 @@ def test_matches_synth_collapse_fft2c_and_3d_identity(m, t, ny, nx, seed):
     mask = rng.random((t, ny)) < 0.6
     ours = P.from_3d_data(P.fft3(xt)) * torch.from_numpy(mask)[..., None]
     close(ours, y_np * mask[..., None])
-    # and the full operator against synth.sms.SmsForward (coils as the leading dim)
+    # and the full operator against synth.physics.sms.SmsForward (coils as the leading dim)
     ref = sms.SmsForward(x.shape, mask)
     close(P.SmsOperator(torch.from_numpy(mask), m).forward(xt), ref(x))
     close(P.SmsOperator(torch.from_numpy(mask), m).adjoint(torch.from_numpy(y)), ref.H(y))
@@ -175,7 +175,7 @@ def test_3d_data_round_trip_and_zero_filled_scale():
 @given(m=st.integers(1, 3), t=st.integers(1, 3), ny=st.integers(4, 21), nx=st.integers(3, 11),
        seed=st.integers(0, 2**31))
 def test_kz_operators_match_synth(m, t, ny, nx, seed):
-    """The kz-aware operators equal synth.sms's, for the acquired ordering and any kz."""
+    """The kz-aware operators equal synth.physics.sms's, for the acquired ordering and any kz."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((2, m, t, ny, nx)) + 1j * rng.standard_normal((2, m, t, ny, nx))).astype(np.complex64)
     xt = torch.from_numpy(x)

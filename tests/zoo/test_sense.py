@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from synth.dataset.store import Store
 from synth.errors import ConfigError
-from synth.fft import fft2c
-from synth.phantom import PhantomSpec
-from synth.store import Store
+from synth.io.phantom import PhantomSpec
+from synth.physics.fft import fft2c
 from zoo import physics as P
 from zoo import sense as S
 from zoo.data import DataConfig, SmsDataset
@@ -34,9 +34,9 @@ def phantom_store(root, *, snr=None):
     """SMS-2 stores of a 3-slice cine phantom made by the simulator itself (dicom2kspace): 8 circle
     coils, a smooth per-coil grating phase (constant in time, so the true coil sensitivity is
     csm * exp(j grating)), uniform R = 2 (R * M = 4), 4 ACS rows; ``snr`` adds noise."""
-    from synth.config import SimConfig
-    from synth.phantom import write_phantom
-    from synth.pipeline import dicom2kspace
+    from synth.dataset.config import SimConfig
+    from synth.dataset.pipeline import dicom2kspace
+    from synth.io.phantom import write_phantom
 
     write_phantom(root / "dcm", PhantomSpec(kind="cine", n_slices=3, n_frames=T, acquired=(NY, NX), matrix=(NY, NX),
                                             slice_spacing_mm=20.0, seed=3))

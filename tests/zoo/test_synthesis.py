@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from synth.config import SimConfig
+from synth.dataset.config import SimConfig
+from synth.dataset.pipeline import dicom2kspace
+from synth.dataset.store import Store
 from synth.errors import ConfigError, StoreError
-from synth.pipeline import dicom2kspace
-from synth.store import Store
 from zoo.data import DataConfig, SmsDataset
 
 SALT = b"synthesis-tests"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from synth.errors import ConfigError
-from synth.store import Store
+from synth.dataset.store import Store
 from zoo import physics as P
 from zoo import train as T
 from zoo.checkpoint import load_checkpoint, read_metadata

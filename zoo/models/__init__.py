@@ -28,7 +28,7 @@ explicit options may repeat it but a conflicting one is refused, so weights and 
 the model is hash-checked, in eval mode, and carries ``model.normalization``.
 
 The registry follows torchvision's ``register_model`` (``torchvision/models/_api.py``); the
-config is a frozen, validated dataclass like ``synth.config.SimConfig``.
+config is a frozen, validated dataclass like ``synth.dataset.config.SimConfig``.
 """
 
 from __future__ import annotations

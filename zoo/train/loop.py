@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from synth.dataset.store import Store
 from synth.errors import ConfigError
-from synth.store import Store
 from zoo import distributed as D
 from zoo.checkpoint import Normalization, describe_store, load_checkpoint, save_checkpoint
 from zoo.data import SmsDataset, coil_label

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
+from synth.dataset.splits import unit_hash
+from synth.dataset.store import Store
 from synth.errors import ConfigError
-from synth.splits import unit_hash
-from synth.store import Store
 
 
 def split_examples(
