@@ -2,8 +2,8 @@
 
 The data flow is one way, and so is the package layout::
 
-    io/       inputs: DICOM, NIfTI and phantom files -> series/slices/frames (dicom, nifti),
-              de-identification (deid), working resolution (resolution)
+    io/       inputs: DICOM, NIfTI, raw k-space and phantom files -> series/slices/frames (dicom,
+              nifti, raw), de-identification (deid), working resolution (resolution)
     physics/  the forward model: phase + coils -> sms (CAIPI collapse) + masks + noise, on fft/linop
     dataset/  plans, simulation and stores: config, combos, simulate, pipeline/generate (dicom2kspace,
               generate), raw (kspace2sms), store (Zarr v3), export

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from synth.dataset.config import SimConfig
-from synth.dataset.raw import kspace2sms, open_raw
+from synth.dataset.raw import kspace2sms
 from synth.dataset.store import FORMAT_VERSION, Store
 from synth.errors import ConfigError, NoInputError, RawDataError
+from synth.io.raw import open_raw
 from synth.physics.fft import fft2c, ifft2c
 from synth.physics.sms import collapse
 

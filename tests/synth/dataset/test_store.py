@@ -5,7 +5,7 @@ import pytest
 import zarr
 
 from synth.dataset import store as zstore
-from synth.dataset.store import _write_all
+from synth.dataset.store.writer import _write_all
 from synth.errors import StoreError
 
 DIMS = {"N": 3, "C": 2, "M": 2, "T": 3, "Ky": 6, "Kx": 5}

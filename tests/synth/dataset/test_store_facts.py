@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from synth.dataset import store as zstore
-from synth.dataset.store import _quiet_zarr
+from synth.dataset.store.create import _quiet_zarr
 from synth.dataset.config import SimConfig
 from synth.dataset.pipeline import dicom2kspace
 from synth.errors import StoreError

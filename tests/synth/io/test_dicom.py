@@ -675,7 +675,7 @@ def test_all_real_data_in_one_scan():
 def test_acquisition_matrix_accounts_for_phase_fov(pct, rows, cols, spacing, expect):
     from pydicom.dataset import Dataset
 
-    from synth.io.dicom import _acq_matrix_classic
+    from synth.io.dicom.values import _acq_matrix_classic
 
     ds = Dataset()
     ds.AcquisitionMatrix = [0, 128, 96, 0]
