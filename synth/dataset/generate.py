@@ -8,15 +8,18 @@ Flow (the client never touches pixel data)::
     run:      one task per missing example on the workers: read DICOM, simulate, write its own
               chunks, then its completion marker; results are small status records
 
-Scheduling by slice affinity (:func:`affinity_runs`): every worker process keeps the slices it
-has read, resampled and clustered, so the missing examples are cut into one contiguous run per
-worker in series-then-slice order and each run is pinned to its worker.  A series is then read
-and clustered by one worker (two where a run boundary cuts it), instead of by every worker its
-pairs happen to land on.  The same holds on N machines: start ``dask scheduler`` and one
-``dask worker --nthreads 1`` per core on each machine (all seeing the inputs and the store at the
-same paths or URLs) and pass ``--scheduler``; the runs are cut for however many workers the
-scheduler reports, so each machine reads only its own series.  The pinning is loose: the examples
-of a worker that dies go to the others.
+Scheduling by slice affinity (:class:`AffinityQueues`): every worker process keeps the slices
+it has read, resampled and clustered, so the missing examples are cut into one contiguous queue
+per worker in series-then-slice order (:func:`affinity_runs`), and each worker is handed the next
+example of its own queue as it finishes one (two at a time, so it never waits).  A worker whose
+queue is empty takes the last example of the longest other queue: the load stays balanced to the
+last example, and a series is read and clustered by one worker (two where a queue boundary or a
+taken example cuts it) instead of by every worker its pairs land on.  The same holds on N
+machines: start ``dask scheduler`` and one ``dask worker --nthreads 1`` per core on each machine
+(all seeing the inputs and the store at the same paths or URLs) and pass ``--scheduler``; the
+queues are cut for however many workers the scheduler reports, so each machine reads mostly its
+own series, and workers keep their slices between runs.  Examples are pinned loosely: those of
+a worker that dies run on the others.
 
 Guarantees: an example's arrays depend only on its identity and the root seed (1 or N workers
 give identical bytes); completion markers are written after the data, so a killed run resumes
@@ -34,7 +37,7 @@ import os
 import resource
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -275,6 +278,50 @@ def run_example(url: str, storage_options, ex: ExamplePlan, config: SimConfig, t
             "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_mb, "pid": os.getpid()}
 
 
+IN_FLIGHT = 2  # examples handed to a worker at a time: the one it runs and the next, ready
+
+
+class AffinityQueues:
+    """One queue of examples per worker (:func:`affinity_runs`), handed out as workers finish.
+
+    ``next_for(worker)`` is the next example of the worker's own queue; a worker whose queue is
+    empty takes the **last** example of the longest other queue (the one its owner would reach
+    last, so the slices the owner holds now stay its own).  Every example is handed out once;
+    None when all are.  An unknown worker (one that joined or came back under a new address)
+    only takes from the others.
+    """
+
+    def __init__(self, examples: Sequence[ExamplePlan], workers: Sequence[str]):
+        if not workers:
+            raise ValueError("AffinityQueues needs at least one worker")
+        self.queues = {w: deque(run) for w, run in zip(workers, affinity_runs(examples, len(workers)))}
+        self.taken = 0  # examples a worker took from another's queue
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def next_for(self, worker: str | None) -> ExamplePlan | None:
+        own = self.queues.get(worker)
+        if own:
+            return own.popleft()
+        longest = max(self.queues.values(), key=len)
+        if not longest:
+            return None
+        self.taken += 1
+        return longest.pop()
+
+
+def warm_worker() -> None:
+    """Import what simulating an example needs (scikit-learn's k-means, SciPy's FFT, zarr and its
+    codecs): run once on every worker when a run starts, so that a worker's first example is
+    timed like its others."""
+    import importlib
+
+    for name in ("numcodecs", "scipy.fft", "sklearn.cluster", "threadpoolctl", "zarr", "synth.dataset.pipeline"):
+        importlib.import_module(name)
+    tune_allocator()
+
+
 # ---------------------------------------------------------------- client side
 def affinity_runs(examples: Sequence[ExamplePlan], n_workers: int) -> list[list[ExamplePlan]]:
     """Split the examples into ``n_workers`` runs of equal size (+-1) that share few slices.
@@ -323,6 +370,7 @@ class GenerateResult:
     run_seconds: float = 0.0  # the simulate-and-write phase alone (no cluster start, scan or plan)
     peak_rss_mb: float = 0.0
     workers: int = 0
+    taken: int = 0  # examples a worker took from another worker's queue (AffinityQueues)
     notes: list[str] = field(default_factory=list)  # what happened to an existing --out
 
 
@@ -377,10 +425,13 @@ def generate(
     progress: Callable[[int, int, dict], None] | None = None,
     show_paths: bool = False,
     nifti_axes: str | None = None,
+    affinity: bool = True,
 ) -> GenerateResult:
     """Discover, plan and write a dataset; resumes an interrupted store with the same parameters.
 
-    ``show_paths``: messages name input files by their real paths instead of salted hashes."""
+    ``show_paths``: messages name input files by their real paths instead of salted hashes.
+    ``affinity``: pin examples to workers by slice affinity (:func:`affinity_runs`); False leaves
+    the placement to dask (``benchmarks/bench_generate.py`` compares the two)."""
     res = GenerateResult()
     t0 = time.perf_counter()
     out = zstore.location(out)
@@ -396,7 +447,7 @@ def generate(
     with replacement.guard():
         _generate(res, root, replacement.target, config, salt=salt, manifest=manifest, split=split,
                   workers=workers, scheduler=scheduler, on_error=on_error, storage_options=storage_options,
-                  progress=progress, show_paths=show_paths, nifti_axes=nifti_axes)
+                  progress=progress, show_paths=show_paths, nifti_axes=nifti_axes, affinity=affinity)
     replacement.finish(bool(res.written))
     res.notes = list(replacement.notes)
     res.seconds = time.perf_counter() - t0
@@ -404,11 +455,13 @@ def generate(
 
 
 def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, manifest, split, workers, scheduler,
-              on_error, storage_options, progress, show_paths: bool = False, nifti_axes: str | None = None) -> None:
+              on_error, storage_options, progress, show_paths: bool = False, nifti_axes: str | None = None,
+              affinity: bool = True) -> None:
     """The run proper, into ``out`` (new, or an existing store of the same parameters to resume)."""
     client, cluster = open_client(workers, scheduler)
     try:
         res.workers = len(client.scheduler_info()["workers"])
+        client.run(warm_worker)  # a worker's one-off imports belong to its start, not to its first example
 
         def mapper(fn, items):
             futs = client.map(fn, items, pure=False)
@@ -455,21 +508,37 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
         # and gathering may fail); the completion markers in the store are the truth, so any
         # example neither complete nor failed is submitted again, at most MAX_ROUNDS times.
         for _round in range(MAX_ROUNDS):
-            keys = {}
-            addresses = sorted(client.scheduler_info()["workers"])
-            runs = affinity_runs([plan.examples[i] for i in todo], len(addresses))
-            for address, run in zip(addresses, runs):
-                for ex in run:
-                    i = ex.index
-                    # loose restriction: a worker that died (and came back under another address)
-                    # leaves its examples to any worker
-                    fut = client.submit(run_example, out, storage_options, ex, config, token,
-                                        None if sids is None else sids[i], retries=2, pure=False,
-                                        workers=[address], allow_other_workers=True,
-                                        key=f"smssynth-example-{i}-{ex.spawn_key[0]:08x}-r{_round}")
-                    keys[fut.key] = (i, fut)
-            for fut in as_completed([f for _, f in keys.values()]):
-                i = keys[fut.key][0]
+            keys: dict[str, tuple[int, str | None]] = {}
+            running = as_completed()
+
+            def submit(ex: ExamplePlan, address: str | None) -> None:
+                # loose restriction: the examples of a worker that died (and came back under
+                # another address) run on any worker
+                where = {} if address is None else {"workers": [address], "allow_other_workers": True}
+                fut = client.submit(run_example, out, storage_options, ex, config, token,
+                                    None if sids is None else sids[ex.index], retries=2, pure=False, **where,
+                                    key=f"smssynth-example-{ex.index}-{ex.spawn_key[0]:08x}-r{_round}")
+                keys[fut.key] = (ex.index, address)
+                running.add(fut)
+
+            queues = None
+            if affinity:
+                addresses = sorted(client.scheduler_info()["workers"])
+                queues = AffinityQueues([plan.examples[i] for i in todo], addresses)
+                for address in addresses:
+                    for _ in range(IN_FLIGHT):
+                        ex = queues.next_for(address)
+                        if ex is not None:
+                            submit(ex, address)
+            else:
+                for i in todo:
+                    submit(plan.examples[i], None)
+            for fut in running:
+                i, address = keys[fut.key]
+                if queues is not None:  # the worker that finished gets its next example
+                    ex = queues.next_for(address)
+                    if ex is not None:
+                        submit(ex, address)
                 try:
                     r = fut.result()
                 except Exception as e:  # result lost with its worker; checked against the store below
@@ -482,6 +551,7 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
                 done += 1
                 if progress:
                     progress(done, res.planned - res.already, r)
+            res.taken += queues.taken if queues is not None else 0
             complete = zstore.Store.open(out, storage_options).complete()
             todo = [i for i in todo if not complete[i] and i not in failed]
             if not todo:

@@ -251,9 +251,27 @@ def test_affinity_runs_any_worker_count(n_workers):
         affinity_runs(exs, 0)
 
 
+def test_affinity_queues_hand_out_each_example_once():
+    from synth.dataset.generate import AffinityQueues
+
+    exs = [_fake_example(i, f"se-{i // 4}", (i % 4, 4)) for i in range(8)]  # 2 series of 4
+    q = AffinityQueues(exs, ["w1", "w2"])
+    assert len(q) == 8
+    first = [q.next_for("w1").index for _ in range(4)]
+    assert first == [0, 1, 2, 3] and q.taken == 0  # its own queue, in order
+    # w1's queue is empty: it takes the LAST of w2's queue, leaving w2 its next ones
+    assert q.next_for("w1").index == 7 and q.taken == 1
+    assert q.next_for("w2").index == 4
+    assert q.next_for("a-new-worker").index == 6 and q.taken == 2  # a worker without a queue takes too
+    assert q.next_for("w2").index == 5
+    assert q.next_for("w1") is None and q.next_for("w2") is None and len(q) == 0
+    with pytest.raises(ValueError, match="worker"):
+        AffinityQueues(exs, [])
+
+
 def test_each_series_is_simulated_on_one_worker(patients, cluster, tmp_path):
-    """4 patients of 3 pairs on 2 workers: every series' examples run in one worker process, so
-    each series is read and clustered once."""
+    """4 patients of 3 pairs on 2 workers: a series' examples run in one worker process (so it is
+    read and clustered once), except for examples a worker that ran out took from the other."""
     ran: dict[int, int] = {}
     out = tmp_path / "affinity.zarr"
     res = run(patients, out, cluster, progress=lambda done, total, r: ran.__setitem__(r["index"], r["pid"]))
@@ -262,5 +280,10 @@ def test_each_series_is_simulated_on_one_worker(patients, cluster, tmp_path):
     pids_of = defaultdict(set)
     for i, pid in ran.items():
         pids_of[series[i]].add(pid)
-    assert len(pids_of) == 4 and all(len(p) == 1 for p in pids_of.values())
-    assert len(set(ran.values())) == 2  # and both workers worked: 2 series each
+    assert len(pids_of) == 4
+    assert sum(len(p) for p in pids_of.values()) <= 4 + res.taken  # each taken example adds one read at most
+    assert len(set(ran.values())) == 2  # both workers worked
+    # and the bytes are those of dask's own placement
+    plain = tmp_path / "plain.zarr"
+    run(patients, plain, cluster, affinity=False)
+    assert files(out) == files(plain)
