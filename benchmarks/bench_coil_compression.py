@@ -57,7 +57,7 @@ def time_steps(model, dataset, repeats: int) -> float:
     import torch
 
     from zoo import train as T
-    from zoo.losses import SmsLoss
+    from zoo.train.losses import SmsLoss
 
     batch = {k: v[None] for k, v in dataset[0].items()}
     nb, _ = T.normalize_batch(batch)

@@ -65,7 +65,7 @@ def _trainer(store: Path, synthesis: str):
     import torch
 
     from zoo.data import DataConfig, SmsDataset
-    from zoo.losses import LossConfig, SmsLoss
+    from zoo.train.losses import LossConfig, SmsLoss
     from zoo.models import build_model
     from zoo.train import fold_coils, normalize_batch
 

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from synth.physics.masks import row_mask
-from zoo.baselines import Baseline, make_baseline
-from zoo.losses import SmsLoss
+from zoo.eval.baselines import Baseline, make_baseline
+from zoo.train.losses import SmsLoss
 from zoo.models import build_model, count_parameters
 from zoo.physics import fft3, kz_mask, zero_filled
-from zoo.sense import SenseOperator
+from zoo.eval.sense import SenseOperator
 
 import crnn_mri_reference as crnn_mri  # benchmarks/, beside this script
 
@@ -183,7 +183,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cs-iters", type=int, default=100)
     ap.add_argument("--coils", type=int, default=8, help="coils of the SENSE baselines (per-coil data)")
-    ap.add_argument("--sense-iters", type=int, default=None, help="CG iterations (default zoo.sense.DEFAULTS)")
+    ap.add_argument("--sense-iters", type=int, default=None, help="CG iterations (default zoo.eval.sense.DEFAULTS)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--sections", default="table,crnn-mri,cpu-scale",
                     help="comma-separated: table (every model and baseline), crnn-mri, cpu-scale")

@@ -1,4 +1,4 @@
-"""``smssynth evaluate``: metrics table (or JSON) of models and baselines on a store (:mod:`zoo.evaluate`)."""
+"""``smssynth evaluate``: metrics table (or JSON) of models and baselines on a store (:mod:`zoo.eval.evaluate`)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
     trained = {s: load_checked(s, dev, coil_mode, cs_iters, coils=coils) for s in specs if s not in BASELINES}
     if coil_mode is None:
         modes = {(m.coil_mode, m.coils) for m in trained.values()}
-        coil_mode, coils = modes.pop() if len(modes) == 1 else ("per-coil", None)  # zoo.recon.BASELINE_COIL_MODE
+        coil_mode, coils = modes.pop() if len(modes) == 1 else ("per-coil", None)  # zoo.eval.recon.BASELINE_COIL_MODE
     methods = [trained[s] if s in trained else load_checked(s, dev, coil_mode, cs_iters, coils=coils, **sense)
                for s in specs]
     methods += [load_checked(b, dev, coil_mode, cs_iters, hint="--baselines", coils=coils, **sense)
@@ -83,7 +83,7 @@ def evaluate(specs, store, examples, split, device, coil_mode, coils, cs_iters, 
         select_checked(store, mode, examples, split, coils=k)
 
     from synth.errors import SmssynthError
-    from zoo.evaluate import evaluate as run, format_table, to_json
+    from zoo.eval.evaluate import evaluate as run, format_table, to_json
 
     pbar = bar("evaluate", True if as_json else None, unit="recon", leave=False)
 

@@ -1,4 +1,4 @@
-"""``smssynth experiment``: whole experiments of the paper, one command each (:mod:`zoo.experiment`)."""
+"""``smssynth experiment``: whole experiments of the paper, one command each (:mod:`zoo.eval.experiment`)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, workers, st
 
         nohup smssynth experiment table1 --scale cpu --out runs/table1 > runs/table1.log 2>&1 &
     """
-    from zoo.experiment import DEFAULT_CINE, DEFAULT_FPP, SCALES, Table1
+    from zoo.eval.experiment import DEFAULT_CINE, DEFAULT_FPP, SCALES, Table1
 
     fpp_path = None if no_real_fpp else Path(fpp) if fpp else (DEFAULT_FPP if DEFAULT_FPP.is_dir() else None)
     if fpp and not Path(fpp).is_dir():

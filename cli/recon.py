@@ -1,6 +1,6 @@
 """``smssynth recon``: reconstruct a store's examples into a recon store, optionally with figures.
 
-The library is :mod:`zoo.recon`; this module validates the options at the boundary (one clear
+The library is :mod:`zoo.eval.recon`; this module validates the options at the boundary (one clear
 line per bad input, exit code 2) and holds the option helpers ``smssynth evaluate`` shares.
 """
 
@@ -12,7 +12,7 @@ import click
 
 from cli.options import bar, stage, verbosity_options
 
-# zoo.baselines.BASELINES, named without importing torch (sense-oracle uses the true coil maps: an oracle)
+# zoo.eval.baselines.BASELINES, named without importing torch (sense-oracle uses the true coil maps: an oracle)
 BASELINES = ("zero-filled", "cs-tfft", "cs-ttv", "sense-oracle", "sense-espirit")
 SSIM_KINDS = ("gaussian", "fastmri")  # zoo.metrics.SSIM_KINDS
 FAIL_NMSE = 1.0  # zoo.metrics.FAIL_NMSE
@@ -119,7 +119,7 @@ def check_selection(examples, split) -> None:
 def open_checked(store: str, device: str):
     """Validate STORE and --device; returns the torch device."""
     from synth.dataset.store import Store
-    from zoo.recon import pick_device
+    from zoo.eval.recon import pick_device
 
     with user_errors("STORE"):
         Store.open(store)
@@ -143,7 +143,7 @@ def check_coil_options(coil_mode, coils):
 
 def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model", coils=None, sense_iters=None,
                  sense_lam=None):
-    from zoo.recon import load_method
+    from zoo.eval.recon import load_method
 
     with user_errors(hint):
         return load_method(spec, device=device, coil_mode=coil_mode, cs_iters=cs_iters, coils=coils,
@@ -152,7 +152,7 @@ def load_checked(spec: str, device, coil_mode, cs_iters, hint: str = "--model", 
 
 def select_checked(store: str, coil_mode: str, examples, split, coils=None) -> None:
     """Check the example selection (and K against the store's coils), naming the option at fault."""
-    from zoo.recon import open_examples
+    from zoo.eval.recon import open_examples
 
     with user_errors("--virtual-coils" if coils is not None else "--split" if split is not None else "STORE"):
         open_examples(store, coil_mode, split=split, coils=coils)
@@ -185,7 +185,7 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
     The recon store (readable with plain zarr) holds `recon` float32 (N, M, T, Y, X), the
     magnitude on the store's scale, `index` (N,) the store indices, per-example `nmse`, `psnr`,
     `ssim` and `seconds` (model forward time), and in its attributes the method (name, sha256,
-    config), the source store, coil mode, normalisation and timing; see zoo/recon.py.
+    config), the source store, coil mode, normalisation and timing; see zoo/eval/recon.py.
     Baselines run in --coil-mode (default per-coil); a checkpoint in its own; sense-oracle and
     sense-espirit always use every coil.  The attributes also hold the metric summaries over all
     examples and without the failed ones (NMSE > --fail-nmse), with the NMSE unit and SSIM kind.
@@ -196,7 +196,7 @@ def recon(spec, store, out, examples, split, device, coil_mode, coils, cs_iters,
         dev = open_checked(store, device)
     from synth.errors import SmssynthError
     from zoo.data import coil_label
-    from zoo.recon import check_out, run_recon
+    from zoo.eval.recon import check_out, run_recon
 
     with user_errors("--out"):
         check_out(out, store, overwrite)

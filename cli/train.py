@@ -2,7 +2,7 @@
 
 The options shared with ``smssynth finetune`` live here too (:func:`loop_options`,
 :func:`run_loop`).  Precedence: a flag given on the command line > the ``--config`` YAML > the
-defaults of ``zoo.train.TrainConfig`` / ``zoo.data.DataConfig`` / ``zoo.losses.LossConfig``.
+defaults of ``zoo.train.TrainConfig`` / ``zoo.data.DataConfig`` / ``zoo.train.losses.LossConfig``.
 """
 
 from __future__ import annotations

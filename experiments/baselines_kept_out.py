@@ -39,8 +39,8 @@ def make_store(out: Path, patient: Path, mask: str, caipi: str, a) -> None:
 def run(store: Path, names: list[str], coil_mode: str, coils: int | None, a) -> dict:
     import torch
 
-    from zoo.evaluate import evaluate
-    from zoo.recon import load_method
+    from zoo.eval.evaluate import evaluate
+    from zoo.eval.recon import load_method
 
     dev = torch.device("cpu")
     methods = [load_method(n, device=dev, coil_mode=coil_mode, coils=coils, cs_iters=a.cs_iters,

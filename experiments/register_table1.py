@@ -2,7 +2,7 @@
 
     python experiments/register_table1.py runs/table1 [--weights-dir zoo/weights] [--overwrite]
 
-For every model of the experiment (``zoo.experiment``), its ``checkpoints/last`` goes into the
+For every model of the experiment (``zoo.eval.experiment``), its ``checkpoints/last`` goes into the
 registry under the name below, with the test metrics of ``table1.json``'s evaluations (the model
 and the baselines on the same examples) in its metadata, and a card record saying what it was
 trained and checked on.  The ``no fine-tuning`` ablation of the perfusion table is the cine
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
                     if b in rows:
                         metrics[b] = _summary(rows[b])
             checked.append(f"{rep['sets'][s]['n_examples']} test examples of {s} "
-                           f"({'the kept-out Sunnybrook patient SC-HF-I-4' if s == 'cine' else 'unseen phantom patients' if s == 'fpp' else 'the real GE perfusion series, single slice at R=4'})")
+                           f"({'the kept-out Sunnybrook patient SC-HF-I-4' if s == 'cine' else 'unseen phantom patients' if s == 'fpp' else 'draws of the real GE perfusion series: its one slice at R=4, coil maps, phase and mask drawn anew'})")
         kind = "cine" if name.endswith("-cine") else "fpp"
         licence = (f"BSD-3-Clause (weights); trained on {SUNNYBROOK}" if kind == "cine" else
                    f"BSD-3-Clause (weights); pretrained on {SUNNYBROOK}, trained on smssynth's own phantom")

@@ -8,6 +8,11 @@ The data flow is one way::
 ``zoo`` reads stores through the documented schema only (``docs/store-format.md``); it never uses
 the simulator's internals.
 
+The package reads the same way, each layer importing only the ones before it
+(``tests/zoo/test_layers.py``): ``errors``, ``physics``, ``metrics`` -> ``data`` -> ``models/``
+-> ``checkpoint``, ``registry``, ``cards`` (the weights) -> ``train/`` (with the loss and
+``distributed``) -> ``eval/`` (baselines, SENSE, ``recon``, ``evaluate``, the experiment).
+
 Pretrained weights (:mod:`zoo.registry`)::
 
     import zoo

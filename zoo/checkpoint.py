@@ -27,10 +27,10 @@ order).  The file's own hash cannot be inside the file; the tensor hash is what 
 header to the payload, and :func:`load_checkpoint` checks it after decoding.
 
 Input normalisation travels with the weights: the models expect their input divided by a
-per-example scale (:func:`zoo.train.normalize_batch`), and the quantile that sets the scale is
+per-example scale (:func:`zoo.data.normalize_batch`), and the quantile that sets the scale is
 part of what the weights mean.  :func:`save_checkpoint` records it in
 ``training.normalization``, :func:`load_checkpoint` returns it as ``model.normalization``, and
-``zoo.recon`` / ``zoo.evaluate`` normalise with it.  A checkpoint without the record (written
+``zoo.eval.recon`` / ``zoo.eval.evaluate`` normalise with it.  A checkpoint without the record (written
 before it existed) is read with :data:`LEGACY_NORM_QUANTILE`, the quantile every such
 checkpoint was trained with.
 
@@ -98,7 +98,7 @@ class Normalization:
 
     Each example (``x0``, ``k3``) is divided by ``s = quantile(|x0|, quantile)`` over all its
     axes before the model and the output multiplied by ``s`` after
-    (:func:`zoo.train.normalize_batch`, :func:`zoo.train.denormalize`).
+    (:func:`zoo.data.normalize_batch`, :func:`zoo.data.denormalize`).
 
     Attributes
     ----------
@@ -144,15 +144,15 @@ class Normalization:
                                   f"this smssynth cannot feed the model as it was trained") from None
 
     def normalize(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """``(normalised batch, scale)``: :func:`zoo.train.normalize_batch` with this quantile."""
-        from zoo.train import normalize_batch
+        """``(normalised batch, scale)``: :func:`zoo.data.normalize_batch` with this quantile."""
+        from zoo.data import normalize_batch
 
         return normalize_batch(batch, self.quantile)
 
     @staticmethod
     def denormalize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Undo :meth:`normalize` on a model output (:func:`zoo.train.denormalize`)."""
-        from zoo.train import denormalize
+        """Undo :meth:`normalize` on a model output (:func:`zoo.data.denormalize`)."""
+        from zoo.data import denormalize
 
         return denormalize(x, scale)
 
@@ -301,7 +301,7 @@ def _normalization_record(given: Normalization | dict | None, in_training: Any) 
         raise CheckpointError(f"save_checkpoint: normalization={norms[0].to_meta()} and "
                               f"training['normalization']={norms[1].to_meta()} disagree; pass one")
     if not norms:
-        from zoo.train import NORM_QUANTILE  # normalize_batch's default: what a caller that set none used
+        from zoo.data import NORM_QUANTILE  # normalize_batch's default: what a caller that set none used
 
         norms = [Normalization(NORM_QUANTILE)]
     return norms[0].to_meta()
@@ -331,7 +331,7 @@ def save_checkpoint(
     normalization : the input normalisation the model was trained with (:class:`Normalization`
         or its ``{"kind", "quantile"}`` record), stored as ``training["normalization"]``; it may
         instead already be in ``training`` (both given must agree).  Neither: the default of
-        :func:`zoo.train.normalize_batch` (:data:`zoo.train.NORM_QUANTILE`), recorded explicitly
+        :func:`zoo.data.normalize_batch` (:data:`zoo.train.NORM_QUANTILE`), recorded explicitly
         so that every new checkpoint says how to feed it.
 
     Each file is written to a temporary name and renamed, weights first: an interrupted save

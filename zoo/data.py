@@ -12,8 +12,8 @@ The truth is the image
 ``target`` is **always the store's target**, the magnitude image that came from the DICOM,
 whatever the coil mode.  It equals the root-sum-of-squares (RSS) of the coil images, because
 sum_c |csm_c|^2 = 1.  The models reconstruct one complex image per (virtual) coil; the loss
-(:mod:`zoo.losses`), validation (:func:`zoo.train.evaluate_examples`), :mod:`zoo.recon` and
-:mod:`zoo.evaluate` turn those into a magnitude by RSS over the coil axis
+(:mod:`zoo.train.losses`), validation (:func:`zoo.train.evaluate_examples`), :mod:`zoo.eval.recon` and
+:mod:`zoo.eval.evaluate` turn those into a magnitude by RSS over the coil axis
 (:func:`zoo.train.rss_magnitude`) and compare it with ``target``.  The complex ``truth`` (the
 coil images in the item's coil basis) is kept for diagnostics and tests only; nothing is scored
 against it.
@@ -43,10 +43,27 @@ Coil modes (:class:`DataConfig`)
 
 Normalisation
 -------------
-The store normalises each example's ``target`` to max 1 over (M, T, Y, X); nothing here
-rescales.  ``|truth_v| <= target`` for every (virtual) coil ``v``.  Because ``W`` has
-orthonormal columns, compressed data carry the store's noise level ``noise_sigma`` unchanged
-(i.i.d. over the virtual coils).  ``x0`` and ``k3`` share the truth's scale (orthonormal FFTs).
+The store normalises each example's ``target`` to max 1 over (M, T, Y, X); the items are not
+rescaled (the model's input scale is :func:`normalize_batch`'s, below).  ``|truth_v| <= target``
+for every (virtual) coil ``v``.  Because ``W`` has orthonormal columns, compressed data carry
+the store's noise level ``noise_sigma`` unchanged (i.i.d. over the virtual coils).  ``x0`` and
+``k3`` share the truth's scale (orthonormal FFTs).
+
+Input normalisation (:func:`normalize_batch`, :func:`denormalize`)
+------------------------------------------------------------------
+The models do not normalise their input, and a ReLU network with biases is not scale
+equivariant, so every example is divided by one positive scale before the model and the output
+multiplied back: ``s = quantile(|x0|, 0.99)`` over all of the example's (C,) M, T, Y, X, with
+``x0`` the zero-filled image.  ``x0``, ``k3``, ``truth`` and ``target`` are divided by the same
+``s``; data consistency stays exact because ``k3`` and ``x0`` are scaled together and the
+physics is linear.  The 99th percentile (not the max) ignores a few bright aliased pixels; it is
+computed from the measured data only, so inference (``recon``, ``evaluate``) applies it the same
+way.  The loss is computed on the normalised scale; metrics on the store's scale (after
+:func:`denormalize`).
+
+It lives here, under everything that applies it: training (``zoo.train``, which re-exports it),
+inference and evaluation, and the weights' record of the quantile
+(:class:`zoo.checkpoint.Normalization`).
 
 Masks
 -----
@@ -70,6 +87,7 @@ with).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -527,3 +545,55 @@ class SmsDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"SmsDataset({self.store_path!r}, {len(self)} examples, {self.config})"
+
+
+# --- input normalisation (between a batch of items and the model) ------------------------------
+
+NORM_QUANTILE = 0.99
+_IMAGE_KEYS = ("x0", "k3", "truth", "target")
+
+
+def example_scale(x0: Tensor, quantile: float = NORM_QUANTILE) -> Tensor:
+    """Per-example scale ``quantile(|x0|)`` over every axis but the first: float32 (B,), > 0.
+
+    ``kthvalue`` (not ``torch.quantile``, limited to 2**24 elements): the ``ceil(q n)``-th
+    smallest magnitude.  An all-zero example gets scale 1.
+    """
+    mag = x0.detach().abs().flatten(1).float()
+    k = max(1, min(mag.shape[1], math.ceil(quantile * mag.shape[1])))
+    s = mag.kthvalue(k, dim=1).values
+    fallback = mag.amax(dim=1)
+    s = torch.where(s > 0, s, fallback)
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
+def normalize_batch(batch: dict[str, Tensor], quantile: float = NORM_QUANTILE) -> tuple[dict[str, Tensor], Tensor]:
+    """Divide an example batch by its per-example scale (module doc).
+
+    Parameters
+    ----------
+    batch : dict from :class:`zoo.data.SmsDataset` (batched): ``x0`` complex (B, [C,] M, T, Y, X)
+        and any of ``k3``, ``truth`` (same leading dims), ``target`` float (B, M, T, Y, X); other
+        keys (``mask3``, ``index``) pass through.
+    quantile : of ``|x0|`` over all of an example's axes.
+
+    Returns
+    -------
+    normalised : a new dict, ``x0``, ``k3``, ``truth``, ``target`` divided by the scale.
+    scale : float32 (B,), on ``x0``'s device; undo with :func:`denormalize`.
+    """
+    scale = example_scale(batch["x0"], quantile)
+    out = dict(batch)
+    for key in _IMAGE_KEYS:
+        if key in batch:
+            out[key] = batch[key] / _bcast(scale, batch[key])
+    return out, scale
+
+
+def denormalize(x: Tensor, scale: Tensor) -> Tensor:
+    """Undo :func:`normalize_batch`: ``x * scale`` per example; ``x`` (B, ...) with ``scale`` (B,)."""
+    return x * _bcast(scale, x)
+
+
+def _bcast(scale: Tensor, x: Tensor) -> Tensor:
+    return scale.to(x.real.dtype if x.is_complex() else x.dtype).reshape(-1, *([1] * (x.ndim - 1)))

@@ -4,7 +4,7 @@ Every metric takes ``pred`` and ``ref`` of shape (B, M, T, Y, X) -- B examples, 
 T frames, Y x X pixels -- real magnitudes (used as they are) or complex (the modulus is taken),
 torch tensors on any device, and returns a float64 tensor (B,) on that device: one value per
 example, computed over all of its (M, T, Y, X), in float64.  Nothing is differentiated (inputs
-are detached); the training loss is :mod:`zoo.losses`.
+are detached); the training loss is :mod:`zoo.train.losses`.
 
 .. math::
 
@@ -130,7 +130,7 @@ def ssim_frames(
 ) -> Tensor:
     """2D SSIM of every frame, differentiable: real (B, M, T, Y, X) x2, data_range (B,) -> (B, M*T).
 
-    The shared kernel of :func:`ssim` and :class:`zoo.losses.SmsLoss`.  Frames become the batch
+    The shared kernel of :func:`ssim` and :class:`zoo.train.losses.SmsLoss`.  Frames become the batch
     of ``pytorch_msssim.ssim`` (separable Gaussian filter, "valid" positions).  Each example is divided
     by its data range first and scored with range 1: SSIM is invariant under scaling both images
     and ``L`` together (the constants are ``(K L)^2``), and ``pytorch_msssim`` takes one scalar

@@ -13,7 +13,7 @@ import zarr
 from cli.evaluate import evaluate
 from cli.recon import recon
 from tests.zoo.test_data import make_store
-from tests.zoo.test_recon import SPLITS, save_tiny
+from tests.zoo.eval.test_recon import SPLITS, save_tiny
 from tests.conftest import invoke, one_line_error
 
 

@@ -24,7 +24,7 @@ from zoo.checkpoint import (
 )
 from synth.dataset.store import FORMAT_VERSION
 from zoo.errors import CheckpointError, ChecksumError
-from zoo.losses import LossConfig
+from zoo.train.losses import LossConfig
 from zoo.models import build_model, count_parameters, model_config_dict
 
 TINY = {"n_filters": 4, "n_iterations": 2}

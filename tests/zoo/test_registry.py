@@ -30,7 +30,7 @@ from zoo.cards import HUB_LICENSES, parse_front_matter
 from zoo.checkpoint import Normalization, describe_store, read_metadata, save_checkpoint, sha256_file
 from zoo.data import DataConfig, SmsDataset
 from zoo.errors import CheckpointError, ChecksumError, UnknownWeightsError
-from zoo.losses import LossConfig, SmsLoss
+from zoo.train.losses import LossConfig, SmsLoss
 from zoo.metrics import nmse, psnr, ssim, summarize
 from zoo.models import build_model, count_parameters, model_config_dict
 from zoo.cards import model_metrics

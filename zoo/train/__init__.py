@@ -16,7 +16,8 @@ The package, in the order a run meets it (everything public is importable from `
   (:func:`load_yaml_config`), flags > YAML > defaults (:func:`resolve_run_config`), resume
   (:func:`resumed_run_config`); wrong values are named by key and expected type.
 * :mod:`~zoo.train.splits` -- which examples train and which validate.
-* :mod:`~zoo.train.batch` -- input normalisation, the readout crop, coil folding.
+* :mod:`~zoo.train.batch` -- the readout crop, coil folding (the input normalisation,
+  :func:`normalize_batch`, is :mod:`zoo.data`'s, re-exported here).
 * :mod:`~zoo.train.params` -- the parent of a fine-tuning run, frozen parameters, AMP convolutions.
 * :mod:`~zoo.train.schedule` -- the learning rate of every optimizer step.
 * :mod:`~zoo.train.loop` -- :func:`fit` and validation (:func:`evaluate_examples`).
@@ -81,7 +82,7 @@ seed under ``torch.random.fork_rng``; a resumed run replays the remaining batche
 (from the first micro-batch of a step), so on CPU it ends with the same weights as an
 uninterrupted one.
 
-Distributed (``torchrun``; :mod:`zoo.distributed`): DDP over ranks, each rank trains on its
+Distributed (``torchrun``; :mod:`zoo.train.distributed`): DDP over ranks, each rank trains on its
 ``DistributedSampler`` shard and validates on its share of the val examples; losses and
 metrics are gathered; rank 0 alone writes.  ``batch_size`` is per rank.  Accumulated
 micro-batches skip the gradient all-reduce (``no_sync``) but for the step's last.
@@ -110,11 +111,11 @@ same batches, two runs of 3 x 12 and 3 x 25 steps each:
   19-30 us per step (134 -> 153 us, 84 -> 113 us), 0.1-0.2 % of a model step; the weights after
   the same steps were bit-identical.  ``import lightning_fabric`` adds 1.5-1.9 s to every
   command's start (torch already imported).
-* lines (our count, not a port): Fabric would replace about 100 of :mod:`zoo.distributed`'s 127 (rank environment,
+* lines (our count, not a port): Fabric would replace about 100 of :mod:`zoo.train.distributed`'s 127 (rank environment,
   device choice, process group, barrier, all-reduce; not the gather of Python objects, which it
   lacks) and about 15 in the loop (DDP wrapping, ``no_sync``, moving batches), for about 15 of
   Fabric set-up: ~100 lines net, ~6 % of the ~1,800 lines of this package and
-  :mod:`zoo.distributed`.
+  :mod:`zoo.train.distributed`.
 * what it would not replace: the resume state (``Fabric.save``/``load`` are ``torch.save``/
   ``torch.load``, pickle, which the project refuses for anything it reads back), the replay of an
   interrupted epoch, the CSV logs (Fabric's ``CSVLogger`` writes ``version_N/metrics.csv`` and
@@ -127,14 +128,14 @@ for ~100 lines of our own, with no speed to gain, does not pay; the loop stays o
 FSDP or TPU support is wanted: that is where Fabric's strategies carry real weight.
 """
 
-from zoo.losses import SmsLoss
+from zoo.data import NORM_QUANTILE, denormalize, example_scale, normalize_batch
 from zoo.metrics import nmse, psnr, ssim
 from zoo.models import build_model, count_parameters, model_config_dict
-from zoo.train.batch import (NORM_QUANTILE, crop_readout, denormalize, example_scale, fold_coils, normalize_batch,
-                             rss_magnitude)
+from zoo.train.batch import crop_readout, fold_coils, rss_magnitude
 from zoo.train.config import (RESUMABLE, SCHEDULES, RunConfig, TrainConfig, load_yaml_config, model_config_dict_of,
                               resolve_run_config, resumed_run_config)
 from zoo.train.loop import METRICS, FitResult, evaluate_examples, fit
+from zoo.train.losses import SmsLoss
 from zoo.train.params import freeze_parameters, load_parent
 from zoo.train.schedule import LrSchedule
 from zoo.train.splits import MIN_COMPLETE, check_complete, split_examples

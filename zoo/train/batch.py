@@ -1,17 +1,7 @@
-r"""What happens to a batch between the store and the model: input normalisation, the readout
-crop, folding the coil axis into the batch, and the magnitude compared with ``target``.
-
-Input normalisation (:func:`normalize_batch`, :func:`denormalize`)
-------------------------------------------------------------------
-The models do not normalise their input, and a ReLU network with biases is not scale
-equivariant, so every example is divided by one positive scale before the model and the output
-multiplied back: ``s = quantile(|x0|, 0.99)`` over all of the example's (C,) M, T, Y, X, with
-``x0`` the zero-filled image.  ``x0``, ``k3``, ``truth`` and ``target`` are divided by the same
-``s``; data consistency stays exact because ``k3`` and ``x0`` are scaled together and the
-physics is linear.  The 99th percentile (not the max) ignores a few bright aliased pixels; it is
-computed from the measured data only, so inference (``recon``, ``evaluate``) applies it the same
-way.  The loss is computed on the normalised scale; metrics on the store's scale (after
-:func:`denormalize`).
+r"""What happens to a batch between the store and the model in training: the readout crop,
+folding the coil axis into the batch, and the magnitude compared with ``target``.  The input
+normalisation before the model (:func:`zoo.data.normalize_batch`) is the data layer's: the
+weights' metadata records it (:class:`zoo.checkpoint.Normalization`).
 
 Crop (``crop``)
 ---------------
@@ -28,63 +18,12 @@ always uses whole images.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from zoo import physics
-from zoo.losses import rss
-
-NORM_QUANTILE = 0.99
-_IMAGE_KEYS = ("x0", "k3", "truth", "target")
-
-
-def example_scale(x0: Tensor, quantile: float = NORM_QUANTILE) -> Tensor:
-    """Per-example scale ``quantile(|x0|)`` over every axis but the first: float32 (B,), > 0.
-
-    ``kthvalue`` (not ``torch.quantile``, limited to 2**24 elements): the ``ceil(q n)``-th
-    smallest magnitude.  An all-zero example gets scale 1.
-    """
-    mag = x0.detach().abs().flatten(1).float()
-    k = max(1, min(mag.shape[1], math.ceil(quantile * mag.shape[1])))
-    s = mag.kthvalue(k, dim=1).values
-    fallback = mag.amax(dim=1)
-    s = torch.where(s > 0, s, fallback)
-    return torch.where(s > 0, s, torch.ones_like(s))
-
-
-def normalize_batch(batch: dict[str, Tensor], quantile: float = NORM_QUANTILE) -> tuple[dict[str, Tensor], Tensor]:
-    """Divide an example batch by its per-example scale (module doc).
-
-    Parameters
-    ----------
-    batch : dict from :class:`zoo.data.SmsDataset` (batched): ``x0`` complex (B, [C,] M, T, Y, X)
-        and any of ``k3``, ``truth`` (same leading dims), ``target`` float (B, M, T, Y, X); other
-        keys (``mask3``, ``index``) pass through.
-    quantile : of ``|x0|`` over all of an example's axes.
-
-    Returns
-    -------
-    normalised : a new dict, ``x0``, ``k3``, ``truth``, ``target`` divided by the scale.
-    scale : float32 (B,), on ``x0``'s device; undo with :func:`denormalize`.
-    """
-    scale = example_scale(batch["x0"], quantile)
-    out = dict(batch)
-    for key in _IMAGE_KEYS:
-        if key in batch:
-            out[key] = batch[key] / _bcast(scale, batch[key])
-    return out, scale
-
-
-def denormalize(x: Tensor, scale: Tensor) -> Tensor:
-    """Undo :func:`normalize_batch`: ``x * scale`` per example; ``x`` (B, ...) with ``scale`` (B,)."""
-    return x * _bcast(scale, x)
-
-
-def _bcast(scale: Tensor, x: Tensor) -> Tensor:
-    return scale.to(x.real.dtype if x.is_complex() else x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+from zoo.train.losses import rss
 
 
 def crop_readout(batch: dict[str, Tensor], width: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -127,7 +66,7 @@ def fold_coils(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, int]:
 
 def rss_magnitude(x: Tensor) -> Tensor:
     """The magnitude compared with ``target``: ``|x|`` of (B, M, T, Y, X), or the
-    root-sum-of-squares over the coils of (B, K, M, T, Y, X) (:func:`zoo.losses.rss`)."""
+    root-sum-of-squares over the coils of (B, K, M, T, Y, X) (:func:`zoo.train.losses.rss`)."""
     return rss(x, x.ndim == 6)
 
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from synth.errors import ConfigError
 from zoo.data import DataConfig
-from zoo.losses import LossConfig
 from zoo.models import make_config
+from zoo.train.losses import LossConfig
 
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -281,7 +281,7 @@ def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
     ``optimizer``, ``train`` (missing ones empty).  Layout::
 
         model: {name: sms-crnn, config: {n_filters: 16, n_iterations: 5}}
-        loss: {w_mse: 1.0, w_ssim: 0.1, w_tv: 0.001}          # zoo.losses.LossConfig
+        loss: {w_mse: 1.0, w_ssim: 0.1, w_tv: 0.001}          # zoo.train.losses.LossConfig
         optimizer: {lr: 1.0e-4, weight_decay: 0, grad_clip: null,
                     schedule: constant, warmup_steps: 0}   # cosine [min_lr: 0] | step, step_size: N [gamma: 0.1]
         data: {coil_mode: compressed, coils: 4, mask: stored, batch_size: 1, num_workers: 0, val_fraction: 0.1,

@@ -21,18 +21,17 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from synth.dataset.store import Store
 from synth.errors import ConfigError
-from zoo import distributed as D
 from zoo.checkpoint import Normalization, describe_store, load_checkpoint, save_checkpoint
-from zoo.data import SmsDataset, coil_label
+from zoo.data import NORM_QUANTILE, SmsDataset, coil_label, denormalize, normalize_batch
 from zoo.errors import CheckpointError
-from zoo.losses import SmsLoss
 from zoo.metrics import nmse, psnr, ssim, summarize
 from zoo.models import build_model, count_parameters, model_config_dict
 from zoo.models.crnn import check_coil_channels
-from zoo.train.batch import (NORM_QUANTILE, crop_readout, denormalize, fold_coils, normalize_batch, rss_magnitude,
-                             step_generator, to_device)
+from zoo.train import distributed as D
+from zoo.train.batch import crop_readout, fold_coils, rss_magnitude, step_generator, to_device
 from zoo.train.config import RunConfig, TrainConfig
 from zoo.train.logs import EpochLog, StepLog, tensorboard
+from zoo.train.losses import SmsLoss
 from zoo.train.params import amp_convs, freeze_parameters
 from zoo.train.schedule import LrSchedule
 from zoo.train.splits import check_complete, split_examples
@@ -124,7 +123,7 @@ def fit(
     echo : where rank 0's human-readable lines go.
 
     Raises ConfigError / StoreError (user errors, one line each) and CheckpointError.
-    Runs distributed when started by torchrun (:mod:`zoo.distributed`).
+    Runs distributed when started by torchrun (:mod:`zoo.train.distributed`).
     """
     t_start = time.perf_counter()
     cfg = run.train

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from synth.errors import ConfigError
+from zoo.data import NORM_QUANTILE
 from zoo.errors import CheckpointError
-from zoo.train.batch import NORM_QUANTILE
 
 
 def load_parent(source: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""zoo.baselines: zero-filled and CS (temporal FFT / temporal TV) on a sparse dynamic phantom.
+"""zoo.eval.baselines: zero-filled and CS (temporal FFT / temporal TV) on a sparse dynamic phantom.
 
 The phantom: a smooth, static, complex background per slice plus a few pixels oscillating at
 integer temporal frequencies (so its temporal spectrum is exactly sparse), sampled on a sheared
@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from zoo.baselines import BASELINES, DEFAULTS, ORACLES, SENSE, Baseline, cs_recon, make_baseline, zero_filled_recon
-from zoo.sense import SenseBaseline
+from zoo.eval.baselines import BASELINES, DEFAULTS, ORACLES, SENSE, Baseline, cs_recon, make_baseline, zero_filled_recon
+from zoo.eval.sense import SenseBaseline
 from zoo.physics import data_consistency, fft3, kz_mask, zero_filled
 
 KINDS = ["temporal-fft", "temporal-tv"]
@@ -87,7 +87,7 @@ def test_cs_beats_zero_filled_without_sms(kind, single_slice):
 @pytest.mark.parametrize("kind", KINDS)
 def test_cs_beats_zero_filled_with_sms(kind, sms2):
     """With SMS 2 CS still removes the k-t aliasing of the moving pixels; the static inter-slice
-    leakage is outside any temporal prior (see the module docstring of zoo.baselines)."""
+    leakage is outside any temporal prior (see the module docstring of zoo.eval.baselines)."""
     img, k3, mask3 = sms2
     zf, cs = zero_filled(k3), cs_recon(k3, mask3, kind=kind)
     assert nmse(cs, img) < nmse(zf, img)
@@ -170,7 +170,7 @@ def test_baselines_registry_and_uniform_call(sms2):
     x0 = zero_filled(k3)
     for name, method in BASELINES.items():
         assert method.name == name and list(method.parameters()) == []
-        if name in SENSE:  # they also take coil maps: tests/zoo/test_sense.py
+        if name in SENSE:  # they also take coil maps: tests/zoo/eval/test_sense.py
             assert isinstance(method, SenseBaseline) and method.combines_coils
             continue
         out = method(x0, k3, mask3)

@@ -1,4 +1,4 @@
-r"""Tables, claims and figures of the Table 1 experiment (:mod:`zoo.experiment`) from its evaluations.
+r"""Tables, claims and figures of the Table 1 experiment (:mod:`zoo.eval.experiment`) from its evaluations.
 
 Reads ``OUT/eval/{cine,fpp,fpp-real}.json`` (``smssynth evaluate --json``) and writes
 
@@ -112,7 +112,7 @@ TITLES = {
 
 
 def write_report(exp) -> None:
-    from zoo.experiment import FPP_RUNS
+    from zoo.eval.experiment import FPP_RUNS
 
     report: dict[str, Any] = {"format": "smssynth.table1", "version": "1.0", "scale": exp.scale.name, "sets": {}}
     lines = [f"# Table 1 ({exp.scale.name} scale)", "",
@@ -182,7 +182,7 @@ def write_figures(exp, set_name: str, ev: dict, names: dict[str, str]) -> list[s
     import matplotlib.pyplot as plt
     import torch
 
-    from zoo.recon import load_method, open_examples, reconstruct_item
+    from zoo.eval.recon import load_method, open_examples, reconstruct_item
 
     store = ev["store"]
     index = int(ev["indices"][0])

@@ -1,7 +1,7 @@
 r"""Evaluate reconstruction methods on a store: the metrics table and paired tests of the paper.
 
 For every method (trained models, registered weights, and the classical baselines of
-:mod:`zoo.baselines`) and every chosen example, :func:`zoo.recon.reconstruct_item` computes
+:mod:`zoo.eval.baselines`) and every chosen example, :func:`zoo.eval.recon.reconstruct_item` computes
 NMSE, PSNR and SSIM (:mod:`zoo.metrics`) exactly as training validation does, and times the
 model's forward pass.  SSIM is the Gaussian one of training validation by default, or fastMRI's
 (``ssim_kind="fastmri"``); the report says which.  Per method: the failed examples (plain NMSE
@@ -12,7 +12,7 @@ in the JSON and ``x 10^-3`` in the table (the paper's Table 1).  Between methods
 (``scipy.stats.ttest_rel``) on the per-example PSNR, SSIM and NMSE over all examples, for every
 pair of the methods the user named and each of those against ``zero-filled`` (when evaluated).
 
-The SENSE baselines (:mod:`zoo.sense`) read the per-coil items and the store's coil maps (or
+The SENSE baselines (:mod:`zoo.eval.sense`) read the per-coil items and the store's coil maps (or
 the single-band reference) themselves; ``sense-oracle`` uses the simulation's true maps and is
 marked as an oracle in the table (``oracle: true`` in the JSON).
 
@@ -54,7 +54,7 @@ import torch
 from zoo.data import coil_label
 from synth.dataset.store import Store
 from zoo.metrics import FAIL_NMSE, NMSE_TABLE_SCALE, SSIM_LABEL, metric_conventions, summarize_examples
-from zoo.recon import (METRICS, TIMED, Method, check_coil_mode, device_description, needs_store, open_examples,
+from zoo.eval.recon import (METRICS, TIMED, Method, check_coil_mode, device_description, needs_store, open_examples,
                        reconstruct_item)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FAILURE_THRESHOLD", "evaluate", "format_table", "paired_tests",
@@ -130,10 +130,10 @@ def evaluate(
 
     Parameters
     ----------
-    methods : loaded methods (:func:`zoo.recon.load_method`), unique labels, on ``device``.
+    methods : loaded methods (:func:`zoo.eval.recon.load_method`), unique labels, on ``device``.
     named : labels of the methods the user named (the t-test pairs, :func:`test_pairs`);
         default all non-baseline methods.
-    examples, split : the example selection (:func:`zoo.recon.open_examples`).
+    examples, split : the example selection (:func:`zoo.eval.recon.open_examples`).
     progress : called as ``progress(label, done, total)`` after each reconstruction.
     ssim_kind : ``gaussian`` (training validation's) or ``fastmri`` (:data:`zoo.metrics.SSIM_KINDS`).
     fail_nmse : failure threshold on the plain NMSE (> 0; default 1 = 1000 x 10^-3).

@@ -11,11 +11,11 @@ so the metrics of a checkpoint on an example equal its validation metrics on tha
 Methods (:func:`load_method`)
 -----------------------------
 ``zero-filled``, ``cs-tfft``, ``cs-ttv``
-    :data:`zoo.baselines.BASELINES` (``--cs-iters`` caps the CS iterations).  They have no
+    :data:`zoo.eval.baselines.BASELINES` (``--cs-iters`` caps the CS iterations).  They have no
     coil mode of their own: the caller picks one, by default ``per-coil`` (every coil, whose
     RSS is the target; :data:`BASELINE_COIL_MODE`, the default of :class:`zoo.data.DataConfig`).
 ``sense-oracle`` (an oracle: the store's true coil maps), ``sense-espirit``
-    SMS-SENSE by CG (:mod:`zoo.sense`; ``sense_iters`` / ``sense_lam``).  Always ``per-coil``
+    SMS-SENSE by CG (:mod:`zoo.eval.sense`; ``sense_iters`` / ``sense_lam``).  Always ``per-coil``
     items (every coil's data, whatever coil mode is chosen for the other baselines), unfolded,
     plus what the method reads from the store itself (``model.store_inputs(store, index)``:
     the true maps, or the single-band reference ESPIRiT calibrates from; read untimed, the
@@ -28,7 +28,7 @@ registered weights name, or checkpoint path
 
 The examples are always read with the store's own masks (``mask="stored"``): the store is the
 acquisition being tested, and every method sees the same data, which the paired tests of
-:mod:`zoo.evaluate` need.  A checkpoint trained with ``mask="fresh"`` validated on fresh masks,
+:mod:`zoo.eval.evaluate` need.  A checkpoint trained with ``mask="fresh"`` validated on fresh masks,
 so only checkpoints trained on stored masks reproduce their validation numbers exactly.
 
 Recon store (:func:`run_recon`), format ``smssynth.recon`` 1.0, a Zarr v3 group
@@ -86,7 +86,7 @@ from torch import Tensor, nn
 from synth.dataset import output
 from synth.errors import ConfigError, StoreExistsError
 from synth.dataset.store import Store
-from zoo.baselines import BASELINES, SENSE, make_baseline
+from zoo.eval.baselines import BASELINES, SENSE, make_baseline
 from zoo.data import COIL_MODES, DataConfig, SmsDataset, coil_label
 from zoo.models.crnn import check_coil_channels
 from zoo.errors import UnknownWeightsError
@@ -152,8 +152,8 @@ class Method:
 
 def pick_device(requested: str | None) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` (ConfigError if absent)."""
-    from zoo.distributed import DistInfo
-    from zoo.distributed import pick_device as _pick
+    from zoo.train.distributed import DistInfo
+    from zoo.train.distributed import pick_device as _pick
 
     return _pick(requested, DistInfo())  # one process: recon and evaluate never run distributed
 
@@ -185,9 +185,9 @@ def load_method(
     coil_mode, coils : for a baseline (default :data:`BASELINE_COIL_MODE`), and for a checkpoint
         whose metadata records none; a checkpoint's recorded coil mode (and K) always wins.
         ``coils`` is K of ``compressed`` (:class:`zoo.data.DataConfig`).
-    cs_iters : iterations of the CS baselines (default: :data:`zoo.baselines.DEFAULTS`).
+    cs_iters : iterations of the CS baselines (default: :data:`zoo.eval.baselines.DEFAULTS`).
     sense_iters, sense_lam : CG iterations and temporal Tikhonov weight of the SENSE baselines
-        (default: :data:`zoo.sense.DEFAULTS`); they run ``per-coil`` whatever ``coil_mode`` says.
+        (default: :data:`zoo.eval.sense.DEFAULTS`); they run ``per-coil`` whatever ``coil_mode`` says.
     weights_dir : registry folder (default ``$SMSSYNTH_WEIGHTS_DIR`` or the package's).
 
     Raises UnknownWeightsError (listing the baselines and registered weights, and saying so when
@@ -209,10 +209,10 @@ def load_method(
             params = {} if cs_iters is None or spec == "zero-filled" else {"n_iter": int(cs_iters)}
         model = make_baseline(spec, **params).to(device).eval()
         info = {"name": spec, "architecture": None, "config": dict(model.config), "sha256": None,
-                "source": "zoo.baselines", "coil_mode_source": "chosen" if coil_mode else "default for baselines"}
+                "source": "zoo.eval.baselines", "coil_mode_source": "chosen" if coil_mode else "default for baselines"}
         if spec in SENSE:  # SENSE needs every coil's data
             coil_mode, coils = "per-coil", None
-            info.update(source="zoo.sense", coil_mode_source="SENSE always uses every coil's data",
+            info.update(source="zoo.eval.sense", coil_mode_source="SENSE always uses every coil's data",
                         oracle=model.kind == "oracle")
         return Method(label=spec, kind="baseline", model=model, coil_mode=coil_mode or BASELINE_COIL_MODE,
                       coils=coils, info=info)

@@ -1,4 +1,4 @@
-"""zoo.losses: LossConfig validation, each term against a hand computation or the maintained SSIM."""
+"""zoo.train.losses: LossConfig validation, each term against a hand computation or the maintained SSIM."""
 
 import dataclasses
 import importlib
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from synth.errors import ConfigError
-from zoo.losses import LossConfig, SmsLoss, rss
+from zoo.train.losses import LossConfig, SmsLoss, rss
 from zoo.metrics import ssim as ssim_metric
 
 B, M, T, Y, X = 2, 2, 3, 17, 13

@@ -1,4 +1,4 @@
-"""zoo.recon: methods, example selection, inference as validation does it, the recon store, figures."""
+"""zoo.eval.recon: methods, example selection, inference as validation does it, the recon store, figures."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import zarr
 from synth.errors import ConfigError, StoreError, StoreExistsError
 from tests.zoo.test_data import make_store
 from zoo import physics as P
-from zoo import recon as R
+from zoo.eval import recon as R
 from zoo import train as T
 from zoo.checkpoint import LEGACY_NORM_QUANTILE, describe_store, read_metadata, save_checkpoint
 from zoo.data import DataConfig, SmsDataset, coil_compression_weights, virtual_coil_weights

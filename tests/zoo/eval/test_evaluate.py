@@ -1,4 +1,4 @@
-"""zoo.evaluate: the numbers equal training validation and zoo.metrics, tests equal scipy, output schema."""
+"""zoo.eval.evaluate: the numbers equal training validation and zoo.metrics, tests equal scipy, output schema."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import zarr
 from scipy.stats import ttest_rel
 
 from tests.zoo.test_data import make_store
-from tests.zoo.test_recon import SPLITS, TINY, independent_zero_filled, save_tiny
-from zoo import evaluate as E
-from zoo import recon as R
+from tests.zoo.eval.test_recon import SPLITS, TINY, independent_zero_filled, save_tiny
+from zoo.eval import evaluate as E
+from zoo.eval import recon as R
 from zoo import train as T
 from zoo.checkpoint import read_metadata
 from zoo.data import DataConfig, SmsDataset
@@ -232,7 +232,7 @@ def test_fastmri_ssim_option(store):
 def test_sense_baselines_are_reported_and_the_oracle_is_marked(store):
     """The SENSE baselines read every coil and the store's maps whatever coil mode the others use;
     sense-oracle is labelled an oracle.  The test store has 3 coils at R * M = 6 and a random,
-    temporally white target: no claim about quality here (tests/zoo/test_sense.py has those)."""
+    temporally white target: no claim about quality here (tests/zoo/eval/test_sense.py has those)."""
     methods = [R.load_method(n, sense_iters=5, coil_mode="virtual")
                for n in ("zero-filled", "sense-oracle", "sense-espirit")]
     assert [m.coil_mode for m in methods] == ["virtual", "per-coil", "per-coil"]

@@ -1,4 +1,4 @@
-"""zoo.sense: the SENSE operator's adjoint, CG, SMS-SENSE with oracle and ESPIRiT maps on a small
+"""zoo.eval.sense: the SENSE operator's adjoint, CG, SMS-SENSE with oracle and ESPIRiT maps on a small
 cine phantom written through the store's forward model (docs/store-format.md)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from synth.errors import ConfigError
 from synth.io.phantom import PhantomSpec
 from synth.physics.fft import fft2c
 from zoo import physics as P
-from zoo import sense as S
+from zoo.eval import sense as S
 from zoo.data import DataConfig, SmsDataset
 from zoo.metrics import psnr
 

@@ -465,7 +465,7 @@ class Table1:
             self.smssynth("evaluate", args, commands, stdout=out)
 
     def stage_report(self, commands) -> None:
-        from zoo.experiment_report import write_report
+        from zoo.eval.experiment_report import write_report
 
         self.write_data_cards(commands)
         write_report(self)

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from zoo import train as T
 from tests.conftest import phantom_store
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = {"n_filters": 4, "n_iterations": 2}
 
 

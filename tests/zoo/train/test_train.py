@@ -368,7 +368,7 @@ def test_old_virtual_and_per_coil_configs_still_load(store, tmp_path):
 
 
 def test_shipped_checkpoint_loads_as_virtual():
-    from zoo.recon import load_method
+    from zoo.eval.recon import load_method
 
     m = load_method("sms-crnn-cine-cpu")
     assert (m.coil_mode, m.coils) == ("virtual", None)

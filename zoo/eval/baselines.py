@@ -21,7 +21,7 @@ perfusion series are not periodic); ``|.|`` is the complex modulus, so both pena
 isotropic in (real, imag).  ``lam`` is **relative**: the absolute weight is
 ``lam * max|x0|`` per example, ``x0`` the zero-filled image, so a value carries over between
 data scalings.  Defaults: ``lam = 0.01`` for both, 100 iterations for ``temporal-fft`` (FISTA
-has converged by then on the phantom of ``tests/zoo/test_baselines.py``) and 200 for
+has converged by then on the phantom of ``tests/zoo/eval/test_baselines.py``) and 200 for
 ``temporal-tv`` (Chambolle-Pock is slower; the objective is then within ~0.1 % of its value
 after 3000).  They were picked on that noiseless phantom (T = 16, R = 4 sheared lattice):
 smaller λ does better there, so for noisy data raise λ.  By default the result is finally
@@ -38,12 +38,12 @@ in-plane k-t aliasing but not the inter-slice leakage (for M = 2 the moving pixe
 NMSE of about 0.5 on the test phantom).  Separating the slices needs coil sensitivities or a
 spatial prior (what the networks learn).
 
-SMS-SENSE baselines (:mod:`zoo.sense`): ``sense-oracle`` (the store's true coil sensitivities:
+SMS-SENSE baselines (:mod:`zoo.eval.sense`): ``sense-oracle`` (the store's true coil sensitivities:
 an **oracle**, reported as such) and ``sense-espirit`` (ESPIRiT maps from a simulated
 single-band reference) solve ``(A^H A + lam D_t^H D_t) x = A^H y`` by conjugate gradient over
 the same 3D operator with every coil's data, ``A = [mask3 * fft3(S_c x)]_c``.  They take the
 store's coil maps (or the reference) besides ``(x0, k3, mask3)``: :func:`make_baseline` builds
-any baseline by name, and :mod:`zoo.recon` feeds them.
+any baseline by name, and :mod:`zoo.eval.recon` feeds them.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from torch import Tensor, nn
 
 from synth.errors import ConfigError
 from zoo.physics import data_consistency, zero_filled
-from zoo.sense import DEFAULTS as SENSE_DEFAULTS
-from zoo.sense import SenseBaseline
+from zoo.eval.sense import DEFAULTS as SENSE_DEFAULTS
+from zoo.eval.sense import SenseBaseline
 
 _T = -3  # time axis of the image layout (..., M, T, Y, X)
 _EXAMPLE = (-4, -3, -2, -1)  # the axes of one example: (M, T, Y, X)
@@ -240,7 +240,7 @@ class Baseline(nn.Module):
         return ", ".join([repr(self.name)] + [f"{k}={v!r}" for k, v in self.config.items()])
 
 
-# name -> (SENSE coil maps, the tunable settings and their defaults; zoo.sense.SenseBaseline)
+# name -> (SENSE coil maps, the tunable settings and their defaults; zoo.eval.sense.SenseBaseline)
 SENSE = {
     "sense-oracle": ("oracle", {**SENSE_DEFAULTS}),
     "sense-espirit": ("espirit", {**SENSE_DEFAULTS, "calib": None, "seed": 0}),
@@ -250,7 +250,7 @@ ORACLES = ("sense-oracle",)
 
 
 def make_baseline(name: str, **params) -> nn.Module:
-    """Any baseline by name: :class:`Baseline` (zero-filled, CS) or :class:`zoo.sense.SenseBaseline`.
+    """Any baseline by name: :class:`Baseline` (zero-filled, CS) or :class:`zoo.eval.sense.SenseBaseline`.
 
     ``params`` override the method's settings; unknown names or settings raise ConfigError.
     """

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from scipy import stats
 
 from cli.main import cli, main
-from zoo.experiment import SCALES, STAGES, Table1
-from zoo.experiment_report import claims_for, paired
+from zoo.eval.experiment import SCALES, STAGES, Table1
+from zoo.eval.experiment_report import claims_for, paired
 
 
 def _method(psnr):
@@ -124,7 +124,7 @@ def test_failed_stage_names_its_log_and_resumes(tmp_path):
     assert exp.done("cine-data") and not exp.done("cine-sms-crnn")
     # a training stage that fails (a broken store) names the stage and its log, and marks nothing
     (tmp_path / "run" / "data" / "cine-train.zarr" / "zarr.json").write_text("{broken")
-    from zoo.experiment import ExperimentError
+    from zoo.eval.experiment import ExperimentError
 
     with pytest.raises(ExperimentError, match=r"stage cine-sms-crnn: .*logs/cine-sms-crnn\.log"):
         exp.run(stop_after="cine-sms-crnn")
