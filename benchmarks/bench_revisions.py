@@ -83,6 +83,10 @@ def main(argv=None) -> None:
         ratio = lambda k: statistics.median(t[k] for t in times["B"]) / statistics.median(t[k] for t in times["A"])  # noqa: E731
         print(f"B / A: wall {ratio(0):.3f}, CPU {ratio(1):.3f}")
         print(f"outputs byte-identical: {'yes' if same else 'NO'} ({len(outputs['A'])} files)")
+        if not same:  # e.g. metadata with timings or the software's paths; the arrays may still agree
+            names = sorted(set(outputs["A"]) | set(outputs["B"]))
+            differ = [n for n in names if outputs["A"].get(n) != outputs["B"].get(n)]
+            print(f"  differing files ({len(differ)}): {', '.join(differ[:8])}{' ...' if len(differ) > 8 else ''}")
     finally:
         for tree in trees.values():
             subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(tree)],
