@@ -522,8 +522,8 @@ def _generate(res: GenerateResult, root, out: str, config: SimConfig, *, salt, m
                 running.add(fut)
 
             queues = None
-            if affinity:
-                addresses = sorted(client.scheduler_info()["workers"])
+            addresses = sorted(client.scheduler_info()["workers"])
+            if affinity and addresses:  # (a cluster without workers yet: dask places them as workers come)
                 queues = AffinityQueues([plan.examples[i] for i in todo], addresses)
                 for address in addresses:
                     for _ in range(IN_FLIGHT):
