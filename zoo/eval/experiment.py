@@ -68,7 +68,8 @@ from synth.errors import ConfigError, SmssynthError
 
 __all__ = ["SCALES", "Scale", "ExperimentError", "Table1", "STAGES"]
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CHECKOUT = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) this module runs from
+SHARED = CHECKOUT.parent / "shared" / "data"
 DEFAULT_CINE = SHARED / "sunnybrook-cine"
 DEFAULT_FPP = SHARED / "fpp-ge"
 
@@ -244,7 +245,7 @@ class Table1:
         log = self.path("logs", f"{stage}.log")
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])  # the checkout this module runs from
+        root = str(CHECKOUT)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(log, "a") as err:
             err.write(f"$ smssynth {' '.join(shlex.quote(str(a)) for a in args)}\n")

@@ -162,3 +162,17 @@ def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
                    say=lambda m: None)
     with pytest.raises(ConfigError, match="different scale"):
         other._record()
+
+
+def test_default_inputs_and_the_subprocesses_path_are_the_checkouts():
+    """The stages run ``smssynth`` with PYTHONPATH = this checkout, and the default --cine/--fpp
+    are ``../shared/data`` beside it, wherever the module sits inside the package."""
+    from pathlib import Path
+
+    from zoo.eval import experiment
+
+    repo = Path(__file__).resolve().parents[3]
+    assert experiment.CHECKOUT == repo
+    assert (experiment.CHECKOUT / "zoo" / "eval" / "experiment.py").is_file()
+    assert experiment.DEFAULT_CINE == repo.parent / "shared" / "data" / "sunnybrook-cine"
+    assert experiment.DEFAULT_FPP == repo.parent / "shared" / "data" / "fpp-ge"
