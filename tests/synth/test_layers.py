@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import layering
+
 SYNTH = Path(__file__).resolve().parents[2] / "synth"
 LAYERS = ("physics", "io", "dataset")
 TOP = {"__init__.py", "errors.py", "runtime.py"}
@@ -32,36 +34,13 @@ def layer_of(module: str) -> str:
 
 
 def module_name(path: Path) -> str:
-    rel = path.relative_to(SYNTH.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def synth_imports(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
-    """``(line, imported synth module)`` for every import in ``source``, however deeply nested;
-    ``from synth.x import name`` counts as importing ``synth.x.name`` (a submodule or not, the
-    layer is the same), relative imports are resolved against ``module``."""
-    out = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "synth"]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                pkg = module.split(".") if is_package else module.split(".")[:-1]
-                pkg = pkg[: len(pkg) - (node.level - 1)]
-                base = ".".join([*pkg, base] if base else pkg)
-            if base.split(".")[0] == "synth":
-                out += [(node.lineno, f"{base}.{a.name}" if base == "synth" else base) for a in node.names]
-    return out
+    return layering.module_name(path, SYNTH)
 
 
 def violations(source: str, module: str, is_package: bool = False) -> list[str]:
     here = layer_of(module)
     bad = []
-    for line, target in synth_imports(source, module, is_package):
+    for line, target, _lazy in layering.package_imports(source, module, "synth", is_package):
         if layer_of(target) not in ALLOWED[here]:
             bad.append(f"{module}:{line} ({here}) imports {target} ({layer_of(target)})")
     return bad

@@ -21,10 +21,11 @@ nothing above): ``zoo`` (``zoo.load``, ``zoo.get_weights``, ...: PEP 562 from
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests import layering
 
 ZOO = Path(__file__).resolve().parents[2] / "zoo"
 ORDER = ("base", "data", "models", "weights", "train", "eval")
@@ -49,42 +50,13 @@ def layer_of(module: str) -> str:
 
 
 def module_name(path: Path) -> str:
-    rel = path.relative_to(ZOO.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def zoo_imports(source: str, module: str, is_package: bool = False) -> list[tuple[int, str, bool]]:
-    """``(line, imported zoo module, lazy)`` for every import in ``source``, however deeply nested;
-    ``lazy``: inside a function.  ``from zoo.x import name`` counts as importing ``zoo.x``, ``from
-    zoo import x`` as ``zoo.x``; relative imports are resolved against ``module``."""
-    out = []
-
-    def visit(node, lazy):
-        if isinstance(node, ast.Import):
-            out.extend((node.lineno, a.name, lazy) for a in node.names if a.name.split(".")[0] == "zoo")
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                pkg = module.split(".") if is_package else module.split(".")[:-1]
-                pkg = pkg[: len(pkg) - (node.level - 1)]
-                base = ".".join([*pkg, base] if base else pkg)
-            if base.split(".")[0] == "zoo":
-                out.extend((node.lineno, f"{base}.{a.name}" if base == "zoo" else base, lazy) for a in node.names)
-        inner = lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-        for child in ast.iter_child_nodes(node):
-            visit(child, inner)
-
-    visit(ast.parse(source), False)
-    return out
+    return layering.module_name(path, ZOO)
 
 
 def violations(source: str, module: str, is_package: bool = False) -> list[str]:
     here = layer_of(module)
     bad = []
-    for line, target, lazy in zoo_imports(source, module, is_package):
+    for line, target, lazy in layering.package_imports(source, module, "zoo", is_package):
         there = layer_of(target)
         if ORDER.index(there) <= ORDER.index(here):
             continue
