@@ -139,17 +139,43 @@ def test_training_gradients_equal_the_plain_formulation():
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6 * grads[1][k].abs().max().item(), msg=k)
 
 
-@pytest.mark.parametrize("ndim,t", [(2, 1), (2, 4), (3, 3)])
-def test_bidirectional_sweep_gradcheck(ndim, t):
-    """The hand-written backward of both BCRNN sweeps, against finite differences (float64)."""
+@pytest.mark.parametrize("ndim,t,circular,m", [(2, 1, False, 0), (2, 4, False, 0), (3, 3, False, 2),
+                                              (3, 3, True, 1), (3, 3, True, 2), (3, 2, True, 3)])
+def test_bidirectional_sweep_gradcheck(ndim, t, circular, m):
+    """The hand-written backward of both BCRNN sweeps, against finite differences (float64), and
+    the forward against the two sweeps written as a plain loop (``circular``: the first spatial
+    axis wrapped around before every hidden-to-hidden convolution)."""
+    import torch.nn.functional as F
+
     from zoo.models.crnn import _MEMORY_FORMAT, _BidirectionalSweep
 
-    g = torch.Generator().manual_seed(ndim * 10 + t)
-    n, f, spatial = 2, 3, (5, 4) if ndim == 2 else (2, 3, 4)
+    g = torch.Generator().manual_seed(ndim * 10 + t + 100 * m)
+    n, f, spatial = 2, 3, (5, 4) if ndim == 2 else (m or 2, 3, 4)
     pre = torch.randn(t * n, f, *spatial, generator=g, dtype=torch.float64)
     pre = pre.contiguous(memory_format=_MEMORY_FORMAT[ndim]).requires_grad_()
     w = torch.randn(f, f, *([3] * ndim), generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda p, k: _BidirectionalSweep.apply(p, k, n, t), (pre, w))
+    assert torch.autograd.gradcheck(lambda p, k: _BidirectionalSweep.apply(p, k, n, t, circular), (pre, w))
+
+    conv = F.conv2d if ndim == 2 else F.conv3d
+
+    def h2h(h):
+        if not circular:
+            return conv(h, w, padding=1)
+        wrapped = torch.cat([h[:, :, -1:], h, h[:, :, :1]], dim=2)
+        return conv(wrapped, w, padding=(0, 1, 1))
+
+    frames = pre.detach().unflatten(0, (t, n))
+    fwd, bwd, h = [None] * t, [None] * t, None
+    for s in range(t):
+        h = (frames[s] if h is None else frames[s] + h2h(h)).relu()
+        fwd[s] = h
+    h = None
+    for s in reversed(range(t)):
+        h = (frames[s] if h is None else frames[s] + h2h(h)).relu()
+        bwd[s] = h
+    want = torch.cat([a + b for a, b in zip(fwd, bwd)])
+    got = _BidirectionalSweep.apply(pre.detach(), w.detach(), n, t, circular)
+    assert torch.allclose(got, want, atol=1e-12)
 
 
 def test_a_state_does_not_carry_stale_kernels():

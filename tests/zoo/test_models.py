@@ -196,6 +196,45 @@ def test_conv3d_sees_the_slice_order():
     assert rel(out_p, out[:, perm]) > 1e-3
 
 
+def test_conv3d_circular_slice_padding_is_cyclic_equivariant():
+    """With the slice axis wrapped, a cyclic shift of the slices shifts the output the same way
+    (and a non-cyclic permutation still changes it); zero padding is not shift-equivariant."""
+    _, x0, k3, _ = make_data(m=3)
+    none = torch.zeros(*k3.shape[:-1], 1, dtype=torch.bool)
+    z = torch.zeros_like(k3)
+    net = tiny("conv3d", slice_padding="circular")
+    out = net(x0, z, none)
+    shift = [2, 0, 1]
+    assert rel(net(x0[:, shift], z, none), out[:, shift]) < 1e-5
+    swap = [1, 0, 2]
+    assert rel(net(x0[:, swap], z, none), out[:, swap]) > 1e-3
+    zeros = tiny("conv3d")
+    assert rel(zeros(x0[:, shift], z, none), zeros(x0, z, none)[:, shift]) > 1e-3
+    assert rel(out, zeros(x0, z, none)) > 1e-3  # same weights (same seed): only the padding differs
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_circular_conv_is_zero_padded_conv_of_the_wrapped_input(m):
+    """``circular`` pads the slice axis by wrapping: slice M-1 beside slice 0 (for M = 2, each
+    slice sees the other on both sides; for M = 1, itself), the other axes zero padded."""
+    import torch.nn.functional as F
+
+    from zoo.models.crnn import _conv_sum, _wrap, to_time_major
+
+    torch.manual_seed(2)
+    conv = torch.nn.Conv3d(2, 4, 3, padding=1).double()
+    x = torch.randn(1, 3, 2, m, 5, 4, dtype=torch.float64)  # (N, T, C, M, Y, X)
+    flat = x.flatten(0, 1)
+    wrapped = torch.cat([flat[:, :, -1:], flat, flat[:, :, :1]], dim=2)
+    assert torch.equal(_wrap(flat, 1), wrapped)
+    want = F.conv3d(wrapped, conv.weight, conv.bias, padding=(0, 1, 1))
+    got = _conv_sum([(to_time_major(x, 3), conv)], conv.bias, 3, circular=True)
+    assert torch.allclose(got, to_time_major(want.unflatten(0, (1, 3)), 3), atol=1e-12)
+    zero = _conv_sum([(to_time_major(x, 3), conv)], conv.bias, 3)
+    assert torch.allclose(zero, to_time_major(conv(flat).unflatten(0, (1, 3)), 3), atol=1e-12)
+    assert not torch.allclose(got, zero)
+
+
 def test_sms_crnn_dc_couples_the_slices():
     """With data, a change in one slice's input changes the other slice's output (3D-k-space DC)."""
     _, x0, k3, mask3 = make_data(m=2)

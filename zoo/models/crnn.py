@@ -110,6 +110,41 @@ def _conv(ndim: int, c_in: int, c_out: int, kernel_size: int) -> nn.Module:
     return _CONV[ndim](c_in, c_out, kernel_size, padding=kernel_size // 2)
 
 
+# --- circular padding of the first spatial axis ---------------------------------------------
+# ``conv3d`` convolves over (M, Y, X).  With ``circular=True`` the slice axis M is padded by
+# wrapping around (slice M-1 beside slice 0) instead of with zeros: the input is wrapped by
+# ``p = k // 2`` planes on each side (:func:`_wrap`) and the convolution pads only the other
+# axes (:func:`_padding`).  Every slice then sees the others through all k kernel planes.
+
+
+def _padding(kernel_size: int, nd: int, circular: bool) -> list[int]:
+    """The convolution's own zero padding: none along the first spatial axis when it is wrapped."""
+    p = kernel_size // 2
+    return [0 if circular and i == 0 else p for i in range(nd)]
+
+
+def _wrap_index(m: int, p: int, device) -> Tensor:
+    return torch.arange(-p, m + p, device=device) % m  # any M >= 1, any p (p > M wraps several times)
+
+
+def _wrap(x: Tensor, p: int) -> Tensor:
+    """Circular padding by ``p`` of axis 2 (the first spatial axis of (N, C, *S)), channels-last kept."""
+    if not p:
+        return x
+    y = x.index_select(2, _wrap_index(x.shape[2], p, x.device))
+    return y.contiguous(memory_format=_MEMORY_FORMAT[x.dim() - 2])
+
+
+def _unwrap_grad(g: Tensor, m: int, p: int) -> Tensor:
+    """The adjoint of :func:`_wrap`: the gradient of the wrapped tensor summed back onto the ``m`` planes."""
+    if not p:
+        return g
+    shape = list(g.shape)
+    shape[2] = m
+    out = torch.zeros(shape, dtype=g.dtype, device=g.device).contiguous(memory_format=_MEMORY_FORMAT[g.dim() - 2])
+    return out.index_add_(2, _wrap_index(m, p, g.device), g)
+
+
 # --- layout -----------------------------------------------------------------------------------
 # Inside the block, sequences are "time-major": (T*N, C, *S), frame t in rows t*N .. t*N+N-1, in
 # channels-last memory (NHWC / NDHWC).  oneDNN's direct convolutions run on channels-last data
@@ -131,7 +166,8 @@ def from_time_major(y: Tensor, n: int, t: int) -> Tensor:
     return y.unflatten(0, (t, n)).transpose(0, 1)
 
 
-def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int, weight=None) -> Tensor:
+def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int, weight=None,
+              circular: bool = False) -> Tensor:
     """``sum_i conv_i(x_i) + bias``, the convs' own biases left out (``bias`` holds their sum).
 
     The convolutions' outputs and the bias are added in place into the first output.  Stacking
@@ -141,10 +177,14 @@ def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int, we
     added outside the convolutions because oneDNN's fused bias gradient costs more than the
     reduction autograd does for the add (a few ms per call at 64 filters).  ``weight(conv)`` gives
     the kernel to use (default ``conv.weight``; :class:`CRNNBlock` passes channels-last copies).
+    ``circular``: wrap the first spatial axis instead of zero-padding it (:func:`_wrap`).
     """
     out = None
     for x, c in terms:
-        y = _CONV_FN[ndim](x, c.weight if weight is None else weight(c), None, padding=c.padding)
+        k = c.weight.shape[-1]
+        if circular:
+            x = _wrap(x, k // 2)
+        y = _CONV_FN[ndim](x, c.weight if weight is None else weight(c), None, padding=_padding(k, ndim, circular))
         out = y if out is None else out.add_(y)
     return out.add_(bias.view(1, -1, *([1] * ndim)))
 
@@ -152,10 +192,11 @@ def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int, we
 class _BidirectionalSweep(torch.autograd.Function):
     r"""Both time sweeps of the BCRNN, with a hand-written backward (same math, fewer passes).
 
-    ``forward(pre, weight, n, t)``: ``pre`` (T*N, F, *S) time-major channels-last, every term
-    of :math:`h_t = \mathrm{ReLU}(\mathrm{pre}_t + W_h * h_{t \mp 1})` but the hidden-to-hidden
-    one (all biases included; :math:`h_{-1} = 0`); ``weight`` the hidden-to-hidden kernel, no
-    bias.  Returns the sum of the forward and the backward sweep, (T*N, F, *S).
+    ``forward(pre, weight, n, t, circular=False)``: ``pre`` (T*N, F, *S) time-major
+    channels-last, every term of :math:`h_t = \mathrm{ReLU}(\mathrm{pre}_t + W_h * h_{t \mp 1})`
+    but the hidden-to-hidden one (all biases included; :math:`h_{-1} = 0`); ``weight`` the
+    hidden-to-hidden kernel, no bias; ``circular`` wraps the first spatial axis (:func:`_wrap`).
+    Returns the sum of the forward and the backward sweep, (T*N, F, *S).
 
     The forward sweep at frame ``s`` and the backward sweep at frame ``T-1-s`` use the same
     kernel and do not depend on each other, so step ``s`` is one convolution over a batch of 2N
@@ -169,11 +210,12 @@ class _BidirectionalSweep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pre: Tensor, weight: Tensor, n: int, t: int) -> Tensor:
+    def forward(ctx, pre: Tensor, weight: Tensor, n: int, t: int, circular: bool = False) -> Tensor:
         nd = weight.dim() - 2
         fmt = _MEMORY_FORMAT[nd]
         w = weight.contiguous(memory_format=fmt)
-        pad = [weight.shape[-1] // 2] * nd
+        pad = _padding(weight.shape[-1], nd, circular)
+        p = weight.shape[-1] // 2 if circular else 0
         # step s works on the rows of frame s (forward sweep) and of frame T-1-s (backward sweep)
         pairs = _step_rows(pre, n, t)
         hidden = torch.empty_like(pairs)  # the ReLU outputs h, same rows
@@ -181,21 +223,21 @@ class _BidirectionalSweep(torch.autograd.Function):
         for s in range(t):
             a = inputs[s]
             if s:
-                a = _CONV_FN[nd](steps[s - 1], w, None, padding=pad).add_(a)
+                a = _CONV_FN[nd](_wrap(steps[s - 1], p), w, None, padding=pad).add_(a)
             torch.clamp_min(a, 0, out=steps[s])
         ctx.save_for_backward(weight, hidden)
-        ctx.n, ctx.t = n, t
+        ctx.n, ctx.t, ctx.p = n, t, p
         return _sum_sweeps(steps, n, t)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         weight, hidden = ctx.saved_tensors
-        n, t = ctx.n, ctx.t
+        n, t, p = ctx.n, ctx.t, ctx.p
         nd = weight.dim() - 2
         fmt = _MEMORY_FORMAT[nd]
         w = weight.contiguous(memory_format=fmt)
-        conv_args = ([1] * nd, [weight.shape[-1] // 2] * nd, [1] * nd, False, [0] * nd, 1)
+        conv_args = ([1] * nd, _padding(weight.shape[-1], nd, p > 0), [1] * nd, False, [0] * nd, 1)
         steps = hidden.unflatten(0, (t, 2 * n))
         g_pre = _step_rows(grad_out.contiguous(memory_format=fmt), n, t)  # becomes d loss / d ReLU input
         g_steps = g_pre.unflatten(0, (t, 2 * n))
@@ -206,15 +248,16 @@ class _BidirectionalSweep(torch.autograd.Function):
             torch.ops.aten.threshold_backward.grad_input(g_steps[s], steps[s], 0, grad_input=g_steps[s])
             if s:
                 carry = torch.ops.aten.convolution_backward(
-                    g_steps[s], steps[s - 1], w, None, *conv_args, [True, False, False])[0]
+                    g_steps[s], _wrap(steps[s - 1], p), w, None, *conv_args, [True, False, False])[0]
+                carry = _unwrap_grad(carry, steps.shape[3] if p else 0, p)
         g_weight = None
         if ctx.needs_input_grad[1] and t > 1:
             g_weight = torch.ops.aten.convolution_backward(
-                g_pre[2 * n:], hidden[: -2 * n], w, None, *conv_args, [False, True, False])[1]
+                g_pre[2 * n:], _wrap(hidden[: -2 * n], p), w, None, *conv_args, [False, True, False])[1]
             g_weight = g_weight.contiguous()
         elif ctx.needs_input_grad[1]:
             g_weight = torch.zeros_like(weight)
-        return _sum_sweeps(g_steps, n, t), g_weight, None, None
+        return _sum_sweeps(g_steps, n, t), g_weight, None, None, None
 
 
 def _step_rows(x: Tensor, n: int, t: int) -> Tensor:
@@ -249,9 +292,9 @@ class BCRNNLayer(nn.Module):
     steps (:class:`_BidirectionalSweep`).  Zero hidden states contribute only their bias.
     """
 
-    def __init__(self, c_in: int, n_filters: int, kernel_size: int, ndim: int = 2):
+    def __init__(self, c_in: int, n_filters: int, kernel_size: int, ndim: int = 2, circular: bool = False):
         super().__init__()
-        self.ndim = ndim
+        self.ndim, self.circular = ndim, circular
         self.i2h = _conv(ndim, c_in, n_filters, kernel_size)  # input -> hidden
         self.h2h = _conv(ndim, n_filters, n_filters, kernel_size)  # hidden(t -/+ 1) -> hidden(t)
         self.ih2ih = _conv(ndim, n_filters, n_filters, kernel_size)  # hidden(iteration - 1) -> hidden
@@ -265,8 +308,9 @@ class BCRNNLayer(nn.Module):
         """:meth:`forward` on time-major channels-last tensors (:func:`to_time_major`);
         ``weight`` as in :func:`_conv_sum`."""
         terms = [(x, self.i2h)] + ([] if h_iter is None else [(h_iter, self.ih2ih)])
-        pre = _conv_sum(terms, self.i2h.bias + self.h2h.bias + self.ih2ih.bias, self.ndim, weight)
-        return _BidirectionalSweep.apply(pre, self.h2h.weight if weight is None else weight(self.h2h), n, t)
+        pre = _conv_sum(terms, self.i2h.bias + self.h2h.bias + self.ih2ih.bias, self.ndim, weight, self.circular)
+        return _BidirectionalSweep.apply(pre, self.h2h.weight if weight is None else weight(self.h2h), n, t,
+                                         self.circular)
 
 
 class CRNNiLayer(nn.Module):
@@ -276,9 +320,9 @@ class CRNNiLayer(nn.Module):
     Both convolutions run over all frames at once (:func:`_conv_sum`).
     """
 
-    def __init__(self, n_filters: int, kernel_size: int, ndim: int = 2):
+    def __init__(self, n_filters: int, kernel_size: int, ndim: int = 2, circular: bool = False):
         super().__init__()
-        self.ndim = ndim
+        self.ndim, self.circular = ndim, circular
         self.conv_x = _conv(ndim, n_filters, n_filters, kernel_size)
         self.conv_h = _conv(ndim, n_filters, n_filters, kernel_size)
 
@@ -291,7 +335,7 @@ class CRNNiLayer(nn.Module):
         """:meth:`forward` on time-major channels-last tensors (:func:`to_time_major`);
         ``weight`` as in :func:`_conv_sum`."""
         terms = [(x, self.conv_x)] + ([] if h_iter is None else [(h_iter, self.conv_h)])
-        return _conv_sum(terms, self.conv_x.bias + self.conv_h.bias, self.ndim, weight).relu_()
+        return _conv_sum(terms, self.conv_x.bias + self.conv_h.bias, self.ndim, weight, self.circular).relu_()
 
 
 class CRNNBlock(nn.Module):
@@ -304,6 +348,8 @@ class CRNNBlock(nn.Module):
     n_crnn_layers : number of CRNN-i layers between the BCRNN and the output conv (paper: 3).
     ndim : 2 for (Y, X) convolutions, 3 for (M, Y, X) (or any 3 spatial axes).
     n_channels : real channels of the image (2: real and imaginary part).
+    circular : pad the first spatial axis by wrapping it around instead of with zeros (every
+        convolution of the block); ``conv3d`` uses it for the slice axis.
 
     ``forward(x, state)``: ``x`` real (N, T, n_channels, *S); ``state`` the list of hidden
     states returned by the previous iteration (None at the first).  Returns ``(x + residual,
@@ -312,11 +358,12 @@ class CRNNBlock(nn.Module):
     so feeding them back costs no copy.
     """
 
-    def __init__(self, n_filters: int, kernel_size: int, n_crnn_layers: int, ndim: int = 2, n_channels: int = 2):
+    def __init__(self, n_filters: int, kernel_size: int, n_crnn_layers: int, ndim: int = 2, n_channels: int = 2,
+                 circular: bool = False):
         super().__init__()
-        self.ndim = ndim
-        self.bcrnn = BCRNNLayer(n_channels, n_filters, kernel_size, ndim)
-        self.crnn_i = nn.ModuleList(CRNNiLayer(n_filters, kernel_size, ndim) for _ in range(n_crnn_layers))
+        self.ndim, self.circular = ndim, circular
+        self.bcrnn = BCRNNLayer(n_channels, n_filters, kernel_size, ndim, circular)
+        self.crnn_i = nn.ModuleList(CRNNiLayer(n_filters, kernel_size, ndim, circular) for _ in range(n_crnn_layers))
         self.out = _conv(ndim, n_filters, n_channels, kernel_size)
 
     def forward(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
@@ -350,7 +397,9 @@ class CRNNBlock(nn.Module):
         for layer, h_iter in zip(self.crnn_i, prev[1:]):
             h = layer.time_major(h, h_iter, weight)
             new_state.append(h)
-        r = _CONV_FN[nd](h, weight(self.out), self.out.bias, padding=self.out.padding)
+        k = self.out.weight.shape[-1]
+        r = _CONV_FN[nd](_wrap(h, k // 2) if self.circular else h, weight(self.out), self.out.bias,
+                         padding=_padding(k, nd, self.circular))
         return from_time_major(xs + r, n, t), _State(new_state, n, t, cache)
 
 
