@@ -222,6 +222,15 @@ def slice_offsets(ex: ExamplePlan, config: SimConfig, shape: tuple[int, int]) ->
     return (pos - pos.mean()) / fov
 
 
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
     import zarr
 
@@ -232,6 +241,9 @@ def store_attrs(config: SimConfig, plan: Plan, catalog: Catalog) -> dict:
             "command": "dicom2kspace",
             "numpy": np.__version__,
             "zarr": zarr.__version__,
+            # the k-means phase and the coil maps depend on these (read without importing them)
+            "scikit-learn": _dist_version("scikit-learn"),
+            "scipy": _dist_version("scipy"),
             "python": platform.python_version(),
         },
         "source": "synthetic",  # format 1.3: k-space simulated from magnitudes ("measured": synth.dataset.raw)

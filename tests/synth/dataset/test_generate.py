@@ -67,6 +67,11 @@ def test_reference_run(reference):
     st = Store.open(out)
     assert st.complete().all() and st.attrs["generator"]["command"] == "generate"
     assert res.workers == 2
+    # the k-means phase depends on scikit-learn's version, the coil maps and FFTs on SciPy's
+    from importlib.metadata import version
+
+    gen = st.attrs["generator"]
+    assert gen["scikit-learn"] == version("scikit-learn") and gen["scipy"] == version("scipy")
 
 
 def test_one_worker_equals_two_workers(patients, reference, tmp_path):
