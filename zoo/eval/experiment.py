@@ -110,8 +110,6 @@ class Scale:
     n_filters: int = 64
     n_iterations: int = 5
     coil_channels: bool = True  # the network sees an example's coils together (zoo.models.crnn.CRNNConfig)
-    # how conv3d pads the slice axis (zoo.models.conv3d): "circular" wraps the M slices around
-    conv3d_slice_padding: str = "circular"
     lr: float = 1e-4
     schedule: str = "constant"
     crop: int | None = None
@@ -147,9 +145,6 @@ SCALES: dict[str, Scale] = {
     ),
 }
 
-# what an experiment recorded before a scale field existed did, where that differs from its default
-BEFORE_FIELD = {"conv3d_slice_padding": "zeros"}
-
 CINE_MODELS = ("sms-crnn", "conv3d", "independent")
 FPP_RUNS = {  # run name -> (description in the table, how it is made)
     "sms-crnn-fpp": "fine-tuned (cine -> synthetic FPP, k-means phase)",
@@ -182,8 +177,6 @@ def _model_config(scale: Scale, name: str) -> dict[str, Any]:
     cfg: dict[str, Any] = {"n_filters": scale.n_filters, "n_iterations": scale.n_iterations}
     if scale.coil_channels and scale.coil_mode == "per-coil":
         cfg["coil_channels"] = scale.coils
-    if name == "conv3d":
-        cfg["slice_padding"] = scale.conv3d_slice_padding
     return cfg
 
 
@@ -228,10 +221,8 @@ class Table1:
         if p.is_file():
             old = json.loads(p.read_text())
             if isinstance(old.get("scale"), dict):
-                # a scale field added since this experiment started counts as its default, or as
-                # what the experiment did before the field existed
+                # a scale field added since this experiment started counts as its default
                 defaults = {f.name: f.default for f in fields(Scale) if f.default is not MISSING}
-                defaults.update(BEFORE_FIELD)
                 old["scale"] = {**{k: v for k, v in defaults.items() if k not in old["scale"]}, **old["scale"]}
             diff = sorted(k for k in rec if json.dumps(old.get(k), sort_keys=True, default=list)
                           != json.dumps(rec[k], sort_keys=True, default=list))

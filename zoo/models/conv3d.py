@@ -11,7 +11,10 @@ each outer plane learns from half the data and, at initialisation, a third of ev
 multiplies zeros (the layer's output variance shrinks by a third per convolution).  Wrapped,
 every plane sees a real slice for every output, and the network is equivariant to a cyclic
 shift of the slices -- as the SMS model is: the slice axis is the one the periodic kz DFT acts
-on (:mod:`zoo.physics`).  Any M >= 1 works either way.  Time
+on (:mod:`zoo.physics`).  Any M >= 1 works either way.  Measured, it did not make ``conv3d``
+learn faster: on the Table 1 ``cpu`` cine training data (16 filters, the same seed and draws),
+its training loss over steps 1,400-1,600 was 0.213 wrapped against 0.185 zero padded (0.150
+for ``independent``, 0.064 for ``sms-crnn``), so the experiment keeps zero padding.  Time
 is handled exactly as in CRNN-MRI, by the bidirectional recurrence over frames of the BCRNN
 layer — not by folding time into a fourth convolution axis — so the two models differ only in
 how they see the slices.  Data consistency is the same 3D-k-space DC as ``sms-crnn``; there is

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 from cli.main import cli, main
-from zoo.eval.experiment import SCALES, STAGES, Table1, _model_config
+from zoo.eval.experiment import SCALES, STAGES, Table1
 from zoo.eval.experiment_report import claims_for, paired
 
 
@@ -162,30 +162,6 @@ def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
                    say=lambda m: None)
     with pytest.raises(ConfigError, match="different scale"):
         other._record()
-
-
-def test_an_experiment_from_before_circular_conv3d_padding_is_read_as_zero_padded(tmp_path):
-    """conv3d's slice padding became a scale field (default circular); an experiment.json without
-    it trained conv3d zero padded, so it resumes only with ``conv3d_slice_padding='zeros'``."""
-    from dataclasses import replace
-
-    from synth.errors import ConfigError
-
-    cine = tmp_path / "cine"
-    cine.mkdir()
-    exp = Table1(out=tmp_path / "run", scale=SCALES["smoke"], cine=cine, fpp=None, say=lambda m: None)
-    assert SCALES["smoke"].conv3d_slice_padding == SCALES["cpu"].conv3d_slice_padding == "circular"
-    assert _model_config(SCALES["cpu"], "conv3d")["slice_padding"] == "circular"
-    assert "slice_padding" not in _model_config(SCALES["cpu"], "sms-crnn")
-    exp._record()
-    p = tmp_path / "run" / "experiment.json"
-    rec = json.loads(p.read_text())
-    del rec["scale"]["conv3d_slice_padding"]
-    p.write_text(json.dumps(rec))
-    with pytest.raises(ConfigError, match="different scale"):
-        exp._record()
-    Table1(out=tmp_path / "run", scale=replace(SCALES["smoke"], conv3d_slice_padding="zeros"), cine=cine,
-           fpp=None, say=lambda m: None)._record()
 
 
 def test_default_inputs_and_the_subprocesses_path_are_the_checkouts():
