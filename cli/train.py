@@ -14,7 +14,18 @@ from cli.options import verbosity_options
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "schedule", "warmup_steps", "min_lr", "step_size", "gamma", "batch_size", "accumulate",
              "num_workers", "val_fraction", "crop", "seed", "max_steps", "early_stop", "amp", "device", "coil_mode",
-             "coils", "mask", "synthesis", "allow_incomplete")
+             "coils", "mask", "synthesis", "augment", "allow_incomplete")
+
+
+def _augment_option(ctx, param, value):
+    if value is None:
+        return None
+    from synth.dataset.augment import check_augment
+
+    try:
+        return check_augment(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def loop_options(f):
@@ -79,6 +90,10 @@ def loop_options(f):
                      help="on-the-fly: simulate phase, coil maps, mask and noise anew every epoch from the store's "
                           "images with its recorded parameters (validation stays on the fixed first draw); "
                           "stored: the store's k-space.  [default: stored; on-the-fly for a --targets-only store]"),
+        click.option("--augment", default=None, metavar="KINDS", callback=_augment_option,
+                     help="Augment the images before every on-the-fly draw (physics kept: the k-space is simulated "
+                          "from the augmented image): comma-separated flip, transpose, roll (periodic cine only), "
+                          "gamma; none for none.  Validation is never augmented.  [default: none]"),
         click.option("--mask", type=click.Choice(["stored", "fresh"]), default=None,
                      help="The store's masks, or a fresh seeded mask per epoch.  [default: stored]"),
         click.option("--allow-incomplete", is_flag=True, default=None,

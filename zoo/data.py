@@ -97,6 +97,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from synth.dataset.augment import augment_images, augment_rng, check_augment
 from synth.dataset.store import Store
 from synth.errors import ConfigError, StoreError
 from synth.physics.masks import KINDS as MASK_KINDS
@@ -134,6 +135,9 @@ class DataConfig:
         coil maps, mask and noise simulated anew for every (seed, epoch, example) with the
         simulator's own code and the store's recorded parameters; module doc).  None: ``stored``
         for a k-space store, ``on-the-fly`` for a targets store (which holds only images).
+    augment : augmentations of the images before each on-the-fly draw, any of ``flip``,
+        ``transpose``, ``roll`` (periodic cine only), ``gamma`` (:mod:`synth.dataset.augment`);
+        empty (the default): none.  Needs on-the-fly synthesis; validation never augments.
     """
 
     coil_mode: str = "per-coil"
@@ -146,11 +150,17 @@ class DataConfig:
     split: str | None = None
     seed: int = 0
     synthesis: str | None = None
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self):
         def need(cond, msg):
             if not cond:
                 raise ConfigError(f"DataConfig: {msg}")
+
+        try:
+            object.__setattr__(self, "augment", check_augment(self.augment))  # a YAML/JSON list becomes a tuple
+        except (TypeError, ValueError) as e:
+            need(False, f"augment: {e}")
 
         need(self.coil_mode in COIL_MODES, f"coil_mode must be one of {COIL_MODES}, got {self.coil_mode!r}")
         k = self.coils
@@ -180,6 +190,9 @@ class DataConfig:
              f"seed must be an int >= 0, got {self.seed!r}")
         need(self.synthesis is None or self.synthesis in SYNTHESIS,
              f"synthesis must be one of {SYNTHESIS} or None, got {self.synthesis!r}")
+        need(not self.augment or self.synthesis in (None, "on-the-fly"),
+             f"augment {list(self.augment)} changes the images before an on-the-fly draw; "
+             f"it needs synthesis='on-the-fly', not {self.synthesis!r}")
         need(self.synthesis != "on-the-fly" or self.mask == "stored",
              "synthesis='on-the-fly' draws its own mask (the store's recorded mask kind, R, ACS and CAIPI "
              "ordering) every epoch; leave mask='stored'")
@@ -331,6 +344,10 @@ class SmsDataset(Dataset):
         if self.synthesis == "on-the-fly" and self.measured:
             raise ConfigError(f"{self.store_path}: a store of measured k-space (kspace2sms) cannot be simulated on "
                               f"the fly; use synthesis='stored'")
+        if config.augment and self.synthesis != "on-the-fly":
+            raise ConfigError(f"{self.store_path}: augment {list(config.augment)} changes the images before an "
+                              f"on-the-fly draw, and this store is read as stored k-space; use a targets store "
+                              f"or synthesis='on-the-fly'")
         if self.synthesis == "on-the-fly":
             self._sim = self._sim_setup(store)
         elif store.kind == "targets":
@@ -398,7 +415,10 @@ class SmsDataset(Dataset):
                     cache[key] = slice_labels(t["magnitudes"][i], cfg, key)
                 labels.append(cache[key])
         seed = draw_seed(sim["seeds"][index], self.epoch, int(self.config.seed))
-        return prepare_example(t["magnitudes"], t["offsets"], cfg, seed, labels=labels).full()
+        magnitudes = t["magnitudes"]
+        if self.config.augment:  # before the simulation, so everything is computed from the new image
+            magnitudes, labels, _ = augment_images(magnitudes, labels, self.config.augment, augment_rng(seed))
+        return prepare_example(magnitudes, t["offsets"], cfg, seed, labels=labels).full()
 
     def _resolve_coils(self) -> int:
         """K, the number of coils of the items: 1 (virtual), ``coils`` (compressed) or C (per-coil)."""

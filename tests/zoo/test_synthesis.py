@@ -102,6 +102,51 @@ def test_on_the_fly_over_a_kspace_store_ignores_its_kspace(stores):
     assert item["k3"].shape[-4:] == (2, *ref["kspace"].shape[1:])
 
 
+def test_augmented_draws_are_simulated_from_the_augmented_image(stores):
+    """An augmented draw is an ordinary on-the-fly draw of the moved image: its target is the
+    stored image flipped/transposed/rolled/gamma'd as recorded, its k-space comes from that target
+    (DC data = the forward model of its truth), and with no augmentation nothing changes."""
+    from synth.dataset.augment import augment_images, augment_rng
+    from synth.dataset.simulate import draw_seed
+    from zoo import physics
+
+    _, targets = stores
+    plain = SmsDataset(targets, DataConfig(coil_mode="per-coil", seed=3))
+    aug = SmsDataset(targets, DataConfig(coil_mode="per-coil", seed=3, augment=("flip", "roll", "gamma")))
+    st = Store.open(targets)
+    changed = 0
+    for epoch in (1, 2, 3):
+        plain.set_epoch(epoch)
+        aug.set_epoch(epoch)
+        for index in (0, 3):
+            a, p = aug.simulate(index), plain.simulate(index)
+            t = st.targets(index)
+            seed = draw_seed(st.attrs["examples"][index]["seed"], epoch, 3)
+            want, _, applied = augment_images(t["magnitudes"], None, ("flip", "roll", "gamma"), augment_rng(seed))
+            np.testing.assert_allclose(a["target"], want / want.max(), rtol=1e-5, atol=1e-7)
+            # coil maps, mask and kz are the same draw as without augmentation (own stream)
+            np.testing.assert_array_equal(a["mask"], p["mask"])
+            np.testing.assert_array_equal(a["csm"], p["csm"])
+            differs = not np.allclose(a["target"], p["target"])
+            changed += differs
+            item, other = aug[index], plain[index]
+
+            def misfit(truth):  # the data against the forward model of a truth (noise only when it is theirs)
+                k = physics.fft3(truth) * item["mask3"]
+                return float((k - item["k3"]).norm() / item["k3"].norm())
+
+            assert misfit(item["truth"]) < 0.1 and (not differs or misfit(other["truth"]) > 2 * misfit(item["truth"]))
+            assert torch.allclose(item["target"], item["truth"].abs().pow(2).sum(0).sqrt(), atol=1e-5)
+    assert changed >= 5  # gamma alone changes every draw
+    with pytest.raises(ConfigError, match="augment .* needs synthesis='on-the-fly'"):
+        DataConfig(synthesis="stored", augment=("flip",))
+    with pytest.raises(ConfigError, match="unknown augmentation 'spin'"):
+        DataConfig(augment=("spin",))
+    full, _ = stores
+    with pytest.raises(ConfigError, match="read as stored k-space"):
+        SmsDataset(full, DataConfig(augment=("flip",)))
+
+
 def test_bad_combinations_are_refused(stores):
     full, targets = stores
     with pytest.raises(ConfigError, match="targets store holds only images"):
@@ -137,8 +182,12 @@ def test_cli_targets_only_generate_inspect_and_train(phantom_cine, stores, tmp_p
     cfg.write_text("model: {name: sms-crnn, config: {n_filters: 4, n_iterations: 1}}\ntrain: {epochs: 2}\n"
                    "data: {val_fraction: 0.34}\n")
     run = tmp_path / "run"
-    r = invoke(cli, "train", "--data", out, "--config", cfg, "--out", run, "--max-steps", 5, "-q")
+    r = invoke(cli, "train", "--data", out, "--config", cfg, "--out", tmp_path / "bad", "--augment", "flip,spin")
+    assert r.exit_code == 2 and "--augment" in r.output and "unknown augmentation 'spin'" in r.output
+    r = invoke(cli, "train", "--data", out, "--config", cfg, "--out", run, "--max-steps", 5, "-q",
+               "--augment", "gamma,flip")
     assert r.exit_code == 0, r.output
     meta = json.loads((run / "checkpoints" / "last.json").read_text())
+    assert meta["data"]["data_config"]["augment"] == ["flip", "gamma"]
     assert meta["data"]["kind"] == "targets" and meta["data"]["data_config"]["synthesis"] == "on-the-fly"
     assert meta["data"]["params"]["caipi"] == "acquired" and meta["data"]["models"]["phase"]

@@ -114,6 +114,10 @@ class Scale:
     schedule: str = "constant"
     crop: int | None = None
     coil_mode: str = "per-coil"
+    # augmentations of the training images before every on-the-fly draw (synth.dataset.augment):
+    # cine is periodic (roll: any start phase); perfusion is not
+    cine_augment: tuple[str, ...] = ("flip", "transpose", "roll", "gamma")
+    fpp_augment: tuple[str, ...] = ("flip", "transpose", "gamma")
     cine_steps: int = 30000
     fpp_steps: int = 10000
     batch_size: int = 1
@@ -144,6 +148,9 @@ SCALES: dict[str, Scale] = {
         baselines=("zero-filled", "cs-ttv"), cs_iters=2, sense_iters=2,
     ),
 }
+
+# what an experiment recorded before a scale field existed did, where that differs from its default
+BEFORE_FIELD = {"cine_augment": [], "fpp_augment": []}
 
 CINE_MODELS = ("sms-crnn", "conv3d", "independent")
 FPP_RUNS = {  # run name -> (description in the table, how it is made)
@@ -221,8 +228,10 @@ class Table1:
         if p.is_file():
             old = json.loads(p.read_text())
             if isinstance(old.get("scale"), dict):
-                # a scale field added since this experiment started counts as its default
+                # a scale field added since this experiment started counts as its default, or as
+                # what the experiment did before the field existed
                 defaults = {f.name: f.default for f in fields(Scale) if f.default is not MISSING}
+                defaults.update(BEFORE_FIELD)
                 old["scale"] = {**{k: v for k, v in defaults.items() if k not in old["scale"]}, **old["scale"]}
             diff = sorted(k for k in rec if json.dumps(old.get(k), sort_keys=True, default=list)
                           != json.dumps(rec[k], sort_keys=True, default=list))
@@ -344,16 +353,18 @@ class Table1:
         self._generate("cine-data", commands, ["--manifest", m_test], self.path("data", "cine-test.zarr"),
                        [*sim, "--phase", "kmeans", "--seed", 1, *combos])
 
-    def _train_args(self, data: Path, steps: int) -> list:
+    def _train_args(self, data: Path, steps: int, augment) -> list:
         s = self.scale
         args = ["--data", data, "--lr", s.lr, "--batch-size", s.batch_size, "--num-workers", s.num_workers,
                 "--val-fraction", 0, "--seed", 0, "--device", self.device, "--coil-mode", s.coil_mode,
-                "--synthesis", "on-the-fly", "--epochs", 100000, "--max-steps", steps, "--quiet"]
+                "--synthesis", "on-the-fly", "--augment", ",".join(augment) or "none", "--epochs", 100000,
+                "--max-steps", steps, "--quiet"]
         if s.crop:
             args += ["--crop", s.crop]
         return args
 
-    def _train(self, stage: str, commands, run: Path, head: list, data: Path, steps: int, model: str) -> None:
+    def _train(self, stage: str, commands, run: Path, head: list, data: Path, steps: int, model: str,
+               augment=()) -> None:
         """A training or fine-tuning run in ``run``: resumed when it has a last checkpoint."""
         cfg = self.path("configs", f"{run.name}.yaml")
         cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -371,7 +382,7 @@ class Table1:
                 shutil.rmtree(run)
             elif run.exists():
                 raise ExperimentError(f"{run}: exists but holds no training run; move it away and start again")
-            self.smssynth(stage, [*head, "--out", run, "--config", cfg, *self._train_args(data, steps)], commands)
+            self.smssynth(stage, [*head, "--out", run, "--config", cfg, *self._train_args(data, steps, augment)], commands)
 
     def cine_run(self, model: str) -> Path:
         return self.path("runs", f"cine-{model}")
@@ -390,7 +401,7 @@ class Table1:
 
     def _cine(self, model: str, commands) -> None:
         self._train(f"cine-{model}", commands, self.cine_run(model), ["train", "--model", model],
-                    self.path("data", "cine-train.zarr"), self.scale.cine_steps, model)
+                    self.path("data", "cine-train.zarr"), self.scale.cine_steps, model, self.scale.cine_augment)
 
     def stage_fpp_data(self, commands) -> None:
         s = self.scale
@@ -428,14 +439,15 @@ class Table1:
     def _finetune(self, stage, commands, name: str, data: str) -> None:
         run = self.fpp_run(name)
         head = ["finetune", "--from", self.checkpoint(self.cine_run("sms-crnn"))]
-        self._train(stage, commands, run, head, self.path("data", data), self.scale.fpp_steps, "sms-crnn")
+        self._train(stage, commands, run, head, self.path("data", data), self.scale.fpp_steps, "sms-crnn",
+                    self.scale.fpp_augment)
 
     def stage_fpp_finetune(self, commands) -> None:
         self._finetune("fpp-finetune", commands, "sms-crnn-fpp", "fpp-train.zarr")
 
     def stage_fpp_no_pretrain(self, commands) -> None:
         self._train("fpp-no-pretrain", commands, self.fpp_run("no-pretrain"), ["train", "--model", "sms-crnn"],
-                    self.path("data", "fpp-train.zarr"), self.scale.fpp_steps, "sms-crnn")
+                    self.path("data", "fpp-train.zarr"), self.scale.fpp_steps, "sms-crnn", self.scale.fpp_augment)
 
     def stage_fpp_grating(self, commands) -> None:
         self._finetune("fpp-grating", commands, "grating-phase", "fpp-train-grating.zarr")

@@ -132,7 +132,7 @@ _SECTIONS = {
               "allow_incomplete"),
 }
 # DataConfig fields the YAML may set (split and seed are the loop's: the split selection and train.seed)
-_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind", "caipi", "synthesis")
+_DATA_KEYS = ("coil_mode", "coils", "mask", "accel", "acs", "mask_kind", "caipi", "synthesis", "augment")
 _SECTION_OF = {k: s for s, keys in _SECTIONS.items() for k in keys}
 
 

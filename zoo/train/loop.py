@@ -154,7 +154,7 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
     train_ds = SmsDataset(run.store, run.data)
     if run.data.synthesis is None:  # record what the store's kind chose (stored / on-the-fly)
         run = dataclasses.replace(run, data=dataclasses.replace(run.data, synthesis=train_ds.synthesis))
-    val_ds = SmsDataset(run.store, run.data)
+    val_ds = SmsDataset(run.store, dataclasses.replace(run.data, augment=()))  # validation is never augmented
     train_idx, val_idx, how = split_examples(store, train_ds.indices, cfg.val_fraction, cfg.seed)
     pos = {s: i for i, s in enumerate(train_ds.indices)}
     train_set = Subset(train_ds, [pos[i] for i in train_idx])

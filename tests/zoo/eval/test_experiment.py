@@ -88,6 +88,11 @@ def test_smoke_runs_every_stage_and_writes_tables(smoke):
     # the training runs used on-the-fly synthesis with the scale's steps
     cfg = json.loads((out / "runs" / "cine-sms-crnn" / "config.json").read_text())
     assert json.dumps(cfg).count("on-the-fly") >= 1
+    # with the physics-keeping augmentations: cine may roll (periodic), perfusion may not
+    for run, kinds in (("cine-conv3d", ["flip", "transpose", "roll", "gamma"]),
+                       ("fpp-sms-crnn-fpp", ["flip", "transpose", "gamma"]),
+                       ("fpp-no-pretrain", ["flip", "transpose", "gamma"])):
+        assert json.loads((out / "runs" / run / "config.json").read_text())["data"]["augment"] == kinds, run
 
 
 def test_second_start_resumes_without_redoing_anything(smoke):
@@ -162,6 +167,27 @@ def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
                    say=lambda m: None)
     with pytest.raises(ConfigError, match="different scale"):
         other._record()
+
+
+def test_an_experiment_from_before_augmentation_resumes_only_without_it(tmp_path):
+    """Augmentation became a scale field; an experiment.json without it trained unaugmented, so it
+    resumes only with ``cine_augment=()`` and ``fpp_augment=()``, never silently with augmentation."""
+    from dataclasses import replace
+
+    from synth.errors import ConfigError
+
+    cine = tmp_path / "cine"
+    cine.mkdir()
+    exp = Table1(out=tmp_path / "run", scale=SCALES["smoke"], cine=cine, fpp=None, say=lambda m: None)
+    exp._record()
+    p = tmp_path / "run" / "experiment.json"
+    rec = json.loads(p.read_text())
+    assert rec["scale"].pop("cine_augment") and rec["scale"].pop("fpp_augment")
+    p.write_text(json.dumps(rec))
+    with pytest.raises(ConfigError, match="different scale"):
+        exp._record()
+    old = replace(SCALES["smoke"], cine_augment=(), fpp_augment=())
+    Table1(out=tmp_path / "run", scale=old, cine=cine, fpp=None, say=lambda m: None)._record()
 
 
 def test_default_inputs_and_the_subprocesses_path_are_the_checkouts():
