@@ -241,13 +241,16 @@ def render_card(meta: dict, name: str, *, weights_file: str | None = None, names
     ]
 
     params = data.get("params") or {}
+    dc = data.get("data_config") or {}
     keys = ("sms", "coils", "accel", "acs", "mask", "caipi", "csm", "phase", "matrix", "frames", "snr", "combine")
     lines += [
         "## Training data", "",
         *_table([("store", data.get("store")), ("format", f"{data.get('format')} {data.get('format_version')}"),
                  ("kind", data.get("kind")), ("dims", data.get("dims")),
                  *[(k, params[k]) for k in keys if k in params],
-                 ("coil mode", (data.get("data_config") or {}).get("coil_mode")),
+                 ("coil mode", dc.get("coil_mode")),
+                 *([("synthesis", dc["synthesis"])] if dc.get("synthesis") else []),
+                 *([("augmentation", ", ".join(dc["augment"]) or "none")] if "augment" in dc else []),
                  ("split", data.get("split")), ("training examples", data.get("n_examples")),
                  *([("validation examples", data["n_val"])] if "n_val" in data else []),
                  ("datasets", ", ".join(fm["datasets"])),

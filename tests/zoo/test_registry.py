@@ -346,6 +346,23 @@ def test_shipped_cards_are_hub_readable_and_up_to_date():
         assert (PACKAGE_WEIGHTS / f"{w.name}.md").read_text() == text + "\n"  # shipped card == rendering
 
 
+def test_card_says_how_the_training_data_was_drawn(trained, tmp_path):
+    """On-the-fly synthesis and the augmentations appear in the card's training-data table
+    (and nothing is claimed for a checkpoint that records neither)."""
+    meta = read_metadata(trained[1])
+    data = {**meta["data"], "data_config": {**(meta["data"].get("data_config") or {}),
+                                            "synthesis": "on-the-fly", "augment": ["flip", "gamma"]}}
+    ck = save_checkpoint(tmp_path / "aug", trained[0], model_name="sms-crnn", model_config=meta["model"]["config"],
+                         training={"command": "train", "step": 3, "seconds": 1.0}, data=data, metrics={})
+    text = registry.model_card(ck)
+    assert "| synthesis | on-the-fly |" in text and "| augmentation | flip, gamma |" in text
+    bare = {**meta["data"], "data_config": {"coil_mode": "per-coil"}}
+    ck = save_checkpoint(tmp_path / "bare", trained[0], model_name="sms-crnn", model_config=meta["model"]["config"],
+                         training={"command": "train", "step": 3, "seconds": 1.0}, data=bare, metrics={})
+    text = registry.model_card(ck)
+    assert "| augmentation |" not in text and "| synthesis |" not in text
+
+
 def test_card_of_a_finetune_names_its_base_model(temp_registry, trained, tmp_path):
     folder, entry = temp_registry
     parent = {"source": NAME, "name": NAME, "model": "sms-crnn", "sha256": entry.sha256, "registry": True}
