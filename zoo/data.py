@@ -192,7 +192,7 @@ class DataConfig:
              f"synthesis must be one of {SYNTHESIS} or None, got {self.synthesis!r}")
         need(not self.augment or self.synthesis in (None, "on-the-fly"),
              f"augment {list(self.augment)} changes the images before an on-the-fly draw; "
-             f"it needs synthesis='on-the-fly', not {self.synthesis!r}")
+             f"it needs synthesis='on-the-fly' (smssynth train --synthesis on-the-fly), not {self.synthesis!r}")
         need(self.synthesis != "on-the-fly" or self.mask == "stored",
              "synthesis='on-the-fly' draws its own mask (the store's recorded mask kind, R, ACS and CAIPI "
              "ordering) every epoch; leave mask='stored'")
@@ -347,7 +347,7 @@ class SmsDataset(Dataset):
         if config.augment and self.synthesis != "on-the-fly":
             raise ConfigError(f"{self.store_path}: augment {list(config.augment)} changes the images before an "
                               f"on-the-fly draw, and this store is read as stored k-space; use a targets store "
-                              f"or synthesis='on-the-fly'")
+                              f"or synthesis='on-the-fly' (smssynth train --synthesis on-the-fly)")
         if self.synthesis == "on-the-fly":
             self._sim = self._sim_setup(store)
         elif store.kind == "targets":
