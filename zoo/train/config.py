@@ -288,6 +288,7 @@ def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
                crop: null}                                # coil modes: zoo.data
         # fresh masks (zoo.data, "Masks"): mask: fresh [mask_kind: vd (default), accel, acs, caipi: row|acquired]
         # fresh phase, coils, masks and noise every epoch (zoo.data): synthesis: on-the-fly
+        # with the images augmented first (synth.dataset.augment): augment: [flip, transpose, roll, gamma]
         train: {epochs: 10, seed: 0, max_steps: null, accumulate: 1, early_stop: null, amp: false, device: null,
                 freeze: []}
 
