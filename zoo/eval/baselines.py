@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from synth.errors import ConfigError
 from zoo.physics import data_consistency, zero_filled
 from zoo.eval.sense import DEFAULTS as SENSE_DEFAULTS
-from zoo.eval.sense import SenseBaseline
+from zoo.eval.sense import SenseBaseline, _diff_t, _diff_t_adjoint
 
 _T = -3  # time axis of the image layout (..., M, T, Y, X)
 _EXAMPLE = (-4, -3, -2, -1)  # the axes of one example: (M, T, Y, X)
@@ -82,19 +82,6 @@ def _soft_threshold(c: Tensor, tau: Tensor) -> Tensor:
 def _project_ball(p: Tensor, radius: Tensor) -> Tensor:
     """Pointwise projection of complex ``p`` onto ``|p| <= radius`` (prox of the conjugate of ``radius*|.|_1``)."""
     return p / torch.clamp(p.abs() / torch.clamp(radius, min=torch.finfo(radius.dtype).tiny), min=1)
-
-
-def _diff_t(x: Tensor) -> Tensor:
-    """Forward temporal difference ``D_t``: (..., T, Y, X) -> (..., T-1, Y, X)."""
-    return torch.diff(x, dim=_T)
-
-
-def _diff_t_adjoint(p: Tensor) -> Tensor:
-    """``D_t^H``: (..., T-1, Y, X) -> (..., T, Y, X), ``q[t-1] - q[t]`` with ``q`` zero beyond the ends."""
-    shape = list(p.shape)
-    shape[_T] = 1
-    z = p.new_zeros(shape)
-    return torch.cat([z, p], dim=_T) - torch.cat([p, z], dim=_T)
 
 
 def cs_recon(

@@ -126,10 +126,12 @@ class SenseOperator:
 
 
 def _diff_t(x: Tensor) -> Tensor:
+    """Forward temporal difference ``D_t``: (..., T, Y, X) -> (..., T-1, Y, X) (also CS's, :mod:`zoo.eval.baselines`)."""
     return torch.diff(x, dim=_T)
 
 
 def _diff_t_adjoint(p: Tensor) -> Tensor:
+    """``D_t^H``: (..., T-1, Y, X) -> (..., T, Y, X), ``q[t-1] - q[t]`` with ``q`` zero beyond the ends."""
     shape = list(p.shape)
     shape[_T] = 1
     z = p.new_zeros(shape)
