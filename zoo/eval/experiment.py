@@ -136,7 +136,7 @@ SCALES: dict[str, Scale] = {
         fpp_matrix=(96, 96), fpp_frames=10, fpp_test_combos=12,
         phantom_train=6, phantom_test=2, phantom_slices=4, phantom_frames=24, phantom_acquired="96x80",
         phantom_matrix="96x96",
-        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=24, cine_steps=2400, fpp_steps=400,
+        n_filters=16, n_iterations=5, lr=1e-3, schedule="cosine", crop=24, cine_steps=4800, fpp_steps=400,
         num_workers=1, cs_iters=100, sense_iters=20,
     ),
     "smoke": Scale(
