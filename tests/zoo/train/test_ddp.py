@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 
 from zoo import train as T
 from tests.conftest import phantom_store
+from tests.zoo.train.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[3]
-TINY = {"n_filters": 4, "n_iterations": 2}
 
 
 @pytest.fixture(scope="module")

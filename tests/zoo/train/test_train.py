@@ -17,8 +17,7 @@ from zoo import train as T
 from zoo.checkpoint import load_checkpoint, read_metadata
 from zoo.data import DataConfig, SmsDataset
 from tests.conftest import phantom_store
-
-TINY = {"n_filters": 4, "n_iterations": 2}
+from tests.zoo.train.conftest import TINY, run_config
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -29,13 +28,6 @@ def store(tmp_path_factory):
     out = phantom_store(tmp_path_factory.mktemp("train"), frames=6, shape=(31, 27), coils=3, seed=5,
                         salt=b"train-tests")
     return str(out)
-
-
-def run_config(store, **over):
-    over.setdefault("val_fraction", 0.34)
-    over.setdefault("epochs", 1)
-    return T.resolve_run_config(store, yaml_sections={"model": {"name": "sms-crnn", "config": TINY}},
-                                overrides=over)
 
 
 def batch_of(store, coil_mode="virtual", n=2):

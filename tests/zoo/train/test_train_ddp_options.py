@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 from zoo import train as T
 from tests.conftest import phantom_store
-from tests.zoo.train.test_ddp import TINY, free_port
+from tests.zoo.train.conftest import TINY
+from tests.zoo.train.test_ddp import free_port
 
 
 @pytest.fixture(scope="module")

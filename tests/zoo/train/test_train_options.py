@@ -16,8 +16,7 @@ from synth.errors import ConfigError
 from zoo import train as T
 from zoo.checkpoint import read_metadata
 from tests.conftest import phantom_store
-
-TINY = {"n_filters": 4, "n_iterations": 2}
+from tests.zoo.train.conftest import TINY, run_config
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -29,13 +28,6 @@ def store(tmp_path_factory):
     out = phantom_store(tmp_path_factory.mktemp("train-opts"), frames=4, shape=(29, 25), coils=2, seed=7,
                         salt=b"train-options")
     return str(out)
-
-
-def run_config(store, **over):
-    over.setdefault("val_fraction", 0.34)
-    over.setdefault("epochs", 1)
-    return T.resolve_run_config(store, yaml_sections={"model": {"name": "sms-crnn", "config": TINY}},
-                                overrides=over)
 
 
 def rows(path, drop=("seconds",)):
