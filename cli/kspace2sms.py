@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import MATRIX, progress_bar, refuse_foreign_out, user_error, verbosity_options
+from cli.options import MATRIX, PATHS_NOTE, progress_bar, refuse_foreign_out, user_error, verbosity_options
 from synth.dataset.config import CAIPI_ORDERS, FRAME_MODES, MASKS, SimConfig
 
 _D = SimConfig()
@@ -30,10 +30,11 @@ _D = SimConfig()
 @click.option("--draws", type=click.IntRange(min=1), default=_D.draws, show_default=True, help="Independent mask/noise draws per combination.")
 @click.option("--min-distance", "min_distance_mm", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Minimum distance between slices of one example (mm; slice index for files without geometry).")
 @click.option("--salt", envvar="SMSSYNTH_SALT", default=None, help="Secret for pseudonymous keys (as dicom2kspace).")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="A file that cannot be read (truncated, not HDF5, no k-space dataset, not fully sampled): leave it out and go on (listed at the end; its examples left incomplete if it broke mid-way), or stop.")
 @click.option("--show-paths", is_flag=True, help="Name input files by their real paths in messages (default: salted hashes).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out store.")
 @verbosity_options
-def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwargs):
+def kspace2sms(inputs, out, dataset, salt, on_error, show_paths, overwrite, quiet, **kwargs):
     """Make SMS (CAIPI) examples from fully sampled multi-slice multi-coil cine k-space INPUTS.
 
     Each file is one series (ISMRMRD .h5/.mrd, fastMRI-style .h5 with a 'kspace' dataset, or a
@@ -55,7 +56,7 @@ def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwarg
 
     try:
         s = run(inputs, out, config, salt=resolve_salt(salt), overwrite=overwrite, show_paths=show_paths,
-                dataset=dataset, progress=progress)
+                dataset=dataset, on_error=on_error, progress=progress)
     except SmssynthError as e:
         bar.close()
         raise user_error(e) from None
@@ -64,8 +65,23 @@ def kspace2sms(inputs, out, dataset, salt, show_paths, overwrite, quiet, **kwarg
     click.echo(f"\n{s.written} of {s.n_examples} examples written to {out}"
                + (f" ({s.already} already complete)" if s.already else "")
                + f"  ({t} frames, {ny}x{nx}; from {s.n_series} files; measured k-space)")
+    if s.skipped_inputs:
+        click.echo(f"skipped inputs: {len(s.skipped_inputs)} unreadable")
+        for r in s.skipped_inputs[:10]:
+            click.echo(f"  - {r}")
+        if len(s.skipped_inputs) > 10:
+            click.echo(f"  ... and {len(s.skipped_inputs) - 10} more")
     for r in s.plan_skipped[:10]:
         click.echo(f"not used: {r}")
+    for idx, why in s.failed[:10]:
+        click.echo(f"example {idx} failed (left incomplete): {why}")
     for note in s.notes:
         click.echo(note)
+    if not show_paths and (s.skipped_inputs or s.failed):
+        click.echo(PATHS_NOTE)
     click.echo(f"time {s.wall_seconds:.1f}s, peak memory {s.peak_rss_mb:.0f} MB")
+    if s.written == 0 and not s.already:
+        raise click.ClickException(f"no example could be written to {out}; see the reasons above")
+    if s.failed:
+        raise click.ClickException(f"{len(s.failed)} of {s.n_examples} examples failed (reasons above); run the same "
+                                   f"command again to compute only those")

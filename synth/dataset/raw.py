@@ -38,7 +38,7 @@ from synth.dataset import output
 from synth.dataset import store as zstore
 from synth.dataset.combos import ExamplePlan
 from synth.dataset.config import SimConfig
-from synth.errors import ConfigError
+from synth.errors import ConfigError, RawDataError
 from synth.io.dicom import Catalog
 from synth.io.raw import RawSliceInfo, catalog
 from synth.io.resolution import crop_or_pad
@@ -169,7 +169,8 @@ class RawSummary:
     n_files: int = 0
     shape: tuple | None = None
     plan_skipped: list[str] = field(default_factory=list)
-    failed: list[tuple[int, str]] = field(default_factory=list)
+    skipped_inputs: list[str] = field(default_factory=list)  # unusable files and why (names masked)
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (example index, reason): left incomplete
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -192,15 +193,21 @@ def store_attrs(config: SimConfig, plan, cat: Catalog) -> dict:
             "phase": "measured (in the data; no phase array)",
         },
         "models": {},
-        "inputs": {"files": cat.n_files, "series": len(cat.series), "skipped": {}, "fallbacks": {}},
+        "inputs": {"files": cat.n_files, "series": len(cat.series),
+                   "skipped": dict(Counter(s.category for s in cat.skipped)), "fallbacks": {}},
         "examples": [ex.to_dict() for ex in plan.examples],
     }
 
 
 def kspace2sms(inputs: Sequence[str | Path], out: str | Path, config: SimConfig, *, salt: bytes,
                overwrite: bool = False, show_paths: bool = False, dataset: str | None = None,
-               progress: Callable[[int, int], None] | None = None) -> RawSummary:
-    """Convert raw k-space files into a new (or resumed) measured-data store at ``out``."""
+               on_error: str = "skip", progress: Callable[[int, int], None] | None = None) -> RawSummary:
+    """Convert raw k-space files into a new (or resumed) measured-data store at ``out``.
+
+    ``on_error``: ``"skip"`` leaves out files that cannot be opened (``RawSummary.skipped_inputs``)
+    and leaves incomplete the examples whose slices cannot be read (``RawSummary.failed``; the
+    same command run again computes only those); ``"fail"`` stops at the first such error.
+    """
     import resource
 
     from synth.dataset.pipeline import make_plan, open_to_resume
@@ -213,8 +220,9 @@ def kspace2sms(inputs: Sequence[str | Path], out: str | Path, config: SimConfig,
     replacement, resume = output.prepare_or_resume(out, formats=[zstore.FORMAT_NAME], overwrite=overwrite,
                                                    inputs=inputs)
     with replacement.guard():
-        cat = catalog(inputs, salt=salt, show_paths=show_paths, dataset=dataset)
+        cat = catalog(inputs, salt=salt, show_paths=show_paths, dataset=dataset, on_error=on_error)
         summary.n_files, summary.n_series = cat.n_files, len(cat.series)
+        summary.skipped_inputs = [str(s) for s in cat.skipped]
         plan = make_plan(cat, config)
         summary.plan_skipped, summary.n_examples, summary.shape = list(plan.skipped), len(plan.examples), plan.shape
         t, ny, nx = plan.shape
@@ -237,13 +245,22 @@ def kspace2sms(inputs: Sequence[str | Path], out: str | Path, config: SimConfig,
         for ex in plan.examples:
             if ex.index not in todo:
                 continue
-            y, arrays = make_example(ex, cache, config)
+            try:
+                y, arrays = make_example(ex, cache, config)
+            except RawDataError as e:
+                if on_error == "fail":
+                    raise RawDataError(f"{e} (stopped at example {ex.index}: --on-error fail)") from None
+                summary.failed.append((ex.index, str(e)))
+                log.warning("example %d skipped: %s", ex.index, e)
+                if progress:
+                    progress(summary.written + len(summary.failed), len(todo))
+                continue
             for ci in range(c):
                 writer.coil(ex.index, ci, y[ci], None)
             writer.example(ex.index, arrays, coils_written=True)  # completion marker last
             summary.written += 1
             if progress:
-                progress(summary.written, len(todo))
+                progress(summary.written + len(summary.failed), len(todo))
     replacement.finish(bool(summary.written or summary.already))
     summary.notes = list(replacement.notes)
     summary.wall_seconds = time.perf_counter() - t0

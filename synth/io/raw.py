@@ -244,9 +244,20 @@ class RawSliceInfo(SliceInfo):
 
 
 def catalog(inputs: Sequence[str | os.PathLike], *, salt: bytes, show_paths: bool = False,
-            dataset: str | None = None) -> Catalog:
-    """One series per raw file under ``inputs`` (files ``.h5``, ``.hdf5``, ``.mrd``, ``.mat``)."""
+            dataset: str | None = None, on_error: str = "skip") -> Catalog:
+    """One series per raw file under ``inputs`` (files ``.h5``, ``.hdf5``, ``.mrd``, ``.mat``).
+
+    A file that cannot be used (truncated, not HDF5, no k-space dataset, not fully sampled...)
+    stops the scan with its :class:`RawDataError` under ``on_error="fail"``; under ``"skip"`` it
+    is left out and listed in ``Catalog.skipped`` (category ``unreadable``), and the error is
+    raised only when no file is usable (the first file's error; with a count when there were
+    several).
+    """
+    from synth.io.dicom.scan import Skip
     from synth.io.nifti import patient_folder
+
+    if on_error not in ("skip", "fail"):
+        raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
 
     inputs = [os.fspath(p) for p in inputs]
     names = PathNames(inputs, salt, show_paths)
@@ -266,9 +277,18 @@ def catalog(inputs: Sequence[str | os.PathLike], *, salt: bytes, show_paths: boo
             paths.append(p)
     if not paths:
         raise NoInputError(f"no .h5/.hdf5/.mrd/.mat files in {', '.join(map(names, inputs))}")
-    series = []
+    series, skipped, errors = [], [], []
     for path in paths:
-        raw = open_raw(path, names(path), dataset)
+        try:
+            raw = open_raw(path, names(path), dataset)
+        except RawDataError as e:
+            if on_error == "fail":
+                raise
+            msg, name = str(e), names(path)
+            errors.append(msg)
+            reason = msg[len(name) + 2:] if msg.startswith(name + ": ") else msg
+            skipped.append(Skip(path, reason, "unreadable", name))
+            continue
         patient, rel = patient_folder(path, inputs)
         key = pseudonym(f"raw-series:{patient}/{rel}", salt, "se-")
         slices = tuple(
@@ -281,5 +301,9 @@ def catalog(inputs: Sequence[str | os.PathLike], *, salt: bytes, show_paths: boo
                                  patient_key=pseudonym(f"raw-patient:{patient}", salt, "pt-"), normal=None,
                                  position_source=raw.position_source, time_source=f"{raw.fmt} frame index",
                                  slices=slices))
+    if not series:
+        if len(errors) == 1:
+            raise RawDataError(errors[0])
+        raise RawDataError(f"none of the {len(errors)} raw k-space files is usable; the first: {errors[0]}")
     series.sort(key=lambda s: s.key)
-    return Catalog(series=series, skipped=[], warnings=[], n_files=len(paths))
+    return Catalog(series=series, skipped=skipped, warnings=[], n_files=len(paths))

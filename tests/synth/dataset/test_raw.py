@@ -161,6 +161,59 @@ def test_errors_are_one_line_and_masked(measured, tmp_path):
         kspace2sms([good], tmp_path / "p.zarr", CFG.replace(phase="kmeans"), salt=SALT)
 
 
+def test_unreadable_files_are_skipped_or_stop_the_run(measured, tmp_path):
+    folder = tmp_path / "SMITH_JANE"
+    folder.mkdir()
+    good = write_fastmri(measured, folder / "SMITH_b.h5")
+    (folder / "SMITH_a_trunc.h5").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with h5py.File(folder / "SMITH_c_wrong.h5", "w") as f:
+        f["image"] = np.zeros((2, 2))
+    s = kspace2sms([folder], tmp_path / "s.zarr", CFG, salt=SALT)  # default: skip
+    assert s.written == 3 and not s.failed and len(s.skipped_inputs) == 2
+    assert any("not a readable HDF5 file" in r for r in s.skipped_inputs)
+    assert any("no 'kspace' dataset" in r for r in s.skipped_inputs)
+    assert all("SMITH" not in r and r.startswith("#") for r in s.skipped_inputs), s.skipped_inputs
+    st = check_store(tmp_path / "s.zarr", measured)
+    assert st.attrs["inputs"]["skipped"] == {"unreadable": 2} and st.attrs["inputs"]["files"] == 3
+    # --on-error fail: the first unusable file (sorted order) stops the run, nothing is left behind
+    with pytest.raises(RawDataError, match="not a readable HDF5 file") as e:
+        kspace2sms([folder], tmp_path / "f.zarr", CFG, salt=SALT, on_error="fail")
+    assert "SMITH" not in str(e.value) and not (tmp_path / "f.zarr").exists()
+    # nothing usable: the error says how many files were tried, and names the first
+    good.unlink()
+    with pytest.raises(RawDataError, match="none of the 2 raw k-space files is usable; the first: #"):
+        kspace2sms([folder], tmp_path / "n.zarr", CFG, salt=SALT)
+    assert not (tmp_path / "n.zarr").exists()
+
+
+def test_a_slice_unreadable_mid_way_leaves_its_examples_for_a_rerun(measured, tmp_path, monkeypatch):
+    from cli.main import cli
+    from synth.io.raw import RawFile
+    from tests.conftest import invoke
+
+    path = write_fastmri(measured, tmp_path / "SMITH.h5")
+    read = RawFile.read_slice
+
+    def broken(self, s):
+        if s == 1:
+            raise RawDataError(f"{self.name}: cannot read slice 1 (test); the file may be truncated")
+        return read(self, s)
+
+    monkeypatch.setattr(RawFile, "read_slice", broken)
+    with pytest.raises(RawDataError, match="stopped at example .*--on-error fail"):
+        kspace2sms([path], tmp_path / "f.zarr", CFG, salt=SALT, on_error="fail")
+    s = kspace2sms([path], tmp_path / "s.zarr", CFG, salt=SALT)
+    assert s.written == 1 and len(s.failed) == 2 and all("slice 1" in why for _, why in s.failed)
+    r = invoke(cli, "kspace2sms", path, "--out", tmp_path / "c.zarr", "--sms", "2", "--acs", "4", "--mask", "vd",
+               "--seed", "7", "--salt", "x")
+    assert r.exit_code == 1 and "2 of 3 examples failed" in r.output and "left incomplete" in r.output
+    assert "SMITH" not in r.output and "Traceback" not in r.output
+    monkeypatch.setattr(RawFile, "read_slice", read)  # the file readable again: the rerun does only those two
+    s = kspace2sms([path], tmp_path / "s.zarr", CFG, salt=SALT)
+    assert (s.written, s.already, s.failed) == (2, 1, [])
+    check_store(tmp_path / "s.zarr", measured)
+
+
 def test_cli_and_training_on_measured(measured, tmp_path, torch_one_thread):
     from cli.main import cli
     from cli.train import train
