@@ -216,15 +216,22 @@ class _BidirectionalSweep(torch.autograd.Function):
         w = weight.contiguous(memory_format=fmt)
         pad = _padding(weight.shape[-1], nd, circular)
         p = weight.shape[-1] // 2 if circular else 0
-        # step s works on the rows of frame s (forward sweep) and of frame T-1-s (backward sweep)
-        pairs = _step_rows(pre, n, t)
-        hidden = torch.empty_like(pairs)  # the ReLU outputs h, same rows
-        steps, inputs = hidden.unflatten(0, (t, 2 * n)), pairs.unflatten(0, (t, 2 * n))
+        # step s works on the rows of frame s (forward sweep) then those of frame T-1-s (backward
+        # sweep): ``steps[s]`` holds both halves' ReLU outputs h.  The frames of ``pre`` are added
+        # in place of a gather, half a step at a time, so no copy of the sequence is made
+        frames = pre.unflatten(0, (t, n))
+        hidden = _empty_rows(pre, 2 * t * n)
+        steps = hidden.unflatten(0, (t, 2 * n))
         for s in range(t):
-            a = inputs[s]
+            fwd, bwd = frames[s], frames[t - 1 - s]
             if s:
-                a = _CONV_FN[nd](_wrap(steps[s - 1], p), w, None, padding=pad).add_(a)
-            torch.clamp_min(a, 0, out=steps[s])
+                a = _CONV_FN[nd](_wrap(steps[s - 1], p), w, None, padding=pad)
+                a[:n].add_(fwd)
+                a[n:].add_(bwd)
+                torch.clamp_min(a, 0, out=steps[s])
+            else:
+                torch.clamp_min(fwd, 0, out=steps[s, :n])
+                torch.clamp_min(bwd, 0, out=steps[s, n:])
         ctx.save_for_backward(weight, hidden)
         ctx.n, ctx.t, ctx.p = n, t, p
         return _sum_sweeps(steps, n, t)
@@ -239,16 +246,23 @@ class _BidirectionalSweep(torch.autograd.Function):
         w = weight.contiguous(memory_format=fmt)
         conv_args = ([1] * nd, _padding(weight.shape[-1], nd, p > 0), [1] * nd, False, [0] * nd, 1)
         steps = hidden.unflatten(0, (t, 2 * n))
-        g_pre = _step_rows(grad_out.contiguous(memory_format=fmt), n, t)  # becomes d loss / d ReLU input
+        g_frames = grad_out.contiguous(memory_format=fmt).unflatten(0, (t, n))
+        g_pre = torch.empty_like(hidden)  # becomes d loss / d ReLU input, the rows of ``steps``
         g_steps = g_pre.unflatten(0, (t, 2 * n))
         carry = None  # gradient reaching h(s) through step s+1's convolution
         for s in reversed(range(t)):
-            if carry is not None:
-                g_steps[s] += carry
-            torch.ops.aten.threshold_backward.grad_input(g_steps[s], steps[s], 0, grad_input=g_steps[s])
+            g = g_steps[s]
+            fwd, bwd = g_frames[s], g_frames[t - 1 - s]
+            if carry is not None:  # the output's gradient and the carried one, summed into place
+                torch.add(carry[:n], fwd, out=g[:n])
+                torch.add(carry[n:], bwd, out=g[n:])
+            else:
+                g[:n].copy_(fwd)
+                g[n:].copy_(bwd)
+            torch.ops.aten.threshold_backward.grad_input(g, steps[s], 0, grad_input=g)
             if s:
                 carry = torch.ops.aten.convolution_backward(
-                    g_steps[s], _wrap(steps[s - 1], p), w, None, *conv_args, [True, False, False])[0]
+                    g, _wrap(steps[s - 1], p), w, None, *conv_args, [True, False, False])[0]
                 carry = _unwrap_grad(carry, steps.shape[3] if p else 0, p)
         g_weight = None
         if ctx.needs_input_grad[1] and t > 1:
@@ -260,20 +274,19 @@ class _BidirectionalSweep(torch.autograd.Function):
         return _sum_sweeps(g_steps, n, t), g_weight, None, None, None
 
 
-def _step_rows(x: Tensor, n: int, t: int) -> Tensor:
-    """(T*N, ...) time-major -> (T*2N, ...): for step s, the N rows of frame s then those of frame
-    T-1-s (one gather into channels-last memory)."""
-    frames = x.unflatten(0, (t, n))
-    return torch.cat([f for s in range(t) for f in (frames[s], frames[t - 1 - s])])
+def _empty_rows(like: Tensor, rows: int) -> Tensor:
+    """An uninitialised (rows, *like.shape[1:]) tensor in channels-last memory, like ``like``."""
+    return torch.empty((rows, *like.shape[1:]), dtype=like.dtype, device=like.device,
+                       memory_format=_MEMORY_FORMAT[like.dim() - 2])
 
 
 def _sum_sweeps(steps: Tensor, n: int, t: int) -> Tensor:
     """(T, 2N, ...) rows of the two sweeps per step -> per frame f, forward(f) + backward(f):
-    ``steps[f, :N] + steps[T-1-f, N:]``, (T*N, ...) channels-last.  Two passes (a gather of the
-    backward rows in frame order, one add), whatever T."""
-    backward = torch.cat([steps[t - 1 - f, n:] for f in range(t)])
-    out = torch.empty_like(backward)
-    torch.add(steps[:, :n], backward.unflatten(0, (t, n)), out=out.unflatten(0, (t, n)))
+    ``steps[f, :N] + steps[T-1-f, N:]``, (T*N, ...) channels-last: one pass, frame by frame."""
+    out = _empty_rows(steps[0], t * n)
+    frames = out.unflatten(0, (t, n))
+    for f in range(t):
+        torch.add(steps[f, :n], steps[t - 1 - f, n:], out=frames[f])
     return out
 
 
