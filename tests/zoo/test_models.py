@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from synth.errors import ConfigError
 from zoo.models import (
     build_model,
     count_parameters,
@@ -120,6 +121,9 @@ def test_parameter_counts_paper_config():
     assert count_parameters(build_model("conv3d")) == 892_226
     assert count_parameters(build_model("sms-crnn", {"n_filters": 16})) == 19_264
     assert count_parameters(build_model("conv3d", {"n_filters": 16})) == 57_170
+    assert count_parameters(build_model("conv3d", {"n_filters": 16, "n_conv3d_layers": 1})) == 57_170 + 110
+    assert count_parameters(build_model("conv3d", {"n_filters": 16, "n_conv3d_layers": 1, "coil_channels": 4})) == (
+        count_parameters(build_model("conv3d", {"n_filters": 16, "coil_channels": 4})) + 1_736)
     assert count_parameters(build_model("sms-crnn", {"learn_lambda": True, "dc_noise_lambda": 1.0})) == 297_905
 
 
@@ -211,6 +215,28 @@ def test_conv3d_circular_slice_padding_is_cyclic_equivariant():
     zeros = tiny("conv3d")
     assert rel(zeros(x0[:, shift], z, none), zeros(x0, z, none)[:, shift]) > 1e-3
     assert rel(out, zeros(x0, z, none)) > 1e-3  # same weights (same seed): only the padding differs
+
+
+@pytest.mark.parametrize("coils", [1, 2])
+def test_conv3d_2d_time_conv_acts_on_each_slice_before_dc(coils):
+    """``n_conv3d_layers``: the same residual (T, Y, X) convolution as sms-crnn's, on every slice of
+    the volume (no mixing of slices), before DC; 0 (the default, older checkpoints) has none."""
+    assert build_model("conv3d").config.n_conv3d_layers == 0 and build_model("conv3d").st_conv is None
+    net = tiny("conv3d", n_conv3d_layers=1, coil_channels=coils)
+    h = torch.randn(2, 4, 2 * coils, 3, 7, 5)  # (B, T, C, M, Y, X)
+    out = net._per_slice(h)
+    for j in range(3):
+        assert torch.allclose(out[:, :, :, j], net.st_conv(h[:, :, :, j]), atol=1e-6)
+    _, x0, k3, mask3 = make_data(b=coils, m=2)
+    before = tiny("conv3d", coil_channels=coils)
+    after = tiny("conv3d", n_conv3d_layers=1, coil_channels=coils)  # same seed: the CRNN weights agree
+    assert rel(after(x0, k3, mask3), before(x0, k3, mask3)) > 1e-4
+    after(x0, k3, mask3).abs().pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in after.st_conv.parameters())
+    # DC still has the last word: the measured entries are the data
+    assert torch.allclose(fft3(after(x0, k3, mask3)) * mask3, k3, atol=1e-4)
+    with pytest.raises(ConfigError, match="n_conv3d_layers"):
+        build_model("conv3d", {"n_conv3d_layers": -1})
 
 
 @pytest.mark.parametrize("m", [1, 2])

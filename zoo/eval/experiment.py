@@ -114,6 +114,9 @@ class Scale:
     schedule: str = "constant"
     crop: int | None = None
     coil_mode: str = "per-coil"
+    # the 2D+time convolution before DC that sms-crnn (and independent) have, given to conv3d too so
+    # that it differs from sms-crnn only in how it sees the slices (zoo.models.conv3d)
+    conv3d_st_layers: int = 1
     # augmentations of the training images before every on-the-fly draw (synth.dataset.augment):
     # cine is periodic (roll: any start phase); perfusion is not
     cine_augment: tuple[str, ...] = ("flip", "transpose", "roll", "gamma")
@@ -150,7 +153,7 @@ SCALES: dict[str, Scale] = {
 }
 
 # what an experiment recorded before a scale field existed did, where that differs from its default
-BEFORE_FIELD = {"cine_augment": [], "fpp_augment": []}
+BEFORE_FIELD = {"cine_augment": [], "fpp_augment": [], "conv3d_st_layers": 0}
 
 CINE_MODELS = ("sms-crnn", "conv3d", "independent")
 FPP_RUNS = {  # run name -> (description in the table, how it is made)
@@ -184,6 +187,8 @@ def _model_config(scale: Scale, name: str) -> dict[str, Any]:
     cfg: dict[str, Any] = {"n_filters": scale.n_filters, "n_iterations": scale.n_iterations}
     if scale.coil_channels and scale.coil_mode == "per-coil":
         cfg["coil_channels"] = scale.coils
+    if name == "conv3d" and scale.conv3d_st_layers:
+        cfg["n_conv3d_layers"] = scale.conv3d_st_layers
     return cfg
 
 

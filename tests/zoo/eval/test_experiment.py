@@ -93,6 +93,9 @@ def test_smoke_runs_every_stage_and_writes_tables(smoke):
                        ("fpp-sms-crnn-fpp", ["flip", "transpose", "gamma"]),
                        ("fpp-no-pretrain", ["flip", "transpose", "gamma"])):
         assert json.loads((out / "runs" / run / "config.json").read_text())["data"]["augment"] == kinds, run
+    # conv3d has sms-crnn's 2D+time convolution, so that the two differ only in how they see the slices
+    conv3d = json.loads((out / "runs" / "cine-conv3d" / "config.json").read_text())["model"]
+    assert conv3d["name"] == "conv3d" and conv3d["config"]["n_conv3d_layers"] == SCALES["smoke"].conv3d_st_layers == 1
 
 
 def test_second_start_resumes_without_redoing_anything(smoke):
@@ -188,6 +191,34 @@ def test_an_experiment_from_before_augmentation_resumes_only_without_it(tmp_path
         exp._record()
     old = replace(SCALES["smoke"], cine_augment=(), fpp_augment=())
     Table1(out=tmp_path / "run", scale=old, cine=cine, fpp=None, say=lambda m: None)._record()
+
+
+def test_an_experiment_from_before_conv3d_had_the_2d_time_conv_resumes_only_without_it(tmp_path):
+    """``conv3d_st_layers`` came later: an experiment.json without it trained conv3d without the
+    2D+time convolution, so it resumes only with ``conv3d_st_layers=0`` (a partly trained conv3d
+    would not load into the other architecture)."""
+    from dataclasses import replace
+
+    from synth.errors import ConfigError
+
+    cine = tmp_path / "cine"
+    cine.mkdir()
+    exp = Table1(out=tmp_path / "run", scale=SCALES["smoke"], cine=cine, fpp=None, say=lambda m: None)
+    exp._record()
+    p = tmp_path / "run" / "experiment.json"
+    rec = json.loads(p.read_text())
+    assert rec["scale"].pop("conv3d_st_layers") == 1
+    p.write_text(json.dumps(rec))
+    with pytest.raises(ConfigError, match="different scale"):
+        exp._record()
+    old = Table1(out=tmp_path / "run", scale=replace(SCALES["smoke"], conv3d_st_layers=0), cine=cine, fpp=None,
+                 say=lambda m: None)
+    old._record()
+    from zoo.eval.experiment import _model_config
+
+    assert "n_conv3d_layers" not in _model_config(old.scale, "conv3d")
+    assert _model_config(exp.scale, "conv3d")["n_conv3d_layers"] == 1
+    assert "n_conv3d_layers" not in _model_config(exp.scale, "sms-crnn")  # its default (1) already
 
 
 def test_default_inputs_and_the_subprocesses_path_are_the_checkouts():
