@@ -64,7 +64,7 @@ def kspace2sms(inputs, out, dataset, salt, on_error, show_paths, overwrite, quie
     t, ny, nx = s.shape
     click.echo(f"\n{s.written} of {s.n_examples} examples written to {out}"
                + (f" ({s.already} already complete)" if s.already else "")
-               + f"  ({t} frames, {ny}x{nx}; from {s.n_series} files; measured k-space)")
+               + f"  ({t} frames, {ny}x{nx}; from {s.n_series} file{'' if s.n_series == 1 else 's'}; measured k-space)")
     if s.skipped_inputs:
         click.echo(f"skipped inputs: {len(s.skipped_inputs)} unreadable")
         for r in s.skipped_inputs[:10]:
