@@ -62,11 +62,8 @@ failed ones, the failures, NMSE unit, SSIM kind: :func:`zoo.metrics.summarize_ex
 :func:`zoo.metrics.metric_conventions`), ``software``,
 ``created``.
 
-Figures (:func:`save_png`, :func:`save_gif`): per example and SMS slice, zero-filled,
-reconstruction and truth side by side with the error maps ``|zero-filled - truth|`` and
-``|recon - truth|`` magnified ``error_scale`` times, metrics of the slice in the titles; the PNG
-is a grid of a few frames, the GIF animates every frame (Pillow, through matplotlib's
-``PillowWriter``).
+Figures (``--png``, ``--gif``): :mod:`zoo.eval.figures` (``save_png``, ``save_gif``, also
+importable from here).
 """
 
 from __future__ import annotations
@@ -87,11 +84,11 @@ from synth.dataset import output
 from synth.errors import ConfigError, StoreExistsError
 from synth.dataset.store import Store
 from zoo.eval.baselines import BASELINES, SENSE, make_baseline
+from zoo.eval.figures import save_gif, save_png
 from zoo.data import COIL_MODES, DataConfig, SmsDataset, coil_label
 from zoo.models.crnn import check_coil_channels
 from zoo.errors import UnknownWeightsError
-from zoo.metrics import (FAIL_NMSE, example_metrics, metric_conventions, nmse, psnr, summarize,
-                         summarize_examples)
+from zoo.metrics import FAIL_NMSE, example_metrics, metric_conventions, summarize, summarize_examples
 
 # the validation path's own helpers, imported (not copied) so inference cannot drift from it
 from zoo.train import NORM_QUANTILE, denormalize, fold_coils, normalize_batch, rss_magnitude
@@ -553,118 +550,3 @@ def _write_recon(method: Method, store_path, out, ds, positions, *, device, spli
     }
     root.attrs.update(final)
     return {**attrs, **final}
-
-
-# --- figures ----------------------------------------------------------------------------------
-
-
-def _slice_metrics(mag: Tensor, ref: Tensor) -> list[str]:
-    """Per SMS slice: NMSE, PSNR and SSIM over its frames, PSNR/SSIM with the example's data range.
-
-    ``mag``, ``ref`` float (M, T, Y, X).  The slices are scored as a batch of M one-slice examples.
-    """
-    from zoo.metrics import ssim_frames
-
-    p, r = mag[:, None].double(), ref[:, None].double()  # (M, 1, T, Y, X)
-    dr = float(ref.max()) or 1.0
-    n, ps = nmse(p, r).tolist(), psnr(p, r, dr).tolist()
-    try:
-        ss = [f"{v:.3f}" for v in ssim_frames(p, r, torch.full((len(p),), dr, dtype=torch.float64)).mean(1).tolist()]
-    except ValueError:  # images smaller than the SSIM window
-        ss = ["n/a"] * len(p)
-    return [f"NMSE {a:.3g}  PSNR {b:.2f} dB  SSIM {c}" for a, b, c in zip(n, ps, ss)]
-
-
-def _panels(rec: Reconstruction, error_scale: float):
-    """Per SMS slice: the five panels (title, (T, Y, X) stack, display maximum, colormap)."""
-    vmax = float(rec.target.max()) or 1.0
-    zf_txt, rc_txt = _slice_metrics(rec.zero_filled, rec.target), _slice_metrics(rec.magnitude, rec.target)
-    out = []
-    for i in range(rec.target.shape[0]):
-        zf, rc, tg = rec.zero_filled[i].numpy(), rec.magnitude[i].numpy(), rec.target[i].numpy()
-        out.append([
-            (f"zero-filled\n{zf_txt[i]}", zf, vmax, "gray"),
-            (f"reconstruction\n{rc_txt[i]}", rc, vmax, "gray"),
-            ("ground truth", tg, vmax, "gray"),
-            (f"|zero-filled - truth| x{error_scale:g}", np.abs(zf - tg), vmax / error_scale, "inferno"),
-            (f"|recon - truth| x{error_scale:g}", np.abs(rc - tg), vmax / error_scale, "inferno"),
-        ])
-    return out
-
-
-def _figure(n_rows: int, ny: int, nx: int):
-    from matplotlib.figure import Figure
-
-    w = 5 * 2.6
-    h = n_rows * 2.6 * ny / nx + 1.4
-    return Figure(figsize=(w, h), layout="constrained")
-
-
-def _name(rec: Reconstruction, i: int, suffix: str) -> str:
-    return f"example-{rec.index:04d}-slice-{i}{suffix}"
-
-
-def save_png(rec: Reconstruction, out_dir: str | Path, *, label: str = "", error_scale: float = 5.0,
-             n_frames: int = 4, dpi: int = 100) -> list[Path]:
-    """One PNG per SMS slice: rows = ``n_frames`` evenly spaced frames, columns = the five panels.
-
-    Returns the paths written (``example-NNNN-slice-I.png`` in ``out_dir``, created).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    m, t, ny, nx = rec.magnitude.shape
-    frames = sorted(set(np.linspace(0, t - 1, min(n_frames, t)).round().astype(int).tolist()))
-    paths = []
-    for i, panels in enumerate(_panels(rec, error_scale)):
-        fig = _figure(len(frames), ny, nx)
-        axes = fig.subplots(len(frames), len(panels), squeeze=False)
-        for r, f in enumerate(frames):
-            for c, (title, stack, vmax, cmap) in enumerate(panels):
-                ax = axes[r, c]
-                ax.imshow(stack[f], cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(title, fontsize=7)
-                if c == 0:
-                    ax.set_ylabel(f"frame {f}", fontsize=8)
-        fig.suptitle(f"{label}  example {rec.index}  SMS slice {i} of {m}", fontsize=9)
-        path = out_dir / _name(rec, i, ".png")
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
-
-
-def save_gif(rec: Reconstruction, out_dir: str | Path, *, label: str = "", error_scale: float = 5.0,
-             fps: float = 5.0, dpi: int = 80) -> list[Path]:
-    """One animated GIF per SMS slice, one GIF frame per time frame (T frames), the five panels.
-
-    Returns the paths written (``example-NNNN-slice-I.gif`` in ``out_dir``, created).
-    """
-    from matplotlib.animation import PillowWriter
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    m, t, ny, nx = rec.magnitude.shape
-    paths = []
-    for i, panels in enumerate(_panels(rec, error_scale)):
-        fig = _figure(1, ny, nx)
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        images = []
-        for ax, (title, stack, vmax, cmap) in zip(axes, panels):
-            images.append(ax.imshow(stack[0], cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"))
-            ax.set_title(title, fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        # the frame number in the title also keeps Pillow from merging identical consecutive frames
-        sup = fig.suptitle("", fontsize=9)
-        path = out_dir / _name(rec, i, ".gif")
-        writer = PillowWriter(fps=fps)
-        with writer.saving(fig, str(path), dpi):
-            for f in range(t):
-                for im, (_, stack, _, _) in zip(images, panels):
-                    im.set_data(stack[f])
-                sup.set_text(f"{label}  example {rec.index}  SMS slice {i} of {m}  frame {f + 1}/{t}")
-                writer.grab_frame()
-        paths.append(path)
-    return paths
