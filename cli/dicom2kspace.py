@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import (PATHS_NOTE, common_run_options, config_from_options, nifti_option, progress_bar,
+from cli.options import (common_run_options, echo_problems, config_from_options, nifti_option, progress_bar,
                          refuse_foreign_out, sim_options, user_error, verbosity_options)
 
 
@@ -59,23 +59,8 @@ def print_summary(s, out, show_paths: bool = False, stages: bool = False) -> Non
         + (f" ({s.already} already complete)" if s.already else "") + "  "
         f"({t} frames, {ny}x{nx}; from {s.n_series} series, {s.n_files} files)"
     )
-    if s.skipped_inputs:
-        parts = ", ".join(f"{n} {cat}" for cat, n in sorted(s.skipped_inputs.items()))
-        click.echo(f"skipped inputs: {parts}")
-        for r in s.skip_reasons[:10]:
-            click.echo(f"  - {r}")
-        if len(s.skip_reasons) > 10:
-            click.echo(f"  ... and {len(s.skip_reasons) - 10} more (run without --quiet for the log)")
-    for r in s.plan_skipped[:10]:
-        click.echo(f"not used: {r}")
-    for idx, why in s.failed[:10]:
-        click.echo(f"example {idx} failed (left incomplete): {why}")
-    for w in s.warnings[:10]:
-        click.echo(f"warning: {w}")
-    for note in s.notes:
-        click.echo(note)
-    if not show_paths and (s.skip_reasons or s.failed or s.warnings):
-        click.echo(PATHS_NOTE)
+    echo_problems(skipped=s.skipped_inputs, skip_reasons=s.skip_reasons, plan_skipped=s.plan_skipped, failed=s.failed,
+                  warnings=s.warnings, notes=s.notes, show_paths=show_paths)
     if stages and s.seconds:  # -v
         per = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items())
         click.echo(f"time {s.wall_seconds:.1f}s (stages, summed over threads: {per}; they overlap)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import (PATHS_NOTE, UserError, bar, common_run_options, config_from_options, nifti_option,
+from cli.options import (UserError, bar, common_run_options, config_from_options, echo_problems, nifti_option,
                          refuse_foreign_out, sim_options, user_error, verbosity_options)
 
 
@@ -115,17 +115,5 @@ def print_summary(r, out, wall, show_paths: bool = False, stages: bool = False) 
     if stages:  # -v
         click.echo(f"  stages: cluster start, scan and plan {max(r.seconds - r.run_seconds, 0):.1f}s, simulate and "
                    f"write {r.run_seconds:.1f}s, summary {max(wall - r.seconds, 0):.1f}s")
-    for cat, n in sorted(r.skipped_inputs.items()):
-        click.echo(f"skipped {n} {cat}")
-    for reason in r.skip_reasons[:10]:
-        click.echo(f"  - {reason}")
-    for reason in r.plan_skipped[:10]:
-        click.echo(f"not used: {reason}")
-    for idx, why in r.failed[:20]:
-        click.echo(f"example {idx} failed: {why}")
-    for wmsg in r.warnings[:10]:
-        click.echo(f"warning: {wmsg}")
-    for note in r.notes:
-        click.echo(note)
-    if not show_paths and (r.skip_reasons or r.failed or r.warnings):
-        click.echo(PATHS_NOTE)
+    echo_problems(skipped=r.skipped_inputs, skip_reasons=r.skip_reasons, plan_skipped=r.plan_skipped, failed=r.failed,
+                  warnings=r.warnings, notes=r.notes, show_paths=show_paths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import MATRIX, PATHS_NOTE, progress_bar, refuse_foreign_out, user_error, verbosity_options
+from cli.options import MATRIX, echo_problems, progress_bar, refuse_foreign_out, user_error, verbosity_options
 from synth.dataset.config import CAIPI_ORDERS, FRAME_MODES, MASKS, SimConfig
 
 _D = SimConfig()
@@ -65,20 +65,9 @@ def kspace2sms(inputs, out, dataset, salt, on_error, show_paths, overwrite, quie
     click.echo(f"\n{s.written} of {s.n_examples} examples written to {out}"
                + (f" ({s.already} already complete)" if s.already else "")
                + f"  ({t} frames, {ny}x{nx}; from {s.n_series} file{'' if s.n_series == 1 else 's'}; measured k-space)")
-    if s.skipped_inputs:
-        click.echo(f"skipped inputs: {len(s.skipped_inputs)} unreadable")
-        for r in s.skipped_inputs[:10]:
-            click.echo(f"  - {r}")
-        if len(s.skipped_inputs) > 10:
-            click.echo(f"  ... and {len(s.skipped_inputs) - 10} more")
-    for r in s.plan_skipped[:10]:
-        click.echo(f"not used: {r}")
-    for idx, why in s.failed[:10]:
-        click.echo(f"example {idx} failed (left incomplete): {why}")
-    for note in s.notes:
-        click.echo(note)
-    if not show_paths and (s.skipped_inputs or s.failed):
-        click.echo(PATHS_NOTE)
+    echo_problems(skipped={"unreadable": len(s.skipped_inputs)} if s.skipped_inputs else None,
+                  skip_reasons=s.skipped_inputs, plan_skipped=s.plan_skipped, failed=s.failed, notes=s.notes,
+                  show_paths=show_paths)
     click.echo(f"time {s.wall_seconds:.1f}s, peak memory {s.peak_rss_mb:.0f} MB")
     if s.written == 0 and not s.already:
         raise click.ClickException(f"no example could be written to {out}; see the reasons above")

@@ -291,3 +291,32 @@ def progress_bar(desc: str, quiet: bool | None = None):
         b.refresh()
 
     return b, progress
+
+
+def echo_problems(*, skipped: dict[str, int] | None = None, skip_reasons=(), plan_skipped=(), failed=(),
+                  warnings=(), notes=(), show_paths: bool = False) -> None:
+    """What a conversion left out or could not do, the same way for every command that writes a store.
+
+    ``skipped``: inputs left out, by category; ``skip_reasons``: one line per left-out input (names
+    masked unless ``show_paths``); ``plan_skipped``: slices or series the plan did not use;
+    ``failed``: (example index, reason) of examples left incomplete; then warnings and notes.  The
+    first ten of each list are printed; the note on masked names follows whenever a name was shown.
+    """
+    if skipped:
+        click.echo("skipped inputs: " + ", ".join(f"{n} {cat}" for cat, n in sorted(skipped.items())))
+    for r in skip_reasons[:10]:
+        click.echo(f"  - {r}")
+    if len(skip_reasons) > 10:
+        click.echo(f"  ... and {len(skip_reasons) - 10} more (run without --quiet for the log)")
+    for r in plan_skipped[:10]:
+        click.echo(f"not used: {r}")
+    for idx, why in failed[:10]:
+        click.echo(f"example {idx} failed (left incomplete): {why}")
+    if len(failed) > 10:
+        click.echo(f"  ... and {len(failed) - 10} more failed examples")
+    for w in warnings[:10]:
+        click.echo(f"warning: {w}")
+    for note in notes:
+        click.echo(note)
+    if not show_paths and (skip_reasons or failed or warnings):
+        click.echo(PATHS_NOTE)

@@ -81,7 +81,7 @@ def test_generate_masks_names(export, tmp_path, caplog):
     with caplog.at_level(logging.DEBUG):
         r = invoke("generate", export, "--out", out, "--sms", 2, "--coils", 2, "--workers", 1, "-q")
     assert r.exit_code == 0, r.output
-    assert "skipped 1 corrupt" in r.output and "--show-paths" in r.output
+    assert "skipped inputs: 1 corrupt" in r.output and "--show-paths" in r.output
     assert_absent([r.output, caplog.text, *store_bytes(out)])
     shown = invoke("generate", export, "--out", tmp_path / "h.zarr", "--sms", 2, "--coils", 2, "--workers", 1, "-q",
                    "--show-paths")
