@@ -78,9 +78,9 @@ def main(argv=None) -> None:
                 f"{scale['cine_frames']} frames); trained on {TRAINED_ON[kind]}"
                 + ("" if kind == "cine" or name.endswith("no-pretrain") else ", fine-tuned from sms-crnn-cine")
                 + (" with grating-only synthetic phase (ablation)" if name.endswith("grating-phase") else "")
-                + (" It has sms-crnn's 2D+time convolution on each slice before DC, so the two differ only in "
+                + (". It has sms-crnn's 2D+time convolution on each slice before DC, so the two differ only in "
                    "how the CRNN sees the slices (3D convolutions over slice, y and x here; 2D, shared across "
-                   "the slices, there)." if name == "conv3d-cine" and scale.get("conv3d_st_layers") else "")
+                   "the slices, there)" if name == "conv3d-cine" and scale.get("conv3d_st_layers") else "")
                 + ". Reproduce: smssynth experiment table1 --scale cpu.")
         card = {"license": "bsd-3-clause", "data_licence": SUNNYBROOK if name != "sms-crnn-fpp-no-pretrain"
                 else "smssynth phantom (BSD-3-Clause)", "checked_on": "; ".join(checked) or "not evaluated",
