@@ -199,6 +199,9 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
         if progress["step"] != meta.get("training", {}).get("step"):
             raise CheckpointError(f"{last}: the resume state (step {progress['step']}) and the weights (step "
                                   f"{meta.get('training', {}).get('step')}) differ; the last save was interrupted")
+        # the training time a checkpoint records is that of every run of this run dir up to it (the
+        # time between a run's last save and its interruption is lost): resumed runs count on from it
+        t_start -= float(meta.get("training", {}).get("seconds") or 0.0)
     net = model
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

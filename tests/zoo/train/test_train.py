@@ -201,6 +201,10 @@ def test_resume_matches_uninterrupted(store, tmp_path):
     T.fit(run_config(store, epochs=1), tmp_path / "b", quiet=True)
     resumed = T.fit(run_config(store, epochs=2), tmp_path / "b", resume=True, quiet=True)
     assert (resumed.epoch, resumed.step) == (2, 6)
+    # the recorded training time counts the first run's too
+    first = read_metadata(tmp_path / "b" / "checkpoints" / "epoch-001")["training"]["seconds"]
+    assert read_metadata(tmp_path / "b" / "checkpoints" / "last")["training"]["seconds"] > first > 0
+    assert resumed.seconds > first
     for k, v in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
     assert strip_seconds(resumed.history) == strip_seconds(full.history)
