@@ -54,9 +54,10 @@ class SmsCrnnConfig(CRNNConfig):
         layers with ``n_filters`` channels, 0 removes it (the per-slice body is then CRNN-MRI:
         with one slice, the published network, as ``tests/zoo/test_crnn_reference.py`` checks
         against ``benchmarks/crnn_mri_reference.py``; also the ablation of the 3D conv).
-        Measured at the Table 1 ``cpu`` scale (README), removing it costs 3.46 dB on the kept-out
-        cine patient (21.11 against 24.57 dB) and leaves the network level with ``independent``:
-        there, this convolution is what sets ``sms-crnn`` above the baselines.
+        Measured at the Table 1 ``cpu`` scale (README, 2,400 steps), removing it costs 3.46 dB on
+        the kept-out cine patient (21.11 against 24.57 dB) and leaves the network level with
+        ``independent``; ``conv3d`` without it sat there too, which is why the experiment gives
+        ``conv3d`` the same convolution (:mod:`zoo.models.conv3d`).
     dc_noise_lambda : None for hard data consistency (noiseless data), else the weight λ > 0 of
         the measurements in noise-weighted DC.
     learn_lambda : learn λ (starting from ``dc_noise_lambda``, which must then be set; the
