@@ -172,11 +172,10 @@ def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
         other._record()
 
 
-def test_an_experiment_from_before_augmentation_resumes_only_without_it(tmp_path):
-    """Augmentation became a scale field; an experiment.json without it trained unaugmented, so it
-    resumes only with ``cine_augment=()`` and ``fpp_augment=()``, never silently with augmentation."""
-    from dataclasses import replace
-
+def _record_from_before(tmp_path, *later_fields):
+    """A smoke experiment whose experiment.json lacks ``later_fields`` (written before they existed):
+    ``(Table1 with today's scale, {field: the value removed})``, after checking that today's scale,
+    whose values differ from what such an experiment did, is refused on it."""
     from synth.errors import ConfigError
 
     cine = tmp_path / "cine"
@@ -185,12 +184,22 @@ def test_an_experiment_from_before_augmentation_resumes_only_without_it(tmp_path
     exp._record()
     p = tmp_path / "run" / "experiment.json"
     rec = json.loads(p.read_text())
-    assert rec["scale"].pop("cine_augment") and rec["scale"].pop("fpp_augment")
+    popped = {f: rec["scale"].pop(f) for f in later_fields}
     p.write_text(json.dumps(rec))
     with pytest.raises(ConfigError, match="different scale"):
         exp._record()
+    return exp, popped
+
+
+def test_an_experiment_from_before_augmentation_resumes_only_without_it(tmp_path):
+    """Augmentation became a scale field; an experiment.json without it trained unaugmented, so it
+    resumes only with ``cine_augment=()`` and ``fpp_augment=()``, never silently with augmentation."""
+    from dataclasses import replace
+
+    exp, popped = _record_from_before(tmp_path, "cine_augment", "fpp_augment")
+    assert popped["cine_augment"] and popped["fpp_augment"]
     old = replace(SCALES["smoke"], cine_augment=(), fpp_augment=())
-    Table1(out=tmp_path / "run", scale=old, cine=cine, fpp=None, say=lambda m: None)._record()
+    Table1(out=tmp_path / "run", scale=old, cine=exp.cine, fpp=None, say=lambda m: None)._record()
 
 
 def test_an_experiment_from_before_conv3d_had_the_2d_time_conv_resumes_only_without_it(tmp_path):
@@ -199,19 +208,9 @@ def test_an_experiment_from_before_conv3d_had_the_2d_time_conv_resumes_only_with
     would not load into the other architecture)."""
     from dataclasses import replace
 
-    from synth.errors import ConfigError
-
-    cine = tmp_path / "cine"
-    cine.mkdir()
-    exp = Table1(out=tmp_path / "run", scale=SCALES["smoke"], cine=cine, fpp=None, say=lambda m: None)
-    exp._record()
-    p = tmp_path / "run" / "experiment.json"
-    rec = json.loads(p.read_text())
-    assert rec["scale"].pop("conv3d_st_layers") == 1
-    p.write_text(json.dumps(rec))
-    with pytest.raises(ConfigError, match="different scale"):
-        exp._record()
-    old = Table1(out=tmp_path / "run", scale=replace(SCALES["smoke"], conv3d_st_layers=0), cine=cine, fpp=None,
+    exp, popped = _record_from_before(tmp_path, "conv3d_st_layers")
+    assert popped["conv3d_st_layers"] == 1
+    old = Table1(out=tmp_path / "run", scale=replace(SCALES["smoke"], conv3d_st_layers=0), cine=exp.cine, fpp=None,
                  say=lambda m: None)
     old._record()
     from zoo.eval.experiment import _model_config
