@@ -26,6 +26,21 @@ def _size(ctx, param, value):
     return rows, cols
 
 
+def _snr(ctx, param, value):
+    """``SNR`` or ``LOW:HIGH`` -> None, (snr, snr) or (low, high)."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?::\s*([0-9.eE+-]+)\s*)?", str(value))
+    try:
+        low = float(m.group(1))
+        high = float(m.group(2)) if m.group(2) is not None else low
+    except (AttributeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not an SNR like 30 or a range like 15:60") from None
+    if not (0 < low <= high < float("inf")):
+        raise click.BadParameter(f"{value!r}: need 0 < SNR (and LOW <= HIGH for a range)")
+    return low, high
+
+
 def _prepare(out_dir: Path, overwrite: bool) -> None:
     """Refuse a non-empty OUT_DIR; with --overwrite, remove only earlier phantom patients in it."""
     if not out_dir.exists():
@@ -65,10 +80,15 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
               help="Patients to write, into OUT_DIR/PHANTOMnn; patient i uses seed SEED+i.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1000), default=0, show_default=True,
               help="Seed of the first patient.")
+@click.option("--snr", default=None, callback=_snr, metavar="SNR|LOW:HIGH",
+              help="Add thermal noise as scanners' images have it: complex Gaussian noise of standard deviation "
+                   "1/SNR of the full-scale signal (fully enhanced blood in perfusion) at the acquired resolution, "
+                   "before interpolation and magnitude.  LOW:HIGH gives each patient its own SNR, log-uniform, "
+                   "drawn from its seed.  [default: no noise]")
 @click.option("--no-extension", is_flag=True, help="Name files without '.dcm', like many scanner exports.")
 @click.option("--overwrite", is_flag=True, help="Replace the phantom patients of a non-empty OUT_DIR.")
 @verbosity_options
-def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_extension, overwrite, quiet):
+def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, snr, no_extension, overwrite, quiet):
     """Write a synthetic dynamic cardiac short-axis DICOM series per patient into OUT_DIR.
 
     Needs no data, so it is the quickest way to try the pipeline:
@@ -76,7 +96,7 @@ def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_
         smssynth phantom demo/ && smssynth dicom2kspace demo/ --out demo.zarr
     """
     from synth.errors import ConfigError
-    from synth.io.phantom import PhantomSpec, describe, write_phantom
+    from synth.io.phantom import PhantomSpec, describe, draw_snr, write_phantom
 
     if matrix[0] < acquired[0] or matrix[1] < acquired[1]:
         raise click.BadParameter(
@@ -87,7 +107,8 @@ def phantom(out_dir, kind, slices, frames, acquired, matrix, patients, seed, no_
     width = max(2, len(str(patients)))
     try:
         specs = [PhantomSpec(kind=kind, n_slices=slices, n_frames=frames, acquired=acquired, matrix=matrix,
-                             seed=seed + i) for i in range(patients)]
+                             seed=seed + i, snr=None if snr is None else draw_snr(seed + i, *snr))
+                 for i in range(patients)]
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     _prepare(out_dir, overwrite)

@@ -56,6 +56,19 @@ def test_several_patients(tmp_path):
     assert len(ids) == 2
 
 
+def test_snr_range_gives_each_patient_its_own(tmp_path):
+    r = invoke(tmp_path / "a", "--kind", "perfusion", "--patients", 3, "--slices", 1, "--frames", 2,
+               "--acquired", "24x24", "--matrix", "24x24", "--seed", 40, "--snr", "15:60")
+    assert r.exit_code == 0, r.output
+    snrs = [float(ln.split("SNR ")[1].split(";")[0]) for ln in r.output.strip().splitlines()]
+    assert snrs == pytest.approx([lib.draw_snr(40 + i, 15, 60) for i in range(3)], rel=1e-2)
+    assert len(set(snrs)) == 3 and all(15 <= v <= 60 for v in snrs)
+    r = invoke(tmp_path / "b", "--slices", 1, "--frames", 2, "--snr", "30")
+    assert r.exit_code == 0 and "SNR 30;" in r.output, r.output
+    r = invoke(tmp_path / "c", "--slices", 1, "--frames", 2)
+    assert r.exit_code == 0 and "SNR" not in r.output, r.output
+
+
 def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
     assert invoke(tmp_path, "--patients", 3, "--slices", 1, "--frames", 2).exit_code == 0
     r = invoke(tmp_path, "--slices", 1, "--frames", 2)
@@ -81,6 +94,9 @@ def test_overwrite_never_deletes_foreign_files(tmp_path):
         (["--acquired", "4x4"], "--acquired"),
         (["--slices", "0"], "--slices"),
         (["--kind", "t1map"], "--kind"),
+        (["--snr", "0"], "--snr"),
+        (["--snr", "60:15"], "--snr"),
+        (["--snr", "loud"], "--snr"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path, args, needle):

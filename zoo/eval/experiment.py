@@ -21,7 +21,8 @@ Stages
     The paper's three architectures, trained on the same cine data for the same number of steps.
 ``fpp-data``
     Perfusion: ``smssynth phantom --kind perfusion`` patients (seeded; different seeds for train
-    and test), made into a targets-only training store with k-means phase, one with grating-only
+    and test; with the thermal noise of real magnitude DICOM, each patient at its own SNR drawn
+    from ``Scale.phantom_snr``), made into a targets-only training store with k-means phase, one with grating-only
     phase (``--phase grating``, the simple-phase ablation) and a k-space test store with k-means
     phase.  When the real perfusion series (``--fpp``, default ``../shared/data/fpp-ge``) exists,
     a second test store is made from it.  It holds **one** slice, so it is made single-band
@@ -106,6 +107,9 @@ class Scale:
     phantom_frames: int = 60
     phantom_acquired: str = "128x112"
     phantom_matrix: str = "128x128"
+    # thermal noise of the perfusion phantom's images, as real DICOM has it: each patient's peak-signal
+    # SNR drawn log-uniformly from this range (``smssynth phantom --snr LOW:HIGH``); None: noise-free
+    phantom_snr: tuple[float, float] | None = (15.0, 60.0)
     # models and training
     n_filters: int = 64
     n_iterations: int = 5
@@ -153,7 +157,7 @@ SCALES: dict[str, Scale] = {
 }
 
 # what an experiment recorded before a scale field existed did, where that differs from its default
-BEFORE_FIELD = {"cine_augment": [], "fpp_augment": [], "conv3d_st_layers": 0}
+BEFORE_FIELD = {"cine_augment": [], "fpp_augment": [], "conv3d_st_layers": 0, "phantom_snr": None}
 
 CINE_MODELS = ("sms-crnn", "conv3d", "independent")
 FPP_RUNS = {  # run name -> (description in the table, how it is made)
@@ -181,6 +185,18 @@ def _has_images(folder: Path, look: int = 64) -> bool:
         except OSError:
             continue
     return False
+
+
+def _snr_args(snr) -> list[str]:
+    """``smssynth phantom``'s noise option for a ``Scale.phantom_snr`` range (none for None)."""
+    return [] if snr is None else ["--snr", f"{float(snr[0]):g}:{float(snr[1]):g}"]
+
+
+def _snr_card(snr) -> str:
+    if snr is None:
+        return "; noise-free images"
+    return (f"; thermal noise, each patient's peak-signal SNR drawn log-uniformly from {float(snr[0]):g} to "
+            f"{float(snr[1]):g}, `--snr {float(snr[0]):g}:{float(snr[1]):g}`")
 
 
 def _model_config(scale: Scale, name: str) -> dict[str, Any]:
@@ -416,7 +432,7 @@ class Table1:
                 self.smssynth("fpp-data", ["phantom", d, "--kind", "perfusion", "--slices", s.phantom_slices,
                                            "--frames", s.phantom_frames, "--acquired", s.phantom_acquired,
                                            "--matrix", s.phantom_matrix, "--patients", n, "--seed", seed,
-                                           "--overwrite"], commands)
+                                           *_snr_args(s.phantom_snr), "--overwrite"], commands)
                 self._step_finished(f"fpp-data.phantom-{split}")
         sim = self._sim_args(s.fpp_matrix, s.fpp_frames)
         train = self.path("data", "fpp-phantom-train")
@@ -497,11 +513,12 @@ class Table1:
                                "targets only, simulated anew every epoch",
             "cine-test.zarr": "the kept-out cine patient of `cine-test.csv` (split test); one fixed draw, seed 1",
             "fpp-train.zarr": f"{s.phantom_train} perfusion phantom patients (`smssynth phantom --kind perfusion`, "
-                              f"seeds 1000..{999 + s.phantom_train}), k-means phase; targets only",
+                              f"seeds 1000..{999 + s.phantom_train}{_snr_card(s.phantom_snr)}), k-means phase; "
+                              "targets only",
             "fpp-train-grating.zarr": "the same phantom patients, grating-only phase (the simple-phase ablation); "
                                       "targets only",
-            "fpp-test.zarr": f"{s.phantom_test} other phantom patients (seeds 2000..{1999 + s.phantom_test}); one "
-                             f"fixed draw, seed 1",
+            "fpp-test.zarr": f"{s.phantom_test} other phantom patients (seeds 2000..{1999 + s.phantom_test}"
+                             f"{_snr_card(s.phantom_snr)}); one fixed draw, seed 1",
             "fpp-real-test.zarr": "the real GE perfusion series (`--fpp`; one slice), single-band (SMS 1) at "
                                   f"R = {s.sms * s.accel}; {s.fpp_real_draws} draws of that slice (coil maps, "
                                   f"phase and mask drawn anew; the same anatomy and contrast), seed 1",

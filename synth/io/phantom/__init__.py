@@ -33,8 +33,10 @@ From image to DICOM
 -------------------
 ``phantom_images`` renders the *acquired* matrix (``spec.acquired``, pixel size
 ``fov / acquired``), band-limited to it (even-size Nyquist lines zeroed, so its zero-filled
-interpolation is real).  ``write_phantom`` then does what scanners do: zero-fills k-space to the
-stored matrix (:func:`zero_fill`), keeps the magnitude, scales by ``SIGNAL_SCALE`` and quantises
+interpolation is real).  ``acquired_images`` adds thermal noise when ``spec.snr`` is set (complex
+white Gaussian, standard deviation ``1 / snr`` of the full-scale magnitude 1.0; the default is
+none).  ``write_phantom`` then does what scanners do: zero-fills k-space to the
+stored matrix (:func:`zero_fill`), keeps the magnitude (Rician where there is noise), scales by ``SIGNAL_SCALE`` and quantises
 with ``RescaleSlope = 0.5``, so ``stored * slope + intercept = SIGNAL_SCALE * zero_fill(truth)`` up
 to quantisation and the outer k-space of every stored image is (nearly) empty.  Cine pixels are
 unsigned (12 bits stored), perfusion pixels signed 16-bit, like the scanners they imitate.  Cine
@@ -63,15 +65,15 @@ names are hashes of the SOP Instance UID, so readers must order by the tags, nev
 Modules
 -------
 * :mod:`~synth.io.phantom.render`: :class:`PhantomSpec`, the seed-drawn anatomy, the cine and
-  perfusion physiology, and the images (:func:`phantom_images`, :func:`phantom_labels`,
-  :func:`zero_fill`).
+  perfusion physiology, and the images (:func:`phantom_images`, :func:`acquired_images`,
+  :func:`phantom_labels`, :func:`zero_fill`, :func:`draw_snr`).
 * :mod:`~synth.io.phantom.write`: :func:`write_phantom`, the images as a scanner's DICOM files,
   and :func:`describe`.
 """
 
 from synth.io.phantom.render import (KINDS, LABELS, RESCALE_INTERCEPT, RESCALE_SLOPE, SIGNAL_SCALE, PhantomSpec,
-                                     phantom_images, phantom_labels, zero_fill)
+                                     acquired_images, draw_snr, phantom_images, phantom_labels, zero_fill)
 from synth.io.phantom.write import describe, write_phantom
 
-__all__ = ["KINDS", "LABELS", "RESCALE_INTERCEPT", "RESCALE_SLOPE", "SIGNAL_SCALE", "PhantomSpec", "describe",
-           "phantom_images", "phantom_labels", "write_phantom", "zero_fill"]
+__all__ = ["KINDS", "LABELS", "RESCALE_INTERCEPT", "RESCALE_SLOPE", "SIGNAL_SCALE", "PhantomSpec", "acquired_images",
+           "describe", "draw_snr", "phantom_images", "phantom_labels", "write_phantom", "zero_fill"]

@@ -53,7 +53,12 @@ class PhantomSpec:
     matrix : (rows, cols) stored DICOM matrix, >= ``acquired`` in both dimensions.
     fov_mm : field of view along the larger stored dimension, mm (pixels are square).
     slice_spacing_mm : distance between slice centres along the normal, mm.
-    seed : geometry, heart rate, orientation and defect position derive from it.
+    seed : geometry, heart rate, orientation and defect position derive from it (and the noise).
+    snr : None (default) writes the noise-free images; a number > 0 adds thermal noise as a
+        scanner's images have it (:func:`acquired_images`): complex white Gaussian noise of
+        standard deviation ``1 / snr`` per real and imaginary part, on the phantom's full-scale
+        magnitude 1.0 (fully enhanced blood in perfusion, ~0.9 blood in cine), at the acquired
+        resolution, before the zero-filled interpolation and the magnitude.
     """
 
     kind: str = "cine"
@@ -64,6 +69,7 @@ class PhantomSpec:
     fov_mm: float = 320.0
     slice_spacing_mm: float = 8.0
     seed: int = 0
+    snr: float | None = None
 
     def __post_init__(self):
         def need(cond, what, msg):
@@ -92,6 +98,13 @@ class PhantomSpec:
         need(100.0 <= float(self.fov_mm) <= 600.0, "fov_mm", f"must be in [100, 600] mm, got {self.fov_mm}")
         need(float(self.slice_spacing_mm) > 0, "slice_spacing_mm", f"must be > 0, got {self.slice_spacing_mm}")
         need(0 <= int(self.seed) < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
+        if self.snr is not None:
+            try:
+                snr = float(self.snr)
+            except (TypeError, ValueError):
+                snr = float("nan")
+            need(math.isfinite(snr) and snr > 0, "snr", f"must be a number > 0 or None, got {self.snr!r}")
+            object.__setattr__(self, "snr", snr)
         for name, v in (("n_slices", int(self.n_slices)), ("n_frames", int(self.n_frames)),
                         ("acquired", a), ("matrix", m), ("fov_mm", float(self.fov_mm)),
                         ("slice_spacing_mm", float(self.slice_spacing_mm)), ("seed", int(self.seed))):
@@ -442,6 +455,39 @@ def phantom_images(spec: PhantomSpec) -> np.ndarray:
     return _render(spec)[0]
 
 
+def acquired_images(spec: PhantomSpec) -> np.ndarray:
+    """What the scanner reconstructs at the acquired resolution, before interpolation.
+
+    :func:`phantom_images` plus, when ``spec.snr`` is set, complex white Gaussian noise of
+    standard deviation ``1 / spec.snr`` per real and imaginary part (thermal noise is white in
+    k-space, hence in the image); drawn from ``spec.seed``, so deterministic in ``spec``.  Its
+    magnitude is Rician, as in a scanner's magnitude images, and :func:`zero_fill` correlates it
+    over neighbouring stored pixels as their interpolation does.
+
+    Returns
+    -------
+    float32 (S, T, Ny, Nx) without noise, complex64 with it.
+    """
+    images = phantom_images(spec)
+    if spec.snr is None:
+        return images
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0x5E1CE]))
+    sigma = np.float32(1.0 / spec.snr)
+    noise = rng.standard_normal((2, *images.shape), dtype=np.float32) * sigma
+    return (images + noise[0]) + 1j * noise[1]
+
+
+def draw_snr(seed: int, low: float, high: float) -> float:
+    """The SNR of the phantom patient of ``seed`` when patients' SNRs span ``[low, high]``:
+    log-uniform, drawn from ``seed`` alone (so a patient keeps its SNR whatever else is written)."""
+    if not (0 < low <= high and math.isfinite(high)):
+        raise ConfigError(f"phantom snr range: need 0 < low <= high, got {low}:{high}")
+    if low == high:
+        return float(low)
+    u = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5A12])).random()
+    return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+
+
 def phantom_labels(spec: PhantomSpec) -> np.ndarray:
     """Tissue labels (:data:`LABELS`) of :func:`phantom_images`, uint8 (S, T, Ny, Nx)."""
     return _render(spec)[1]
@@ -456,7 +502,7 @@ def zero_fill(images: np.ndarray, matrix: tuple[int, int]) -> np.ndarray:
 
     Parameters
     ----------
-    images : float (..., Ny, Nx).
+    images : float or complex (..., Ny, Nx).
     matrix : (My, Mx) >= (Ny, Nx).
 
     Returns

@@ -14,7 +14,7 @@ import numpy as np
 
 from synth.errors import ConfigError
 from synth.io.phantom.render import (RESCALE_INTERCEPT, RESCALE_SLOPE, SIGNAL_SCALE, PhantomSpec, _anatomy, _timing,
-                                     phantom_images, zero_fill)
+                                     acquired_images, zero_fill)
 
 _MANUFACTURER = "smssynth phantom"
 
@@ -66,7 +66,7 @@ def write_phantom(
     Returns
     -------
     The S*T paths, in (slice, frame) order.  The stored pixel ``p`` satisfies
-    ``p * RescaleSlope + RescaleIntercept = SIGNAL_SCALE * zero_fill(phantom_images(spec), matrix)``
+    ``p * RescaleSlope + RescaleIntercept = SIGNAL_SCALE * zero_fill(acquired_images(spec), matrix)``
     up to quantisation.
     """
     import pydicom
@@ -85,8 +85,7 @@ def write_phantom(
     out_dir.mkdir(parents=True, exist_ok=True)
     anat = _anatomy(spec.seed)
     timing = _timing(spec, anat)
-    truth = phantom_images(spec)
-    stored_img = zero_fill(truth, spec.matrix) * (SIGNAL_SCALE / RESCALE_SLOPE)
+    stored_img = zero_fill(acquired_images(spec), spec.matrix) * (SIGNAL_SCALE / RESCALE_SLOPE)
 
     perf = spec.kind == "perfusion"
     # cine: unsigned 12-bit like many scanners; perfusion: signed 16-bit like the GE series
@@ -259,4 +258,4 @@ def describe(spec: PhantomSpec) -> str:
     """One line, no identifiers: what :func:`write_phantom` writes for ``spec``."""
     return (f"{spec.kind}, {spec.n_slices} slices x {spec.n_frames} frames, acquired "
             f"{spec.acquired[0]}x{spec.acquired[1]} stored {spec.matrix[0]}x{spec.matrix[1]}, "
-            f"{spec.fov_mm:g} mm FOV, seed {spec.seed}")
+            f"{spec.fov_mm:g} mm FOV, seed {spec.seed}" + ("" if spec.snr is None else f", SNR {spec.snr:.3g}"))

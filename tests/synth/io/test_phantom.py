@@ -12,6 +12,8 @@ from synth.io.phantom import (
     LABELS,
     SIGNAL_SCALE,
     PhantomSpec,
+    acquired_images,
+    draw_snr,
     phantom_images,
     phantom_labels,
     write_phantom,
@@ -132,7 +134,8 @@ def test_perfusion_breathing_moves_the_heart(perf):
 @pytest.mark.parametrize(
     "change, needle",
     [({"matrix": (30, 45)}, "matrix"), ({"kind": "t1map"}, "kind"), ({"n_slices": 0}, "n_slices"),
-     ({"acquired": (64,)}, "acquired"), ({"seed": -1}, "seed")],
+     ({"acquired": (64,)}, "acquired"), ({"seed": -1}, "seed"), ({"snr": 0}, "snr"), ({"snr": "x"}, "snr"),
+     ({"snr": float("inf")}, "snr")],
 )
 def test_spec_is_validated(change, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -148,6 +151,44 @@ def test_zero_fill_is_inverted_by_the_acquired_crop():
     # crop_kspace keeps the orthonormal FFT's scaling (x sqrt(My*Mx / (Ny*Nx))), zero_fill undoes it
     (ny, nx), (my, mx) = CINE.acquired, CINE.matrix
     np.testing.assert_allclose(crop_kspace(up, CINE.acquired) * np.sqrt(ny * nx / (my * mx)), x, atol=1e-2)
+
+
+def test_noise_is_complex_gaussian_at_the_acquired_resolution():
+    clean = phantom_images(PERF)
+    assert acquired_images(PERF) is not None and np.array_equal(acquired_images(PERF), clean)  # snr None
+    spec = PhantomSpec(**{**PERF.to_dict(), "snr": 25.0})
+    noisy = acquired_images(spec)
+    assert noisy.dtype == np.complex64 and noisy.shape == clean.shape
+    np.testing.assert_array_equal(noisy, acquired_images(spec))  # deterministic in the spec
+    d = noisy - clean
+    for part in (d.real, d.imag):  # sd 1/snr per part, zero mean, white (no neighbour correlation)
+        assert abs(part.std() - 1 / 25) < 0.02 / 25 and abs(part.mean()) < 1e-3
+        r = np.corrcoef(part[..., :-1].ravel(), part[..., 1:].ravel())[0, 1]
+        assert abs(r) < 0.01
+    assert abs(np.corrcoef(d.real.ravel(), d.imag.ravel())[0, 1]) < 0.01
+    other = acquired_images(PhantomSpec(**{**PERF.to_dict(), "snr": 25.0, "seed": 6})) - phantom_images(
+        PhantomSpec(**{**PERF.to_dict(), "seed": 6}))
+    assert abs(np.corrcoef(d.real.ravel(), other.real.ravel())[0, 1]) < 0.01  # each patient its own noise
+
+
+def test_noisy_background_is_rician():
+    # air (label 0) far from the body: the magnitude of complex Gaussian noise, mean sigma*sqrt(pi/2)
+    spec = PhantomSpec(**{**PERF.to_dict(), "snr": 20.0})
+    air = phantom_labels(PERF) == LABELS["air"]
+    mag = np.abs(acquired_images(spec))[air & (phantom_images(PERF) < 1e-4)]
+    assert mag.size > 10_000
+    assert mag.mean() == pytest.approx(np.sqrt(np.pi / 2) / 20, rel=0.02)
+
+
+def test_draw_snr_is_per_seed_and_log_uniform():
+    draws = np.array([draw_snr(s, 15, 60) for s in range(2000)])
+    assert draws.min() >= 15 and draws.max() <= 60
+    assert draw_snr(7, 15, 60) == draw_snr(7, 15, 60) and draw_snr(7, 15, 60) != draw_snr(8, 15, 60)
+    # log-uniform: half below the geometric mean 30
+    assert np.mean(draws < 30) == pytest.approx(0.5, abs=0.04)
+    assert draw_snr(3, 40, 40) == 40.0
+    with pytest.raises(ConfigError, match="snr"):
+        draw_snr(0, 60, 15)
 
 
 # -------------------------------------------------------------------------------------------- DICOM
@@ -239,6 +280,18 @@ def test_perfusion_files(tmp_path):
                          for s in slices])
     expected = SIGNAL_SCALE * zero_fill(phantom_images(spec), spec.matrix)
     assert np.abs(physical - expected).max() <= 0.5 * float(ds.RescaleSlope) + 1.0
+
+
+def test_noisy_files_store_the_noisy_magnitude(tmp_path):
+    spec = PhantomSpec(kind="perfusion", n_slices=2, n_frames=4, acquired=(40, 48), matrix=(48, 56), seed=2, snr=30)
+    dss = read_all(write_phantom(tmp_path, spec))
+    _, slices = by_slice_frame(dss)
+    physical = np.array([[d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in s]
+                         for s in slices])
+    expected = SIGNAL_SCALE * zero_fill(acquired_images(spec), spec.matrix)
+    assert np.abs(physical - expected).max() <= 0.5 * float(dss[0].RescaleSlope) + 1.0
+    clean = SIGNAL_SCALE * zero_fill(phantom_images(spec), spec.matrix)
+    assert np.abs(physical - clean).mean() > 0.3 * SIGNAL_SCALE / 30  # the noise is there
 
 
 def test_extra_tags_are_planted(tmp_path):

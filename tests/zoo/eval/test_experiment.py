@@ -85,6 +85,10 @@ def test_smoke_runs_every_stage_and_writes_tables(smoke):
     cards = (out / "data" / "CARDS.md").read_text()
     assert "## `cine-train.zarr`" in cards and "kind: targets" in cards and "## `fpp-train-grating.zarr`" in cards
     assert "PHANTOM" not in cards  # inputs named by pseudonym or seed, never by folder
+    # the perfusion phantoms carry thermal noise, each patient at its own SNR, and the card says so
+    assert "SNR drawn log-uniformly from 15 to 60" in cards
+    fpp_cmds = json.loads((out / "stages" / "fpp-data.json").read_text())["commands"]
+    assert sum("smssynth phantom" in c and "--snr 15:60" in c for c in fpp_cmds) == 2
     # the training runs used on-the-fly synthesis with the scale's steps
     cfg = json.loads((out / "runs" / "cine-sms-crnn" / "config.json").read_text())
     assert json.dumps(cfg).count("on-the-fly") >= 1
@@ -218,6 +222,20 @@ def test_an_experiment_from_before_conv3d_had_the_2d_time_conv_resumes_only_with
     assert "n_conv3d_layers" not in _model_config(old.scale, "conv3d")
     assert _model_config(exp.scale, "conv3d")["n_conv3d_layers"] == 1
     assert "n_conv3d_layers" not in _model_config(exp.scale, "sms-crnn")  # its default (1) already
+
+
+def test_an_experiment_from_before_phantom_noise_resumes_only_noise_free(tmp_path):
+    """``phantom_snr`` came later: an experiment.json without it made noise-free perfusion
+    phantoms, so it resumes only with ``phantom_snr=None`` (no ``--snr`` passed to the phantom)."""
+    from dataclasses import replace
+
+    from zoo.eval.experiment import _snr_args
+
+    exp, popped = _record_from_before(tmp_path, "phantom_snr")
+    assert popped["phantom_snr"] == [15.0, 60.0]
+    Table1(out=tmp_path / "run", scale=replace(SCALES["smoke"], phantom_snr=None), cine=exp.cine, fpp=None,
+           say=lambda m: None)._record()
+    assert _snr_args(None) == [] and _snr_args((15.0, 60.0)) == ["--snr", "15:60"]
 
 
 def test_default_inputs_and_the_subprocesses_path_are_the_checkouts():
