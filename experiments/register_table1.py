@@ -1,6 +1,6 @@
 """Register the checkpoints of a finished Table 1 experiment in the zoo (maintainer tool).
 
-    python experiments/register_table1.py runs/table1 [--weights-dir zoo/weights] [--overwrite]
+    python experiments/register_table1.py runs/table1 [--weights-dir zoo/weights] [--overwrite] [--only NAME,...]
 
 For every model of the experiment (``zoo.eval.experiment``), its ``checkpoints/last`` goes into the
 registry under the name below, with the test metrics of ``table1.json``'s evaluations (the model
@@ -38,6 +38,14 @@ TRAINED_ON = {
 }
 
 
+def _trained_on(kind: str, scale: dict) -> str:
+    snr = scale.get("phantom_snr")
+    if kind != "fpp" or not snr:
+        return TRAINED_ON[kind]
+    return (f"{TRAINED_ON[kind]} with thermal noise (each patient's peak-signal SNR log-uniform in "
+            f"{float(snr[0]):g}-{float(snr[1]):g})")
+
+
 def _summary(row: dict) -> dict:
     return {k: row[k] for k in ("nmse", "psnr", "ssim") if row.get(k)}
 
@@ -47,7 +55,11 @@ def main(argv=None) -> None:
     p.add_argument("experiment", type=Path)
     p.add_argument("--weights-dir", default=str(ROOT / "zoo" / "weights"))
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--only", default=None, help="comma-separated registry names to (re-)register; default all")
     a = p.parse_args(argv)
+    only = None if a.only is None else set(a.only.split(","))
+    if only is not None and not only <= set(MODELS):
+        p.error(f"--only: unknown names {sorted(only - set(MODELS))}; choose from {sorted(MODELS)}")
 
     from zoo.registry import register_checkpoint
 
@@ -55,17 +67,21 @@ def main(argv=None) -> None:
     exp = json.loads((a.experiment / "experiment.json").read_text())
     scale = exp["scale"]
     for name, (run, row_name, sets) in MODELS.items():
-        metrics, checked = {}, []
+        if only is not None and name not in only:
+            continue
+        metrics, checked, evaluated_on = {}, [], {}
         for s in sets:
             if s not in rep["sets"]:
                 continue
             rows = {r["method"]: r for r in rep["sets"][s]["rows"]}
             group = GROUP[s]
             metrics[group] = _summary(rows[row_name])
+            evaluated_on[group] = Path(rep["sets"][s]["store"]).name
             if group == "test":  # the baselines on the same examples (the card's comparison table)
                 for b in BASELINES:
                     if b in rows:
                         metrics[b] = _summary(rows[b])
+                evaluated_on["baselines"] = evaluated_on[group]
             checked.append(f"{rep['sets'][s]['n_examples']} test examples of {s} "
                            f"({'the kept-out Sunnybrook patient SC-HF-I-4' if s == 'cine' else 'unseen phantom patients' if s == 'fpp' else 'draws of the real GE perfusion series: its one slice at R=4, coil maps, phase and mask drawn anew'})")
         kind = "cine" if name.endswith("-cine") else "fpp"
@@ -75,7 +91,7 @@ def main(argv=None) -> None:
             licence = "BSD-3-Clause (weights); trained on smssynth's own phantom"
         desc = (f"{row_name} of the Table 1 experiment at {scale['name']} scale ({scale['n_filters']} filters, "
                 f"{scale['n_iterations']} iterations, {scale['coils']} coils as channels, {scale['cine_matrix'][0]}^2 x "
-                f"{scale['cine_frames']} frames); trained on {TRAINED_ON[kind]}"
+                f"{scale['cine_frames']} frames); trained on {_trained_on(kind, scale)}"
                 + ("" if kind == "cine" or name.endswith("no-pretrain") else ", fine-tuned from sms-crnn-cine")
                 + (" with grating-only synthetic phase (ablation)" if name.endswith("grating-phase") else "")
                 + (". It has sms-crnn's 2D+time convolution on each slice before DC, so the two differ only in "
@@ -84,6 +100,7 @@ def main(argv=None) -> None:
                 + ". Reproduce: smssynth experiment table1 --scale cpu.")
         card = {"license": "bsd-3-clause", "data_licence": SUNNYBROOK if name != "sms-crnn-fpp-no-pretrain"
                 else "smssynth phantom (BSD-3-Clause)", "checked_on": "; ".join(checked) or "not evaluated",
+                "evaluated_on": evaluated_on,
                 "datasets": ["sunnybrook-cardiac-data"] if kind == "cine" else ["smssynth-perfusion-phantom"],
                 "tags": ["cine"] if kind == "cine" else ["perfusion"]}
         ckpt = a.experiment / "runs" / run / "checkpoints" / "last"

@@ -15,7 +15,12 @@ object to their metadata for what the training record cannot know (:data:`CARD_K
      "data_licence": "CC0 1.0 (Sunnybrook ...)",
      "base_model": "org/parent-weights",        # else the parent's registry name (fine-tunes)
      "checked_on": "16 validation examples ...",
+     "evaluated_on": {"test": "cine-test.zarr", "baselines": "cine-test.zarr"},
      "tags": ["perfusion"]}
+
+``evaluated_on`` names the store each metrics group (and the baselines' rows) was measured on,
+when that is not the training store (``meta["data"]["store"]``, where validation at training
+time measures): metrics added at registration usually come from a separate test store.
 
 :func:`front_matter` gives the YAML as a dict, :func:`render_card` the whole text, and
 :func:`parse_front_matter` reads it back (tests; :func:`zoo.registry.validate_weights`).
@@ -40,7 +45,7 @@ __all__ = [
 
 LIBRARY_NAME = "smssynth"
 PIPELINE_TAG = "image-to-image"
-CARD_KEYS = ("license", "datasets", "data_licence", "base_model", "checked_on", "tags")
+CARD_KEYS = ("license", "datasets", "data_licence", "base_model", "checked_on", "evaluated_on", "tags")
 REQUIRED_FRONT_MATTER = ("license", "library_name", "tags", "datasets", "pipeline_tag")
 # the Hub's licence identifiers most likely here (https://huggingface.co/docs/hub/repositories-licenses);
 # anything else is written as license: other + license_name
@@ -71,6 +76,10 @@ def _card_record(meta: dict) -> dict[str, Any]:
     for key in ("license", "data_licence", "base_model", "checked_on"):
         if key in card and not (isinstance(card[key], str) and card[key].strip()):
             raise CheckpointError(f"meta['card'][{key!r}] must be a non-empty string, found {card[key]!r}")
+    ev = card.get("evaluated_on", {})
+    if not (isinstance(ev, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                         for k, v in ev.items())):
+        raise CheckpointError(f"meta['card']['evaluated_on'] must map metrics groups to store names, found {ev!r}")
     if "license" in card and card["license"] not in HUB_LICENSES:
         raise CheckpointError(f"meta['card']['license'] {card['license']!r} is not a Hub licence id; use one of "
                               f"{list(HUB_LICENSES)} ('other' for the rest)")
@@ -118,6 +127,12 @@ def _parent(meta: dict) -> dict | None:
     return parent if isinstance(parent, dict) else None
 
 
+def _examples_of(meta: dict, group: str) -> str:
+    """The store a metrics group was measured on: the card's ``evaluated_on``, else the training store."""
+    ev = _card_record(meta).get("evaluated_on") or {}
+    return str(ev.get(group) or (meta.get("data") or {}).get("store") or "unknown")
+
+
 def _split_of(meta: dict, group: str) -> str:
     return {"val": "validation", "test": "test", "train": "train"}.get(group, group)
 
@@ -154,7 +169,7 @@ def front_matter(meta: dict, name: str, *, namespace: str | None = None) -> dict
         for group, values in ours.items():
             results.append({
                 "task": {"type": PIPELINE_TAG, "name": "dynamic SMS cardiac MRI reconstruction"},
-                "dataset": {"name": str(data.get("store") or "unknown"), "type": str(data.get("format") or "unknown"),
+                "dataset": {"name": _examples_of(meta, group), "type": str(data.get("format") or "unknown"),
                             "split": _split_of(meta, group)},
                 "metrics": [{"type": k, "name": METRIC_NAMES[k], "value": round(_number(v), 6)}
                             for k, v in values.items()],
@@ -284,7 +299,8 @@ def render_card(meta: dict, name: str, *, weights_file: str | None = None, names
             for group, values in groups.items():
                 who = f"{name} ({_split_of(meta, group)})" if label == name else group.replace("_", "-")
                 cells = [_summary(values.get(k)) if k in values else "—" for k in METRIC_NAMES]
-                lines.append(f"| {who} | {data.get('store')} | " + " | ".join(cells) + " |")
+                where_ = _examples_of(meta, group if label == name else "baselines")
+                lines.append(f"| {who} | {where_} | " + " | ".join(cells) + " |")
         lines.append("")
         where = card.get("checked_on") or (
             f"the {', '.join(_split_of(meta, g) for g in ours) or 'recorded'} examples of "

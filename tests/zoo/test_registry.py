@@ -447,6 +447,28 @@ def test_register_adds_test_metrics_that_the_card_shows(trained, tmp_path):
                             metrics={"test": 3})
 
 
+def test_card_names_the_store_each_metric_was_measured_on(trained, tmp_path):
+    """Test metrics added at registration come from a test store, not the training store: the
+    card's ``evaluated_on`` names it in the evaluation table and in the Hub's model-index."""
+    folder = tmp_path / "weights"
+    test = {"psnr": {"mean": 31.25, "sd": 0.5, "n": 7}}
+    entry = register_checkpoint(trained[1], NAME, licence="CC0-1.0", description="tiny", weights_dir=folder,
+                                metrics={"test": test, "zero-filled": {"psnr": {"mean": 24.5, "sd": 0.4, "n": 7}}},
+                                card={"evaluated_on": {"test": "held-out.zarr", "baselines": "held-out.zarr"}})
+    train_store = entry.meta["data"]["store"]
+    card = (folder / f"{NAME}.md").read_text()
+    rows = {ln.split(" | ")[0]: ln.split(" | ")[1] for ln in card.splitlines() if ln.startswith(f"| {NAME} (")
+            or ln.startswith("| zero-filled |")}
+    assert rows[f"| {NAME} (test)"] == "held-out.zarr" and rows["| zero-filled"] == "held-out.zarr"
+    assert rows[f"| {NAME} (train)"] == train_store  # training-time metrics stay on the training store
+    results = {r["dataset"]["split"]: r["dataset"]["name"] for r in
+               parse_front_matter(card)["model-index"][0]["results"]}
+    assert results == {"test": "held-out.zarr", "train": train_store}
+    with pytest.raises(CheckpointError, match="evaluated_on"):
+        register_checkpoint(trained[1], "other", licence="x", description="y", weights_dir=folder,
+                            card={"evaluated_on": {"test": 3}})
+
+
 @pytest.mark.parametrize("text, pattern", [
     ("{", "not valid JSON"),
     ('{"a": 1}', "JSON list"),
