@@ -121,6 +121,9 @@ class Scale:
     # the 2D+time convolution before DC that sms-crnn (and independent) have, given to conv3d too so
     # that it differs from sms-crnn only in how it sees the slices (zoo.models.conv3d)
     conv3d_st_layers: int = 1
+    # depth of that convolution in sms-crnn and independent (their n_conv3d_layers): 1 is the single
+    # Conv3d the paper names; >= 2 adds hidden layers of n_filters channels (zoo.models.crnn.SpatioTemporalConv)
+    st_layers: int = 1
     # augmentations of the training images before every on-the-fly draw (synth.dataset.augment):
     # cine is periodic (roll: any start phase); perfusion is not
     cine_augment: tuple[str, ...] = ("flip", "transpose", "roll", "gamma")
@@ -157,7 +160,7 @@ SCALES: dict[str, Scale] = {
 }
 
 # what an experiment recorded before a scale field existed did, where that differs from its default
-BEFORE_FIELD = {"cine_augment": [], "fpp_augment": [], "conv3d_st_layers": 0, "phantom_snr": None}
+BEFORE_FIELD = {"cine_augment": [], "fpp_augment": [], "conv3d_st_layers": 0, "phantom_snr": None, "st_layers": 1}
 
 CINE_MODELS = ("sms-crnn", "conv3d", "independent")
 FPP_RUNS = {  # run name -> (description in the table, how it is made)
@@ -205,6 +208,8 @@ def _model_config(scale: Scale, name: str) -> dict[str, Any]:
         cfg["coil_channels"] = scale.coils
     if name == "conv3d" and scale.conv3d_st_layers:
         cfg["n_conv3d_layers"] = scale.conv3d_st_layers
+    if name != "conv3d" and scale.st_layers != 1:  # 1 is these models' default
+        cfg["n_conv3d_layers"] = scale.st_layers
     return cfg
 
 

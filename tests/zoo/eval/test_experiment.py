@@ -238,6 +238,21 @@ def test_an_experiment_from_before_phantom_noise_resumes_only_noise_free(tmp_pat
     assert _snr_args(None) == [] and _snr_args((15.0, 60.0)) == ["--snr", "15:60"]
 
 
+def test_st_layers_sets_the_depth_of_the_2d_time_conv_of_the_per_slice_models():
+    from dataclasses import replace
+
+    from zoo.eval.experiment import BEFORE_FIELD, _model_config
+
+    deep = replace(SCALES["smoke"], st_layers=2, conv3d_st_layers=2)
+    assert [_model_config(deep, m)["n_conv3d_layers"] for m in ("sms-crnn", "independent", "conv3d")] == [2, 2, 2]
+    assert "n_conv3d_layers" not in _model_config(SCALES["smoke"], "independent")  # the default, 1
+    assert BEFORE_FIELD["st_layers"] == 1  # what every experiment before the field trained
+    from zoo.models import build_model
+
+    for m in ("sms-crnn", "independent"):  # the configs build
+        assert build_model(m, _model_config(deep, m)).st_conv is not None
+
+
 def test_default_inputs_and_the_subprocesses_path_are_the_checkouts():
     """The stages run ``smssynth`` with PYTHONPATH = this checkout, and the default --cine/--fpp
     are ``../shared/data`` beside it, wherever the module sits inside the package."""
