@@ -35,9 +35,10 @@ From image to DICOM
 ``fov / acquired``), band-limited to it (even-size Nyquist lines zeroed, so its zero-filled
 interpolation is real).  ``acquired_images`` adds thermal noise when ``spec.snr`` is set (complex
 white Gaussian, standard deviation ``1 / snr`` of the full-scale magnitude 1.0; the default is
-none).  ``write_phantom`` then does what scanners do: zero-fills k-space to the
-stored matrix (:func:`zero_fill`), keeps the magnitude (Rician where there is noise), scales by ``SIGNAL_SCALE`` and quantises
-with ``RescaleSlope = 0.5``, so ``stored * slope + intercept = SIGNAL_SCALE * zero_fill(truth)`` up
+none).  ``write_phantom`` then does what scanners do: zero-fills k-space to the stored matrix
+(:func:`zero_fill`), keeps the magnitude (Rician where there is noise), scales by
+``SIGNAL_SCALE`` and quantises with ``RescaleSlope = 0.5``, so
+``stored * slope + intercept = SIGNAL_SCALE * zero_fill(acquired_images(spec))`` up
 to quantisation and the outer k-space of every stored image is (nearly) empty.  Cine pixels are
 unsigned (12 bits stored), perfusion pixels signed 16-bit, like the scanners they imitate.  Cine
 files carry ``TriggerTime`` = phase * RR and ``CardiacNumberOfImages = T``; perfusion files carry
