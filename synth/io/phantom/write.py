@@ -106,7 +106,10 @@ def write_phantom(
     weight = round(float(prng.uniform(55, 105)), 1)
     root = ["smssynth-phantom", str(spec.seed), patient]
     study_uid = generate_uid(entropy_srcs=[*root, "study"])
-    series_uid = generate_uid(entropy_srcs=[*root, "series", repr(spec)])
+    # a noise-free spec keeps the Series UID it had before ``snr`` existed (simulations seeded from
+    # the series identity draw the same coil maps and phase from the same phantom as before)
+    spec_key = repr(spec).replace(", snr=None)", ")") if spec.snr is None else repr(spec)
+    series_uid = generate_uid(entropy_srcs=[*root, "series", spec_key])
     for_uid = generate_uid(entropy_srcs=[*root, "frame-of-reference"])
     series_dt = study_dt + _dt.timedelta(minutes=(4 if not perf else 21) + int(prng.integers(0, 6)))
 

@@ -282,6 +282,21 @@ def test_perfusion_files(tmp_path):
     assert np.abs(physical - expected).max() <= 0.5 * float(ds.RescaleSlope) + 1.0
 
 
+def test_series_uid_of_a_noise_free_phantom_is_unchanged(tmp_path):
+    """``snr`` came later; a noise-free phantom keeps the Series UID derived before it existed (the
+    spec's repr without the field), so stores seeded from the series identity do not change."""
+    from pydicom.uid import generate_uid
+
+    spec = PhantomSpec(n_slices=1, n_frames=2, acquired=(24, 20), matrix=(32, 32), seed=3)
+    before = repr(spec).replace(", snr=None", "")
+    assert "snr" not in before
+    ds = pydicom.dcmread(write_phantom(tmp_path / "a", spec, patient="P")[0])
+    assert ds.SeriesInstanceUID == generate_uid(entropy_srcs=["smssynth-phantom", "3", "P", "series", before])
+    noisy = pydicom.dcmread(write_phantom(tmp_path / "b", PhantomSpec(**{**spec.to_dict(), "snr": 20}),
+                                          patient="P")[0])
+    assert noisy.SeriesInstanceUID != ds.SeriesInstanceUID
+
+
 def test_noisy_files_store_the_noisy_magnitude(tmp_path):
     spec = PhantomSpec(kind="perfusion", n_slices=2, n_frames=4, acquired=(40, 48), matrix=(48, 56), seed=2, snr=30)
     dss = read_all(write_phantom(tmp_path, spec))
