@@ -299,8 +299,8 @@ def render_card(meta: dict, name: str, *, weights_file: str | None = None, names
             for group, values in groups.items():
                 who = f"{name} ({_split_of(meta, group)})" if label == name else group.replace("_", "-")
                 cells = [_summary(values.get(k)) if k in values else "—" for k in METRIC_NAMES]
-                where_ = _examples_of(meta, group if label == name else "baselines")
-                lines.append(f"| {who} | {where_} | " + " | ".join(cells) + " |")
+                measured_on = _examples_of(meta, group if label == name else "baselines")
+                lines.append(f"| {who} | {measured_on} | " + " | ".join(cells) + " |")
         lines.append("")
         where = card.get("checked_on") or (
             f"the {', '.join(_split_of(meta, g) for g in ours) or 'recorded'} examples of "

@@ -22,9 +22,9 @@ Stages
 ``fpp-data``
     Perfusion: ``smssynth phantom --kind perfusion`` patients (seeded; different seeds for train
     and test; with the thermal noise of real magnitude DICOM, each patient at its own SNR drawn
-    from ``Scale.phantom_snr``), made into a targets-only training store with k-means phase, one with grating-only
-    phase (``--phase grating``, the simple-phase ablation) and a k-space test store with k-means
-    phase.  When the real perfusion series (``--fpp``, default ``../shared/data/fpp-ge``) exists,
+    from ``Scale.phantom_snr``), made into a targets-only training store with k-means phase, one
+    with grating-only phase (``--phase grating``, the simple-phase ablation) and a k-space test
+    store with k-means phase.  When the real perfusion series (``--fpp``, default ``../shared/data/fpp-ge``) exists,
     a second test store is made from it.  It holds **one** slice, so it is made single-band
     (SMS factor 1) at the same total acceleration (R = SMS x R of the recipe): it tests the
     perfusion models on a real perfusion image with the same number of acquired lines, without
@@ -199,7 +199,7 @@ def _snr_card(snr) -> str:
     if snr is None:
         return "; noise-free images"
     return (f"; thermal noise, each patient's peak-signal SNR drawn log-uniformly from {float(snr[0]):g} to "
-            f"{float(snr[1]):g}, `--snr {float(snr[0]):g}:{float(snr[1]):g}`")
+            f"{float(snr[1]):g}, `{' '.join(_snr_args(snr))}`")
 
 
 def _model_config(scale: Scale, name: str) -> dict[str, Any]:

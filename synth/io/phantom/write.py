@@ -4,6 +4,7 @@ one MR Image Storage file per slice and frame, with a plausible but fictitious i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 from collections.abc import Mapping
@@ -27,6 +28,19 @@ _GIVEN = {"F": ("ANNA", "MARTA", "GRACE", "LEILA", "SOFIA", "INGRID"),
 def _patient_rng(spec: PhantomSpec, patient: str) -> np.random.Generator:
     key = int.from_bytes(hashlib.sha256(patient.encode()).digest()[:8], "little")
     return np.random.default_rng(np.random.SeedSequence([spec.seed, key, 0xD1C0]))
+
+
+# PhantomSpec fields added after its first release, with their defaults: left out of the Series
+# UID's key while at the default, so a phantom that does not use them keeps the Series UID (and the
+# simulation draws seeded from the series identity) it had before they existed
+_LATER_FIELDS = {"snr": None}
+
+
+def _series_key(spec: PhantomSpec) -> str:
+    """``repr(spec)`` without the later fields that are at their default."""
+    items = [f"{f.name}={getattr(spec, f.name)!r}" for f in dataclasses.fields(spec)
+             if not (f.name in _LATER_FIELDS and getattr(spec, f.name) == _LATER_FIELDS[f.name])]
+    return f"{type(spec).__qualname__}({', '.join(items)})"
 
 
 def _ds(v: float, nd: int = 6) -> str:
@@ -106,10 +120,7 @@ def write_phantom(
     weight = round(float(prng.uniform(55, 105)), 1)
     root = ["smssynth-phantom", str(spec.seed), patient]
     study_uid = generate_uid(entropy_srcs=[*root, "study"])
-    # a noise-free spec keeps the Series UID it had before ``snr`` existed (simulations seeded from
-    # the series identity draw the same coil maps and phase from the same phantom as before)
-    spec_key = repr(spec).replace(", snr=None)", ")") if spec.snr is None else repr(spec)
-    series_uid = generate_uid(entropy_srcs=[*root, "series", spec_key])
+    series_uid = generate_uid(entropy_srcs=[*root, "series", _series_key(spec)])
     for_uid = generate_uid(entropy_srcs=[*root, "frame-of-reference"])
     series_dt = study_dt + _dt.timedelta(minutes=(4 if not perf else 21) + int(prng.integers(0, 6)))
 
