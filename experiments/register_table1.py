@@ -89,8 +89,11 @@ def main(argv=None) -> None:
                    f"BSD-3-Clause (weights); pretrained on {SUNNYBROOK}, trained on smssynth's own phantom")
         if name == "sms-crnn-fpp-no-pretrain":
             licence = "BSD-3-Clause (weights); trained on smssynth's own phantom"
+        st = scale.get("conv3d_st_layers") if name == "conv3d-cine" else scale.get("st_layers", 1)
         desc = (f"{row_name} of the Table 1 experiment at {scale['name']} scale ({scale['n_filters']} filters, "
-                f"{scale['n_iterations']} iterations, {scale['coils']} coils as channels, {scale['cine_matrix'][0]}^2 x "
+                f"{scale['n_iterations']} iterations, "
+                + (f"a {st}-layer 2D+time convolution before DC, " if st and st > 1 else "")
+                + f"{scale['coils']} coils as channels, {scale['cine_matrix'][0]}^2 x "
                 f"{scale['cine_frames']} frames); trained on {_trained_on(kind, scale)}"
                 + ("" if kind == "cine" or name.endswith("no-pretrain") else ", fine-tuned from sms-crnn-cine")
                 + (" with grating-only synthetic phase (ablation)" if name.endswith("grating-phase") else "")
