@@ -48,8 +48,8 @@ The claims checked in the report (``claims`` in the JSON) are the paper's: on ci
 
 Scales (:data:`SCALES`): ``paper`` is the paper's configuration (64 filters, 5 iterations,
 lr 1e-4, the recipes' full matrices and frames, every coil); ``cpu`` the same science sized for a
-2-core CPU (16 filters, smaller matrix and frames, fewer coils, lr 1e-3 with a cosine decay,
-readout crops); ``smoke`` a minutes-long run of every stage for tests.
+2-core CPU (16 filters, a 2-layer 2D+time convolution, smaller matrix and frames, fewer coils,
+lr 1e-3 with a cosine decay, readout crops); ``smoke`` a minutes-long run of every stage for tests.
 """
 
 from __future__ import annotations
