@@ -15,6 +15,11 @@ Then, in the same run:
   problems.  A training step is forward + MSE + backward + Adam; inference is a no-grad forward.
   The contenders alternate within each of ``--ref-repeats`` rounds; it prints the medians, the
   ratio of the medians and the range of the per-round ratios.
+* ``conv3d`` with its ``Conv3d`` block run as 2D convolutions over the slices stacked along
+  channels (what the model does) against the same block run as ``Conv3d`` (what it did before):
+  a training step and inference at the Table 1 ``cpu`` scale (16 filters, 5 iterations, 4 coils
+  as channels, 2-layer 2D+time convolution, 10 frames, 96x24 readout crop, SMS 2), alternating,
+  after a check that the two give the same output.
 * the training-step time of ``sms-crnn`` at the project's CPU training size (16 filters, 5
   iterations, 12 frames, 96x48 readout crop, batch 1, virtual coil, the training loss), with
   CRNN-MRI's on the same slices for scale.
@@ -22,6 +27,7 @@ Then, in the same run:
     python benchmarks/bench_zoo.py
     python benchmarks/bench_zoo.py --size 128 --frames 20 --filters 64 --device cuda
     python benchmarks/bench_zoo.py --sections crnn-mri --ref-repeats 7
+    python benchmarks/bench_zoo.py --sections conv3d-stacked --ref-repeats 7
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from synth.physics.masks import row_mask
 from zoo.eval.baselines import Baseline, make_baseline
 from zoo.train.losses import SmsLoss
 from zoo.models import build_model, count_parameters
+from zoo.models.conv3d import Conv3dCrnn
+from zoo.models.crnn import channels_to_coils, coils_to_channels
 from zoo.physics import fft3, kz_mask, zero_filled
 from zoo.eval.sense import SenseOperator
 
@@ -174,6 +182,48 @@ def cpu_scale_step(args, device) -> None:
           f"{3600 / statistics.median(train['sms-crnn']):.0f} steps/hour")
 
 
+class Conv3dAs3D(Conv3dCrnn):
+    """``conv3d`` as it ran before: its CRNN block as ``Conv3d`` over (M, Y, X) (same parameters)."""
+
+    def forward(self, x0, k3, mask3):
+        x, state, k = x0, None, self.config.coil_channels
+        for _ in range(self.config.n_iterations):
+            h = coils_to_channels(x.transpose(1, 2), k, channel_dim=2)  # (B, T, 2K, M, Y, X)
+            h, state = self.crnn(h, state)
+            if self.st_conv is not None:
+                h = self._per_slice(h)
+            x = self.dc(channels_to_coils(h, k, channel_dim=2).transpose(1, 2), k3, mask3)
+        return x
+
+
+def conv3d_stacked(args, device) -> None:
+    m, t, ny, nx, coils = 2, 10, 96, 24, 4
+    cfg = {"n_filters": 16, "n_iterations": 5, "coil_channels": coils, "n_conv3d_layers": 2}
+    print(f"\nconv3d at the Table 1 cpu scale ({cfg}, M={m} T={t} {ny}x{nx}, {coils} coil images): its "
+          f"Conv3d block run as Conv2d over stacked slices vs as Conv3d; float32, {torch.get_num_threads()} "
+          f"threads; medians of {args.ref_repeats} alternating rounds")
+    g = torch.Generator().manual_seed(2)
+    rows = torch.rand(1, t, ny, generator=g) < 0.5
+    truth = torch.randn(coils, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
+    mask3 = kz_mask(m, rows.expand(coils, t, ny)).to(device)
+    k3 = fft3(truth) * mask3
+    x0 = zero_filled(k3)
+    torch.manual_seed(0)
+    stacked = build_model("conv3d", cfg).to(device)
+    as3d = Conv3dAs3D(stacked.config).to(device)
+    as3d.load_state_dict(stacked.state_dict())
+    with torch.no_grad():
+        a, b = stacked(x0, k3, mask3), as3d(x0, k3, mask3)
+    print(f"  check: same output, max rel diff {((a - b).abs().max() / b.abs().max()).item():.1e}")
+    loss = lambda o: (o - truth).abs().pow(2).mean()  # noqa: E731
+    fns = {"conv3d(as Conv3d)": _trainer(as3d, (x0, k3, mask3), loss),
+           "conv3d(stacked)": _trainer(stacked, (x0, k3, mask3), loss)}
+    train = alternating({k: f[0] for k, f in fns.items()}, args.ref_repeats)
+    infer = alternating({k: f[1] for k, f in fns.items()}, args.ref_repeats)
+    print(_ratio_line("train step", train, ref="conv3d(as Conv3d)"))
+    print(_ratio_line("inference", infer, ref="conv3d(as Conv3d)"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=96)
@@ -185,8 +235,8 @@ def main(argv=None):
     ap.add_argument("--coils", type=int, default=8, help="coils of the SENSE baselines (per-coil data)")
     ap.add_argument("--sense-iters", type=int, default=None, help="CG iterations (default zoo.eval.sense.DEFAULTS)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sections", default="table,crnn-mri,cpu-scale",
-                    help="comma-separated: table (every model and baseline), crnn-mri, cpu-scale")
+    ap.add_argument("--sections", default="table,crnn-mri,cpu-scale,conv3d-stacked",
+                    help="comma-separated: table (every model and baseline), crnn-mri, cpu-scale, conv3d-stacked")
     ap.add_argument("--ref-filters", type=int, default=64, help="filters of the CRNN-MRI comparison (public code: 64)")
     ap.add_argument("--ref-iterations", type=int, default=5)
     ap.add_argument("--ref-frames", type=int, default=8)
@@ -199,15 +249,18 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sections = set(args.sections.split(","))
-    unknown = sections - {"table", "crnn-mri", "cpu-scale"}
+    known = ("table", "crnn-mri", "cpu-scale", "conv3d-stacked")
+    unknown = sections - set(known)
     if unknown:
-        ap.error(f"--sections: unknown {sorted(unknown)}; known: table, crnn-mri, cpu-scale")
+        ap.error(f"--sections: unknown {sorted(unknown)}; known: {', '.join(known)}")
     if "table" in sections:
         table(args, device)
     if "crnn-mri" in sections:
         compare_with_crnn_mri(args, device)
     if "cpu-scale" in sections:
         cpu_scale_step(args, device)
+    if "conv3d-stacked" in sections:
+        conv3d_stacked(args, device)
 
 
 def table(args, device) -> None:

@@ -408,3 +408,50 @@ def test_coil_channels_one_is_the_folded_network():
         check_coil_channels(four, 8)
     with pytest.raises(ValueError, match="virtual"):
         check_coil_channels(four, None)
+
+
+@pytest.mark.parametrize("m,padding,kernel", [(1, "zeros", 3), (2, "zeros", 3), (3, "zeros", 3), (2, "circular", 3),
+                                               (3, "circular", 3), (2, "circular", 5), (4, "zeros", 5)])
+def test_conv3d_runs_its_3d_block_as_2d_convolutions_over_stacked_slices(m, padding, kernel):
+    """``conv3d`` runs its ``Conv3d`` CRNN block as ``Conv2d`` over the slices stacked along channels
+    (block-Toeplitz kernels made from the 3D ones): the same outputs, states and parameter gradients
+    as the 3D block, over two iterations (the second with the first's hidden states)."""
+    torch.manual_seed(3)
+    net = build_model("conv3d", {"n_filters": 3, "n_iterations": 2, "kernel_size": kernel, "coil_channels": 2,
+                                 "slice_padding": padding}).double()
+    h = torch.randn(2, 4, 4, m, 7, 5, dtype=torch.float64)  # (B, T, C = 2 coils, M, Y, X)
+
+    def run_3d():
+        a, s = net.crnn(h, None)
+        b, s = net.crnn(a, s)
+        return a, b, s
+
+    def run_stacked():
+        block, params = net._stacked(m)
+        a, s = torch.func.functional_call(block, params, (h.transpose(2, 3).flatten(2, 3), None))
+        b, s = torch.func.functional_call(block, params, (a, s))
+        back = [x.unflatten(2, (m, -1)).transpose(2, 3) for x in (a, b, *s)]
+        return back[0], back[1], back[2:]
+
+    want, got = run_3d(), run_stacked()
+    for w, g in zip([want[0], want[1], *want[2]], [got[0], got[1], *got[2]]):
+        assert torch.allclose(g, w, atol=1e-10)
+    grads = []
+    for a, b, _ in (want, got):
+        net.zero_grad()
+        (b.pow(2).sum() + a.sin().sum()).backward(retain_graph=True)
+        grads.append({n: p.grad.clone() for n, p in net.crnn.named_parameters()})
+    for name in grads[0]:
+        assert torch.allclose(grads[1][name], grads[0][name], atol=1e-9), name
+    # no parameters but the 3D ones: checkpoints and optimisers see the same model
+    assert all(n.startswith(("crnn.", "dc.")) for n, _ in net.named_parameters())
+
+
+def test_slice_toeplitz_reads_the_planes_a_conv3d_reads():
+    from zoo.models.conv3d import slice_toeplitz
+
+    assert slice_toeplitz(2, 3, False).tolist() == [[[0, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 1, 0]]]
+    # wrapped, each of two slices sees the other through both outer planes
+    assert slice_toeplitz(2, 3, True).tolist() == [[[0, 1, 0], [1, 0, 1]], [[1, 0, 1], [0, 1, 0]]]
+    assert slice_toeplitz(1, 3, True).tolist() == [[[1, 1, 1]]]
+    assert slice_toeplitz(1, 3, False).tolist() == [[[0, 1, 0]]]

@@ -19,6 +19,16 @@ is handled exactly as in CRNN-MRI, by the bidirectional recurrence over frames o
 layer — not by folding time into a fourth convolution axis.  Data consistency is the same
 3D-k-space DC as ``sms-crnn``.
 
+How it runs.  The parameters are ``Conv3d`` kernels (C_out, C_in, k, k, k), but a convolution
+over (M, Y, X) with M slices is exactly a 2D convolution over (Y, X) from the M slices stacked
+along channels to the same, with a block-Toeplitz kernel (block-circulant when the slice axis is
+wrapped; :func:`stacked_kernel`).  The block runs that way, on the 2D path of
+:class:`~zoo.models.crnn.CRNNBlock`: fewer multiplications for M = 2 (36 against 54 per output
+pixel pair and channel pair) and the faster 2D kernels; a training step at the Table 1 ``cpu``
+scale measured 1.73x faster (``benchmarks/bench_zoo.py --sections conv3d-stacked``).  The
+checkpoints and the math are unchanged (``tests/zoo/test_models.py`` checks outputs, states and
+gradients against the ``Conv3d`` block).
+
 The 2D+time convolution before DC (``n_conv3d_layers``).  ``sms-crnn`` adds to CRNN-MRI a
 residual convolution over (T, Y, X) of every slice before DC (:class:`~zoo.models.crnn.
 SpatioTemporalConv`); ``n_conv3d_layers >= 1`` gives this baseline the same one, applied to each
@@ -38,7 +48,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from zoo.models import register_model
 from zoo.models.crnn import (CRNNBlock, CRNNConfig, DataConsistency, SpatioTemporalConv, _need, _need_int,
@@ -78,6 +90,36 @@ class Conv3dConfig(CRNNConfig):
               f"must be one of {', '.join(SLICE_PADDING)}, got {self.slice_padding!r}")
 
 
+def slice_toeplitz(m: int, k: int, circular: bool) -> Tensor:
+    """S (M, M, k): ``S[o, i, d] = 1`` where output slice ``o`` reads input slice ``i`` through kernel plane ``d``.
+
+    A ``Conv3d`` (cross-correlation, padding ``k // 2``) over the slice axis reads slice
+    ``o + d - k // 2``; zero padding drops the planes that fall outside ``0..M-1``, circular
+    padding wraps them (several planes may then meet one slice, when ``k > M``).
+    """
+    p = k // 2
+    s = torch.zeros(m, m, k)
+    for o in range(m):
+        for d in range(k):
+            i = o + d - p
+            if circular:
+                s[o, i % m, d] += 1
+            elif 0 <= i < m:
+                s[o, i, d] = 1
+    return s
+
+
+def stacked_kernel(w3: Tensor, sel: Tensor) -> Tensor:
+    """A Conv3d kernel (C_out, C_in, k_M, k, k) over (M, Y, X) as the Conv2d kernel (M*C_out, M*C_in, k, k)
+    that acts on the M slices stacked along channels (slice-major: channel ``m * C + c``);
+    ``sel`` from :func:`slice_toeplitz`.  Block ``(o, i)`` is the sum of the planes ``d`` that
+    take output slice ``o`` to input slice ``i``: a block-Toeplitz (or block-circulant) kernel."""
+    co, ci = w3.shape[:2]
+    m = sel.shape[0]
+    w = torch.einsum("oid,abdyx->oaibyx", sel.to(w3), w3)
+    return w.reshape(m * co, m * ci, *w3.shape[3:])
+
+
 @register_model("conv3d", Conv3dConfig)
 class Conv3dCrnn(nn.Module):
     """CRNN over (M, Y, X) volumes with a recurrence over time.  ``forward(x0, k3, mask3) -> x``.
@@ -102,6 +144,35 @@ class Conv3dCrnn(nn.Module):
             else None
         )
         self.dc = DataConsistency(config.dc_noise_lambda, config.learn_lambda)
+        # the same block run as 2D convolutions over the slices stacked along channels (_stacked);
+        # kept out of the module tree: its parameters are made from self.crnn's at every forward
+        self.__dict__["_blocks2d"] = {}
+
+    def _stacked(self, m: int) -> tuple[CRNNBlock, dict[str, Tensor]]:
+        """The 2D CRNN block on M slices stacked along channels and its parameters, made from the 3D ones.
+
+        A ``Conv3d`` over (M, Y, X) with M slices is, exactly, a ``Conv2d`` over (Y, X) from the M
+        slices' stacked channels to the same (:func:`stacked_kernel`).  With M = 2 and 3x3x3
+        kernels that is 4 * 9 = 36 multiplications per output pair of pixels and channel pair
+        against 2 * 27 = 54 (the 3D kernel's outer planes meet the zero padding half the time),
+        and it runs on the 2D path of :class:`~zoo.models.crnn.CRNNBlock` (time-major,
+        channels-last, the hand-written recurrence), measured faster
+        (``benchmarks/bench_zoo.py --sections conv3d-stacked``).  Same math: the parameters stay
+        the 3D ones (checkpoints unchanged); ``tests/zoo/test_conv3d.py`` checks the outputs
+        and gradients against the ``Conv3d`` block.
+        """
+        cfg = self.config
+        block = self._blocks2d.get(m)
+        if block is None:
+            block = CRNNBlock(m * cfg.n_filters, cfg.kernel_size, cfg.n_crnn_layers, ndim=2,
+                              n_channels=m * 2 * cfg.coil_channels).requires_grad_(False)
+            self._blocks2d[m] = block
+        circular = cfg.slice_padding == "circular"
+        sel = slice_toeplitz(m, cfg.kernel_size, circular)
+        params = {}
+        for name, p in self.crnn.named_parameters():
+            params[name] = stacked_kernel(p, sel) if p.dim() == 5 else p.repeat(m)
+        return block, params
 
     def _per_slice(self, h: Tensor) -> Tensor:
         """The 2D+time convolution on every slice: real (B, T, C, M, Y, X) -> same."""
@@ -114,13 +185,18 @@ class Conv3dCrnn(nn.Module):
         k = self.config.coil_channels
         if k > 1 and x0.shape[0] % k:
             raise ValueError(f"a batch of {x0.shape[0]} coil images is not a whole number of {k}-coil examples")
+        block, params = self._stacked(x0.shape[1])
         for _ in range(self.config.n_iterations):
             if k > 1:  # (B*K, M, T, Y, X) -> (B, T, 2K, M, Y, X): an example's coils as channels
                 h = coils_to_channels(x.transpose(1, 2), k, channel_dim=2)
             else:
                 # (B, M, T, Y, X) -> (B, T, 2, M, Y, X): time is the recurrence axis, (M, Y, X) spatial
                 h = complex_to_channels(x.transpose(1, 2), dim=2)
-            h, state = self.crnn(h, state)
+            # (B, T, C, M, Y, X) -> (B, T, M*C, Y, X), slice-major, through the stacked 2D block
+            m = h.shape[3]
+            h = h.transpose(2, 3).flatten(2, 3)
+            h, state = functional_call(block, params, (h, state))
+            h = h.unflatten(2, (m, -1)).transpose(2, 3)
             if self.st_conv is not None:
                 h = self._per_slice(h)
             if k > 1:
