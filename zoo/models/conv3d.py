@@ -158,7 +158,7 @@ class Conv3dCrnn(nn.Module):
         and it runs on the 2D path of :class:`~zoo.models.crnn.CRNNBlock` (time-major,
         channels-last, the hand-written recurrence), measured faster
         (``benchmarks/bench_zoo.py --sections conv3d-stacked``).  Same math: the parameters stay
-        the 3D ones (checkpoints unchanged); ``tests/zoo/test_conv3d.py`` checks the outputs
+        the 3D ones (checkpoints unchanged); ``tests/zoo/test_models.py`` checks the outputs
         and gradients against the ``Conv3d`` block.
         """
         cfg = self.config
