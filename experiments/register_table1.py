@@ -101,10 +101,16 @@ def main(argv=None) -> None:
                    "how the CRNN sees the slices (3D convolutions over slice, y and x here; 2D, shared across "
                    "the slices, there)" if name == "conv3d-cine" and scale.get("conv3d_st_layers") else "")
                 + ". Reproduce: smssynth experiment table1 --scale cpu.")
-        card = {"license": "bsd-3-clause", "data_licence": SUNNYBROOK if name != "sms-crnn-fpp-no-pretrain"
-                else "smssynth phantom (BSD-3-Clause)", "checked_on": "; ".join(checked) or "not evaluated",
+        pretrained = kind == "fpp" and not name.endswith("no-pretrain")   # cine weights, then the phantom
+        phantom = "smssynth perfusion phantom (BSD-3-Clause)"
+        card = {"license": "bsd-3-clause",
+                "data_licence": SUNNYBROOK if kind == "cine" else (
+                    f"{SUNNYBROOK}, pretraining; {phantom}, fine-tuning" if pretrained else phantom),
+                "checked_on": "; ".join(checked) or "not evaluated",
                 "evaluated_on": evaluated_on,
-                "datasets": ["sunnybrook-cardiac-data"] if kind == "cine" else ["smssynth-perfusion-phantom"],
+                "datasets": (["sunnybrook-cardiac-data"] if kind == "cine" else
+                             ["sunnybrook-cardiac-data", "smssynth-perfusion-phantom"] if pretrained else
+                             ["smssynth-perfusion-phantom"]),
                 "tags": ["cine"] if kind == "cine" else ["perfusion"]}
         ckpt = a.experiment / "runs" / run / "checkpoints" / "last"
         w = register_checkpoint(ckpt, name, licence=licence, description=desc, card=card, metrics=metrics,
