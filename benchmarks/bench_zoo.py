@@ -20,6 +20,11 @@ Then, in the same run:
   a training step and inference at the Table 1 ``cpu`` scale (16 filters, 5 iterations, 4 coils
   as channels, 2-layer 2D+time convolution, 10 frames, 96x24 readout crop, SMS 2), alternating,
   after a check that the two give the same output.
+* ``--precision bfloat16`` against float32 (``bf16`` section): a training step (forward, the
+  training loss, backward, Adam) of each Table 1 network at the ``cpu`` scale, the two
+  precisions alternating, after the relative difference of their outputs on one input.  The
+  ratio depends on the CPU: oneDNN runs bfloat16 convolutions on AMX or AVX512-BF16 and
+  emulates them (slower than float32) elsewhere; the output names what torch sees.
 * the training-step time of ``sms-crnn`` at the project's CPU training size (16 filters, 5
   iterations, 12 frames, 96x48 readout crop, batch 1, virtual coil, the training loss), with
   CRNN-MRI's on the same slices for scale.
@@ -28,6 +33,7 @@ Then, in the same run:
     python benchmarks/bench_zoo.py --size 128 --frames 20 --filters 64 --device cuda
     python benchmarks/bench_zoo.py --sections crnn-mri --ref-repeats 7
     python benchmarks/bench_zoo.py --sections conv3d-stacked --ref-repeats 7
+    python benchmarks/bench_zoo.py --sections bf16 --ref-repeats 7
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import torch
 from synth.physics.masks import row_mask
 from zoo.eval.baselines import Baseline, make_baseline
 from zoo.train.losses import SmsLoss
+from zoo.train.params import set_compute_dtype
 from zoo.models import build_model, count_parameters
 from zoo.models.conv3d import Conv3dCrnn
 from zoo.models.crnn import channels_to_coils, coils_to_channels
@@ -224,6 +231,50 @@ def conv3d_stacked(args, device) -> None:
     print(_ratio_line("inference", infer, ref="conv3d(as Conv3d)"))
 
 
+def _cpu_bf16() -> str:
+    """What the CPU offers oneDNN's bfloat16 convolutions (from /proc/cpuinfo where there is one)."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return "unknown CPU flags"
+    have = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return ", ".join(have) if have else "no AMX / AVX512-BF16 (bfloat16 emulated)"
+
+
+def bf16_step(args, device) -> None:
+    m, t, ny, nx, coils = 2, 10, 96, 24, 4
+    base = {"n_filters": 16, "n_iterations": 5, "coil_channels": coils, "n_conv3d_layers": 2}
+    print(f"\n--precision bfloat16 vs float32 at the Table 1 cpu scale ({base}, M={m} T={t} {ny}x{nx}, {coils} coil "
+          f"images, training loss + Adam); {device}, {torch.get_num_threads()} threads, {_cpu_bf16()}; medians of "
+          f"{args.ref_repeats} alternating rounds")
+    g = torch.Generator().manual_seed(2)
+    rows = torch.rand(1, t, ny, generator=g) < 0.5
+    truth = torch.randn(coils, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
+    mask3 = kz_mask(m, rows.expand(coils, t, ny)).to(device)
+    k3 = fft3(truth) * mask3
+    x0 = zero_filled(k3)
+    target = truth.abs().pow(2).sum(0, keepdim=True).sqrt()  # the image: RSS over the coils, (1, M, T, Y, X)
+    loss_fn = SmsLoss().to(device)
+
+    def loss(o):  # (K, M, T, Y, X) coil images -> one example's (1, K, ...), as the training loop does
+        return loss_fn(o.unflatten(0, (1, coils)), target)[0]
+
+    for name in ("sms-crnn", "conv3d", "independent"):
+        torch.manual_seed(0)
+        fp32 = build_model(name, base).to(device)
+        bf16 = build_model(name, base).to(device)
+        bf16.load_state_dict(fp32.state_dict())
+        set_compute_dtype(bf16, torch.bfloat16)
+        with torch.no_grad():
+            a, b = fp32(x0, k3, mask3), bf16(x0, k3, mask3)
+        diff = (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a)).item()
+        fns = {"float32": _trainer(fp32, (x0, k3, mask3), loss)[0],
+               "bfloat16": _trainer(bf16, (x0, k3, mask3), loss)[0]}
+        train = alternating(fns, args.ref_repeats)
+        print(f"  {name}: outputs differ by {diff:.1e} (relative L2)")
+        print(_ratio_line("train step", train, ref="float32"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=96)
@@ -235,8 +286,8 @@ def main(argv=None):
     ap.add_argument("--coils", type=int, default=8, help="coils of the SENSE baselines (per-coil data)")
     ap.add_argument("--sense-iters", type=int, default=None, help="CG iterations (default zoo.eval.sense.DEFAULTS)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sections", default="table,crnn-mri,cpu-scale,conv3d-stacked",
-                    help="comma-separated: table (every model and baseline), crnn-mri, cpu-scale, conv3d-stacked")
+    ap.add_argument("--sections", default="table,crnn-mri,cpu-scale,conv3d-stacked,bf16",
+                    help="comma-separated: table (every model and baseline), crnn-mri, cpu-scale, conv3d-stacked, bf16")
     ap.add_argument("--ref-filters", type=int, default=64, help="filters of the CRNN-MRI comparison (public code: 64)")
     ap.add_argument("--ref-iterations", type=int, default=5)
     ap.add_argument("--ref-frames", type=int, default=8)
@@ -249,7 +300,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sections = set(args.sections.split(","))
-    known = ("table", "crnn-mri", "cpu-scale", "conv3d-stacked")
+    known = ("table", "crnn-mri", "cpu-scale", "conv3d-stacked", "bf16")
     unknown = sections - set(known)
     if unknown:
         ap.error(f"--sections: unknown {sorted(unknown)}; known: {', '.join(known)}")
@@ -261,6 +312,8 @@ def main(argv=None):
         cpu_scale_step(args, device)
     if "conv3d-stacked" in sections:
         conv3d_stacked(args, device)
+    if "bf16" in sections:
+        bf16_step(args, device)
 
 
 def table(args, device) -> None:

@@ -13,7 +13,8 @@ from cli.options import verbosity_options
 
 # click parameter name -> config field name (zoo.train.TrainConfig / zoo.data.DataConfig)
 LOOP_KEYS = ("epochs", "lr", "schedule", "warmup_steps", "min_lr", "step_size", "gamma", "batch_size", "accumulate",
-             "num_workers", "val_fraction", "crop", "seed", "max_steps", "early_stop", "amp", "device", "coil_mode",
+             "num_workers", "val_fraction", "crop", "seed", "max_steps", "early_stop", "amp", "precision", "device",
+             "coil_mode",
              "coils", "mask", "synthesis", "augment", "allow_incomplete")
 
 
@@ -79,6 +80,10 @@ def loop_options(f):
                      help="cpu, cuda or cuda:N.  [default: cuda when available, else cpu]"),
         click.option("--amp/--no-amp", default=None,
                      help="Mixed precision for the convolutions (CUDA only).  [default: off]"),
+        click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=None,
+                     help="bfloat16: the networks' convolutions compute in bfloat16, parameters, optimizer and "
+                          "physics stay float32; fast on CPUs with AMX/AVX512-BF16 and on CUDA, slow on other "
+                          "CPUs.  Checkpoints are float32 either way.  [default: float32]"),
         click.option("--coil-mode", type=click.Choice(["virtual", "compressed", "per-coil"]), default=None,
                      help="compressed: --virtual-coils K virtual coils from the acquired data (SVD); virtual: one "
                           "(K = 1); per-coil: every coil as measured (K = C).  Each coil image is reconstructed with "

@@ -35,7 +35,7 @@ def config(tmp_path):
 def test_help():
     r = invoke(train, "--help")
     assert r.exit_code == 0
-    for opt in ("--data", "--model", "--config", "--epochs", "--resume", "--crop", "--amp", "--coil-mode",
+    for opt in ("--data", "--model", "--config", "--epochs", "--resume", "--crop", "--amp", "--precision", "--coil-mode",
                 "--mask", "--max-steps", "--val-fraction", "--device", "torchrun"):
         assert opt in r.output, opt
     r = invoke(finetune, "--help")

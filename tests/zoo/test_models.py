@@ -455,3 +455,29 @@ def test_slice_toeplitz_reads_the_planes_a_conv3d_reads():
     assert slice_toeplitz(2, 3, True).tolist() == [[[0, 1, 0], [1, 0, 1]], [[1, 0, 1], [0, 1, 0]]]
     assert slice_toeplitz(1, 3, True).tolist() == [[[1, 1, 1]]]
     assert slice_toeplitz(1, 3, False).tolist() == [[[0, 1, 0]]]
+
+
+# --- bfloat16 compute (train.precision: bfloat16) -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("coils", [1, 2])
+def test_bfloat16_compute_is_close_to_float32_and_keeps_float32_parameters(name, coils):
+    from zoo.train.params import set_compute_dtype
+
+    extra = {"coil_channels": coils, "n_conv3d_layers": 2, "n_filters": 8}  # 4 filters: a dead ReLU layer
+    ref, net = tiny(name, **extra), tiny(name, **extra)
+    target, x0, k3, mask3 = make_data(b=coils)
+    want = ref(x0, k3, mask3)
+    (want - target).abs().pow(2).mean().backward()
+    assert set_compute_dtype(net, torch.bfloat16) >= 1
+    got = net(x0, k3, mask3)
+    assert got.dtype == torch.complex64
+    assert 0 < rel(got, want) < 2e-2  # bfloat16 has an 8-bit mantissa: close, not equal
+    (got - target).abs().pow(2).mean().backward()
+    for (pname, p), q in zip(net.named_parameters(), ref.parameters()):
+        assert p.dtype == p.grad.dtype == torch.float32, pname
+        assert rel(p.grad, q.grad) < 0.1, pname
+    set_compute_dtype(net, None)  # back to the input's dtype: float32 exactly
+    with torch.no_grad():
+        assert torch.equal(net(x0, k3, mask3), ref(x0, k3, mask3))

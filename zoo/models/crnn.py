@@ -186,7 +186,7 @@ def _conv_sum(terms: list[tuple[Tensor, nn.Module]], bias: Tensor, ndim: int, we
             x = _wrap(x, k // 2)
         y = _CONV_FN[ndim](x, c.weight if weight is None else weight(c), None, padding=_padding(k, ndim, circular))
         out = y if out is None else out.add_(y)
-    return out.add_(bias.view(1, -1, *([1] * ndim)))
+    return out.add_(bias.to(out.dtype).view(1, -1, *([1] * ndim)))
 
 
 class _BidirectionalSweep(torch.autograd.Function):
@@ -378,6 +378,7 @@ class CRNNBlock(nn.Module):
         self.bcrnn = BCRNNLayer(n_channels, n_filters, kernel_size, ndim, circular)
         self.crnn_i = nn.ModuleList(CRNNiLayer(n_filters, kernel_size, ndim, circular) for _ in range(n_crnn_layers))
         self.out = _conv(ndim, n_filters, n_channels, kernel_size)
+        self.compute_dtype: torch.dtype | None = None  # set by zoo.models.set_compute_dtype
 
     def forward(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         n, t, nd = x.shape[0], x.shape[1], self.ndim
@@ -400,20 +401,21 @@ class CRNNBlock(nn.Module):
             # instead (the cache lives in the state), and again if the weight changed or was replaced
             w, source, version = cache.get(conv, (None, None, None))
             if w is None or source is not conv.weight or version != conv.weight._version:
-                w = conv.weight.contiguous(memory_format=_MEMORY_FORMAT[nd])
+                w = conv.weight.to(dtype, memory_format=_MEMORY_FORMAT[nd])
                 cache[conv] = (w, conv.weight, conv.weight._version)
             return w
 
+        dtype = self.compute_dtype or x.dtype
         xs = to_time_major(x, nd)
-        h = self.bcrnn.time_major(xs, prev[0], n, t, weight)
+        h = self.bcrnn.time_major(xs.to(dtype), prev[0], n, t, weight)
         new_state = [h]
         for layer, h_iter in zip(self.crnn_i, prev[1:]):
             h = layer.time_major(h, h_iter, weight)
             new_state.append(h)
         k = self.out.weight.shape[-1]
-        r = _CONV_FN[nd](_wrap(h, k // 2) if self.circular else h, weight(self.out), self.out.bias,
+        r = _CONV_FN[nd](_wrap(h, k // 2) if self.circular else h, weight(self.out), self.out.bias.to(dtype),
                          padding=_padding(k, nd, self.circular))
-        return from_time_major(xs + r, n, t), _State(new_state, n, t, cache)
+        return from_time_major(xs + r.to(x.dtype), n, t), _State(new_state, n, t, cache)
 
 
 class _State(list):
@@ -449,12 +451,17 @@ class SpatioTemporalConv(nn.Module):
                 layers.append(nn.ReLU())
             layers.append(nn.Conv3d(a, b, kernel_size, padding=kernel_size // 2))
         self.net = nn.Sequential(*layers)
+        self.compute_dtype: torch.dtype | None = None  # set by zoo.models.set_compute_dtype
 
     def forward(self, x: Tensor) -> Tensor:
         # Conv3d wants (N, C, D=T, H=Y, W=X); oneDNN runs it about twice as fast on channels-last
         # (NDHWC) memory as on NCDHW, even with 2 channels
         h = x.transpose(1, 2).contiguous(memory_format=torch.channels_last_3d)
-        return x + self.net(h).transpose(1, 2)
+        if self.compute_dtype is None or self.compute_dtype == x.dtype:
+            return x + self.net(h).transpose(1, 2)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            y = self.net(h)
+        return x + y.to(x.dtype).transpose(1, 2)
 
 
 class DataConsistency(nn.Module):

@@ -97,6 +97,15 @@ Mixed precision (``amp``, CUDA only): the convolutions -- nearly all the FLOPs -
 sizes and complex bfloat16 does not exist.  With accumulation the scaler scales every
 micro-batch's loss and unscales, clips and steps once per optimizer step.
 
+bfloat16 (``precision: bfloat16``, ``--precision bfloat16``; CPU or CUDA): the CRNN blocks and
+the 2D+time convolutions compute in bfloat16 -- activations, hidden states and per-pass kernel
+copies -- while the parameters, their gradients, Adam's state and the complex physics stay
+float32/complex64 (:func:`zoo.train.params.set_compute_dtype`); bfloat16 has float32's range,
+so no loss scaling.  On a CPU with AMX (Intel Sapphire Rapids and later) oneDNN's bfloat16
+convolutions are several times faster than float32 ones; on a CPU without AVX512-BF16 they are
+emulated and slower, so it is off by default.  The checkpoint is float32 and loads, evaluates and
+reconstructs in float32; the run's precision is recorded in its metadata (``training.train``).
+
 Why our own loop, not Lightning Fabric
 --------------------------------------
 Fabric (``lightning-fabric``) takes over device placement, the DDP launch and wrapping,

@@ -28,6 +28,7 @@ from zoo.models import make_config
 from zoo.train.losses import LossConfig
 
 SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class TrainConfig:
     max_steps : stop after this many optimizer steps in all (smoke runs); None = no limit.
     early_stop : stop after this many epochs without a better val PSNR; None = off.
     amp : float16 autocast of the convolutions with a GradScaler (CUDA only).
+    precision : ``float32`` (the default) or ``bfloat16``: the CRNN blocks and 2D+time
+        convolutions compute in bfloat16 (float32 parameters, gradients, optimizer state and
+        physics; :func:`zoo.train.params.set_compute_dtype`).  Fast on CPUs with AMX or
+        AVX512-BF16 (and on CUDA); slower than float32 on CPUs without them.  Not with ``amp``.
     device : ``cpu``, ``cuda``, ``cuda:N``; None = CUDA when available.
     freeze : glob patterns of parameter names to keep fixed (``cell.*``), matched with fnmatch.
     allow_incomplete : train on a store of which less than :data:`zoo.train.splits.MIN_COMPLETE`
@@ -83,6 +88,7 @@ class TrainConfig:
     max_steps: int | None = None
     early_stop: int | None = None
     amp: bool = False
+    precision: str = "float32"
     device: str | None = None
     freeze: tuple[str, ...] = ()
     allow_incomplete: bool = False
@@ -121,6 +127,9 @@ class TrainConfig:
         need(self.seed >= 0, "seed", "an integer >= 0")
         need(self.max_steps is None or self.max_steps >= 1, "max_steps", "null or an integer >= 1")
         need(self.early_stop is None or self.early_stop >= 1, "early_stop", "null (off) or an integer >= 1 (epochs)")
+        need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
+        need(not (self.amp and self.precision != "float32"), "precision",
+             "float32 with train.amp (float16 autocast); use one of the two")
         need(isinstance(self.freeze, tuple) and all(self.freeze), "freeze", "a list of non-empty glob patterns")
 
 
@@ -128,7 +137,7 @@ class TrainConfig:
 _SECTIONS = {
     "optimizer": ("lr", "weight_decay", "grad_clip", "schedule", "warmup_steps", "min_lr", "step_size", "gamma"),
     "data": ("batch_size", "num_workers", "val_fraction", "crop"),
-    "train": ("epochs", "seed", "max_steps", "accumulate", "early_stop", "amp", "device", "freeze",
+    "train": ("epochs", "seed", "max_steps", "accumulate", "early_stop", "amp", "precision", "device", "freeze",
               "allow_incomplete"),
 }
 # DataConfig fields the YAML may set (split and seed are the loop's: the split selection and train.seed)
@@ -289,7 +298,7 @@ def load_yaml_config(path: str | Path) -> dict[str, dict[str, Any]]:
         # fresh masks (zoo.data, "Masks"): mask: fresh [mask_kind: vd (default), accel, acs, caipi: row|acquired]
         # fresh phase, coils, masks and noise every epoch (zoo.data): synthesis: on-the-fly
         # with the images augmented first (synth.dataset.augment): augment: [flip, transpose, roll, gamma]
-        train: {epochs: 10, seed: 0, max_steps: null, accumulate: 1, early_stop: null, amp: false, device: null,
+        train: {epochs: 10, seed: 0, max_steps: null, accumulate: 1, early_stop: null, amp: false, precision: float32, device: null,
                 freeze: []}
 
     Unknown sections or keys raise ConfigError naming the file, the key and the known ones; a

@@ -32,7 +32,7 @@ from zoo.train.batch import crop_readout, fold_coils, rss_magnitude, step_genera
 from zoo.train.config import RunConfig, TrainConfig
 from zoo.train.logs import EpochLog, StepLog, tensorboard
 from zoo.train.losses import SmsLoss
-from zoo.train.params import amp_convs, freeze_parameters
+from zoo.train.params import amp_convs, freeze_parameters, set_compute_dtype
 from zoo.train.schedule import LrSchedule
 from zoo.train.splits import check_complete, split_examples
 from zoo.train.state import copy_checkpoint, load_state, save_state, write_json
@@ -191,6 +191,8 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
     model.to(device)
     if cfg.amp:
         amp_convs(model)
+    if cfg.precision == "bfloat16" and not set_compute_dtype(model, torch.bfloat16):
+        raise ConfigError(f"--precision bfloat16: model {run.model!r} has no convolution block it applies to")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)

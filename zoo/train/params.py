@@ -77,3 +77,20 @@ def amp_convs(model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
 
             m.forward = forward
 
+
+def set_compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> int:
+    """Run the CRNN blocks and 2D+time convolutions of ``model`` in ``dtype`` (None: as their input).
+
+    Only the convolutions' activations and kernel copies change dtype: the parameters, their
+    gradients and Adam's state stay float32, and the complex physics (FFTs, data consistency)
+    stays complex64 (:mod:`zoo.train`, "Mixed precision").  ``torch.bfloat16`` is what
+    ``precision: bfloat16`` sets for training.  Returns how many modules were set; 0 means the
+    model has nothing this applies to.
+    """
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "compute_dtype"):
+            m.compute_dtype = dtype
+            n += 1
+    return n
+

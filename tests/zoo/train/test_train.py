@@ -119,6 +119,10 @@ def test_bad_values_are_config_errors(store):
         T.resolve_run_config(store, yaml_sections={"model": {"name": "sms-crnn", "config": {"n_filterz": 3}}})
     with pytest.raises(ConfigError, match="amp"):
         T.fit(run_config(store, amp=True, device="cpu"), "/nonexistent/never-written")
+    with pytest.raises(ConfigError, match="train.precision.*float32, bfloat16"):
+        run_config(store, precision="float16")
+    with pytest.raises(ConfigError, match="train.precision.*amp"):
+        run_config(store, precision="bfloat16", amp=True)
 
 
 # --- splits -----------------------------------------------------------------------------------
@@ -224,6 +228,19 @@ def test_loss_decreases_when_overfitting(store, tmp_path):
     assert r.n_val == 0 and r.best is None and len(losses) == 3
     assert losses[-1] < 0.8 * losses[0], losses
     assert not (tmp_path / "o" / "checkpoints" / "best.json").exists()
+
+
+def test_bfloat16_precision_learns_and_saves_float32_weights(store, tmp_path):
+    r = T.fit(run_config(store, epochs=3, lr=3e-3, val_fraction=0.0, precision="bfloat16"), tmp_path / "b",
+              quiet=True)
+    losses = [float(row["train_loss"]) for row in r.history]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["precision"] == "bfloat16"
+    model, meta = load_checkpoint(tmp_path / "b" / "checkpoints" / "last")
+    assert meta["training"]["train"]["precision"] == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # the loaded model runs in float32 (the precision was the training's, not the weights')
+    assert all(getattr(m, "compute_dtype", None) is None for m in model.modules())
 
 
 def test_per_coil_crop_batch(store, tmp_path):
