@@ -167,7 +167,7 @@ class Conv3dCrnn(nn.Module):
             block = CRNNBlock(m * cfg.n_filters, cfg.kernel_size, cfg.n_crnn_layers, ndim=2,
                               n_channels=m * 2 * cfg.coil_channels).requires_grad_(False)
             self._blocks2d[m] = block
-        block.compute_dtype = self.crnn.compute_dtype  # zoo.train.params.set_compute_dtype sets the 3D block's
+        block.compute_dtype = self.crnn.compute_dtype  # the 3D block's (zoo.train.params.set_compute_dtype)
         circular = cfg.slice_padding == "circular"
         sel = slice_toeplitz(m, cfg.kernel_size, circular)
         params = {}

@@ -378,7 +378,7 @@ class CRNNBlock(nn.Module):
         self.bcrnn = BCRNNLayer(n_channels, n_filters, kernel_size, ndim, circular)
         self.crnn_i = nn.ModuleList(CRNNiLayer(n_filters, kernel_size, ndim, circular) for _ in range(n_crnn_layers))
         self.out = _conv(ndim, n_filters, n_channels, kernel_size)
-        self.compute_dtype: torch.dtype | None = None  # set by zoo.models.set_compute_dtype
+        self.compute_dtype: torch.dtype | None = None  # zoo.train.params.set_compute_dtype
 
     def forward(self, x: Tensor, state: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         n, t, nd = x.shape[0], x.shape[1], self.ndim
@@ -451,7 +451,7 @@ class SpatioTemporalConv(nn.Module):
                 layers.append(nn.ReLU())
             layers.append(nn.Conv3d(a, b, kernel_size, padding=kernel_size // 2))
         self.net = nn.Sequential(*layers)
-        self.compute_dtype: torch.dtype | None = None  # set by zoo.models.set_compute_dtype
+        self.compute_dtype: torch.dtype | None = None  # zoo.train.params.set_compute_dtype
 
     def forward(self, x: Tensor) -> Tensor:
         # Conv3d wants (N, C, D=T, H=Y, W=X); oneDNN runs it about twice as fast on channels-last

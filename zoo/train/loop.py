@@ -299,8 +299,11 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
             train_terms = {k: tot[j] / max(tot[-1], 1) for j, k in enumerate(keys)}
             val = None
             if val_positions:
+                set_compute_dtype(model, None)  # validate as evaluate and recon will run it: float32
                 rows = evaluate_examples(model, val_ds, val_positions[info.rank::info.world_size], device,
                                          cfg.batch_size, cfg.num_workers)
+                if cfg.precision == "bfloat16":
+                    set_compute_dtype(model, torch.bfloat16)
                 val = _summaries([r for part in D.all_gather_objects(rows, info) for r in part])
             seconds = time.perf_counter() - t0
 

@@ -93,4 +93,3 @@ def set_compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> int:
             m.compute_dtype = dtype
             n += 1
     return n
-

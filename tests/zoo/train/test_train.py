@@ -243,6 +243,31 @@ def test_bfloat16_precision_learns_and_saves_float32_weights(store, tmp_path):
     assert all(getattr(m, "compute_dtype", None) is None for m in model.modules())
 
 
+def test_bfloat16_training_validates_in_float32(store, tmp_path, monkeypatch):
+    from zoo.train import loop
+
+    seen = []
+    real = loop.evaluate_examples
+
+    def spy(model, *args, **kwargs):
+        if model is not None:
+            seen.append({getattr(m, "compute_dtype", None) for m in model.modules() if hasattr(m, "compute_dtype")})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_examples", spy)
+    steps = []
+    real_step = loop._train_epoch
+
+    def step_spy(net, *args, **kwargs):
+        steps.append({m.compute_dtype for m in net.modules() if hasattr(m, "compute_dtype")})
+        return real_step(net, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", step_spy)
+    r = T.fit(run_config(store, epochs=2, precision="bfloat16"), tmp_path / "v", quiet=True)
+    assert seen == [{None}, {None}] and steps == [{torch.bfloat16}, {torch.bfloat16}]
+    assert np.isfinite(float(r.history[-1]["val_psnr"]))
+
+
 def test_per_coil_crop_batch(store, tmp_path):
     r = T.fit(run_config(store, coil_mode="per-coil", crop=16, batch_size=2), tmp_path / "p", quiet=True)
     assert r.step == 2 and np.isfinite(float(r.history[0]["val_psnr"]))
