@@ -204,18 +204,24 @@ class Conv3dAs3D(Conv3dCrnn):
         return x
 
 
+def _table1_problem(m, t, ny, nx, coils, device):
+    """(truth, x0, k3, mask3) of one example at the Table 1 ``cpu`` scale: ``coils`` random coil
+    images (batch axis) of M slices, random lines (half of them) shared by the coils."""
+    g = torch.Generator().manual_seed(2)
+    rows = torch.rand(1, t, ny, generator=g) < 0.5
+    truth = torch.randn(coils, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
+    mask3 = kz_mask(m, rows.expand(coils, t, ny)).to(device)
+    k3 = fft3(truth) * mask3
+    return truth, zero_filled(k3), k3, mask3
+
+
 def conv3d_stacked(args, device) -> None:
     m, t, ny, nx, coils = 2, 10, 96, 24, 4
     cfg = {"n_filters": 16, "n_iterations": 5, "coil_channels": coils, "n_conv3d_layers": 2}
     print(f"\nconv3d at the Table 1 cpu scale ({cfg}, M={m} T={t} {ny}x{nx}, {coils} coil images): its "
           f"Conv3d block run as Conv2d over stacked slices vs as Conv3d; float32, {torch.get_num_threads()} "
           f"threads; medians of {args.ref_repeats} alternating rounds")
-    g = torch.Generator().manual_seed(2)
-    rows = torch.rand(1, t, ny, generator=g) < 0.5
-    truth = torch.randn(coils, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
-    mask3 = kz_mask(m, rows.expand(coils, t, ny)).to(device)
-    k3 = fft3(truth) * mask3
-    x0 = zero_filled(k3)
+    truth, x0, k3, mask3 = _table1_problem(m, t, ny, nx, coils, device)
     torch.manual_seed(0)
     stacked = build_model("conv3d", cfg).to(device)
     as3d = Conv3dAs3D(stacked.config).to(device)
@@ -248,13 +254,8 @@ def bf16_step(args, device) -> None:
     base = {"n_iterations": 5, "coil_channels": coils, "n_conv3d_layers": 2}
     print(f"\n--precision bfloat16 vs float32 at the Table 1 cpu scale ({base}, n_filters {widths}, M={m} T={t} "
           f"{ny}x{nx}, {coils} coil images, training loss + Adam); {device}, {torch.get_num_threads()} threads, "
-          f"{_cpu_bf16()}; medians of {args.ref_repeats} rounds alternating all four contenders of a model")
-    g = torch.Generator().manual_seed(2)
-    rows = torch.rand(1, t, ny, generator=g) < 0.5
-    truth = torch.randn(coils, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
-    mask3 = kz_mask(m, rows.expand(coils, t, ny)).to(device)
-    k3 = fft3(truth) * mask3
-    x0 = zero_filled(k3)
+          f"{_cpu_bf16()}; medians of {args.ref_repeats} rounds alternating the contenders of a model")
+    truth, x0, k3, mask3 = _table1_problem(m, t, ny, nx, coils, device)
     target = truth.abs().pow(2).sum(0, keepdim=True).sqrt()  # the image: RSS over the coils, (1, M, T, Y, X)
     loss_fn = SmsLoss().to(device)
 
