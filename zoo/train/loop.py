@@ -191,8 +191,10 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
     model.to(device)
     if cfg.amp:
         amp_convs(model)
-    if cfg.precision == "bfloat16" and not set_compute_dtype(model, torch.bfloat16):
-        raise ConfigError(f"--precision bfloat16: model {run.model!r} has no convolution block it applies to")
+    compute_dtype = torch.bfloat16 if cfg.precision == "bfloat16" else None  # None: as the input, float32
+    if compute_dtype is not None and not set_compute_dtype(model, compute_dtype):
+        raise ConfigError(f"--precision bfloat16: model {run.model!r} has no convolution block it applies to; "
+                          f"train it with --precision float32")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
@@ -302,8 +304,7 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
                 set_compute_dtype(model, None)  # validate as evaluate and recon will run it: float32
                 rows = evaluate_examples(model, val_ds, val_positions[info.rank::info.world_size], device,
                                          cfg.batch_size, cfg.num_workers)
-                if cfg.precision == "bfloat16":
-                    set_compute_dtype(model, torch.bfloat16)
+                set_compute_dtype(model, compute_dtype)
                 val = _summaries([r for part in D.all_gather_objects(rows, info) for r in part])
             seconds = time.perf_counter() - t0
 
