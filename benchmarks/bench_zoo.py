@@ -21,10 +21,11 @@ Then, in the same run:
   as channels, 2-layer 2D+time convolution, 10 frames, 96x24 readout crop, SMS 2), alternating,
   after a check that the two give the same output.
 * ``--precision bfloat16`` against float32 (``bf16`` section): a training step (forward, the
-  training loss, backward, Adam) of each Table 1 network at the ``cpu`` scale, the two
-  precisions alternating, after the relative difference of their outputs on one input.  The
-  ratio depends on the CPU: oneDNN runs bfloat16 convolutions on AMX or AVX512-BF16 and
-  emulates them (slower than float32) elsewhere; the output names what torch sees.
+  training loss, backward, Adam) of each Table 1 network at the ``cpu`` scale with 16 and 32
+  filters, the four alternating, each ratio against float32 at 16 filters, after the relative
+  difference of the two precisions' outputs on one input.  The ratio depends on the CPU:
+  oneDNN runs bfloat16 convolutions on AMX or AVX512-BF16 and emulates them (slower than
+  float32) elsewhere; the output names the CPU's flags.
 * the training-step time of ``sms-crnn`` at the project's CPU training size (16 filters, 5
   iterations, 12 frames, 96x48 readout crop, batch 1, virtual coil, the training loss), with
   CRNN-MRI's on the same slices for scale.
@@ -33,7 +34,7 @@ Then, in the same run:
     python benchmarks/bench_zoo.py --size 128 --frames 20 --filters 64 --device cuda
     python benchmarks/bench_zoo.py --sections crnn-mri --ref-repeats 7
     python benchmarks/bench_zoo.py --sections conv3d-stacked --ref-repeats 7
-    python benchmarks/bench_zoo.py --sections bf16 --ref-repeats 7
+    python benchmarks/bench_zoo.py --sections bf16 --ref-repeats 7 [--bf16-filters 16,32]
 """
 
 from __future__ import annotations
@@ -243,10 +244,11 @@ def _cpu_bf16() -> str:
 
 def bf16_step(args, device) -> None:
     m, t, ny, nx, coils = 2, 10, 96, 24, 4
-    base = {"n_filters": 16, "n_iterations": 5, "coil_channels": coils, "n_conv3d_layers": 2}
-    print(f"\n--precision bfloat16 vs float32 at the Table 1 cpu scale ({base}, M={m} T={t} {ny}x{nx}, {coils} coil "
-          f"images, training loss + Adam); {device}, {torch.get_num_threads()} threads, {_cpu_bf16()}; medians of "
-          f"{args.ref_repeats} alternating rounds")
+    widths = [int(w) for w in args.bf16_filters.split(",")]
+    base = {"n_iterations": 5, "coil_channels": coils, "n_conv3d_layers": 2}
+    print(f"\n--precision bfloat16 vs float32 at the Table 1 cpu scale ({base}, n_filters {widths}, M={m} T={t} "
+          f"{ny}x{nx}, {coils} coil images, training loss + Adam); {device}, {torch.get_num_threads()} threads, "
+          f"{_cpu_bf16()}; medians of {args.ref_repeats} rounds alternating all four contenders of a model")
     g = torch.Generator().manual_seed(2)
     rows = torch.rand(1, t, ny, generator=g) < 0.5
     truth = torch.randn(coils, m, t, ny, nx, generator=g, dtype=torch.complex64).to(device)
@@ -260,19 +262,21 @@ def bf16_step(args, device) -> None:
         return loss_fn(o.unflatten(0, (1, coils)), target)[0]
 
     for name in ("sms-crnn", "conv3d", "independent"):
-        torch.manual_seed(0)
-        fp32 = build_model(name, base).to(device)
-        bf16 = build_model(name, base).to(device)
-        bf16.load_state_dict(fp32.state_dict())
-        set_compute_dtype(bf16, torch.bfloat16)
-        with torch.no_grad():
-            a, b = fp32(x0, k3, mask3), bf16(x0, k3, mask3)
-        diff = (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a)).item()
-        fns = {"float32": _trainer(fp32, (x0, k3, mask3), loss)[0],
-               "bfloat16": _trainer(bf16, (x0, k3, mask3), loss)[0]}
+        fns, diffs = {}, []
+        for nf in widths:
+            torch.manual_seed(0)
+            fp32 = build_model(name, {**base, "n_filters": nf}).to(device)
+            bf16 = build_model(name, {**base, "n_filters": nf}).to(device)
+            bf16.load_state_dict(fp32.state_dict())
+            set_compute_dtype(bf16, torch.bfloat16)
+            with torch.no_grad():
+                a, b = fp32(x0, k3, mask3), bf16(x0, k3, mask3)
+            diffs.append(f"{nf} filters {(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a)).item():.1e}")
+            fns[f"float32({nf})"] = _trainer(fp32, (x0, k3, mask3), loss)[0]
+            fns[f"bfloat16({nf})"] = _trainer(bf16, (x0, k3, mask3), loss)[0]
         train = alternating(fns, args.ref_repeats)
-        print(f"  {name}: outputs differ by {diff:.1e} (relative L2)")
-        print(_ratio_line("train step", train, ref="float32"))
+        print(f"  {name}: bfloat16 outputs differ from float32 by {', '.join(diffs)} (relative L2)")
+        print(_ratio_line("train step", train, ref=f"float32({widths[0]})"))
 
 
 def main(argv=None):
@@ -294,6 +298,7 @@ def main(argv=None):
     ap.add_argument("--ref-size", type=int, default=64)
     ap.add_argument("--ref-repeats", type=int, default=5, help="alternating rounds of the CRNN-MRI and CPU-size timings")
     ap.add_argument("--no-conv3d", action="store_true", help="also time sms-crnn without its 3D conv")
+    ap.add_argument("--bf16-filters", default="16,32", help="widths of the bf16 section (the first is the reference)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     args = ap.parse_args(argv)
     if args.threads is not None:
