@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -30,6 +31,10 @@ def experiment_cmd():
 @click.option("--test-patient", default=None,
               help="Name of the cine patient folder kept out as test [default: the last in sorted order].")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N for training and evaluation.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=None,
+              help="The networks' convolutions during training (smssynth train --precision).  [default: the "
+                   "scale's: bfloat16 for cpu, fast on CPUs with AMX; give float32 on a CPU without AMX or "
+                   "AVX512-BF16, where bfloat16 is emulated and slower]")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes of the data generation.")
 @click.option("--stop-after", type=click.Choice(["cine-data", "cine-sms-crnn", "cine-conv3d", "cine-independent",
@@ -37,7 +42,7 @@ def experiment_cmd():
                                                  "evaluate", "report"]),
               default=None, help="Stop after this stage (start again later to continue).")
 @verbosity_options
-def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, workers, stop_after, quiet, verbose):
+def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, precision, workers, stop_after, quiet, verbose):
     """The paper's Table 1: cine models and perfusion transfer learning, from DICOM to tables.
 
     Generates the stores (patient-level split, on-the-fly training data), trains sms-crnn,
@@ -54,7 +59,8 @@ def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, workers, st
     fpp_path = None if no_real_fpp else Path(fpp) if fpp else (DEFAULT_FPP if DEFAULT_FPP.is_dir() else None)
     if fpp and not Path(fpp).is_dir():
         raise click.BadParameter(f"{fpp}: not a folder", param_hint="--fpp")
-    exp = Table1(out=Path(out), scale=SCALES[scale], cine=Path(cine) if cine else DEFAULT_CINE, fpp=fpp_path,
+    chosen = SCALES[scale] if precision is None else dataclasses.replace(SCALES[scale], precision=precision)
+    exp = Table1(out=Path(out), scale=chosen, cine=Path(cine) if cine else DEFAULT_CINE, fpp=fpp_path,
                  test_patient=test_patient, device=device, workers=workers,
                  say=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)), verbose=verbose)
     from synth.errors import SmssynthError

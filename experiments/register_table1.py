@@ -92,6 +92,8 @@ def main(argv=None) -> None:
         st = scale.get("conv3d_st_layers") if name == "conv3d-cine" else scale.get("st_layers", 1)
         desc = (f"{row_name} of the Table 1 experiment at {scale['name']} scale ({scale['n_filters']} filters, "
                 f"{scale['n_iterations']} iterations, "
+                + ("trained with bfloat16 convolutions (float32 weights), "
+                   if scale.get("precision", "float32") == "bfloat16" else "")
                 + (f"a {st}-layer 2D+time convolution before DC, " if st and st > 1 else "")
                 + f"{scale['coils']} coils as channels, {scale['cine_matrix'][0]}^2 x "
                 f"{scale['cine_frames']} frames); trained on {_trained_on(kind, scale)}"

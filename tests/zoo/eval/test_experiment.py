@@ -154,6 +154,25 @@ def test_a_folder_that_is_not_an_experiment_is_refused_and_kept(tmp_path):
     assert (out / "notes.txt").read_text() == "the user's" and (out / "runs").is_dir()
 
 
+def test_precision_option_reaches_the_trainings_and_is_part_of_the_scale(smoke, tmp_path):
+    from dataclasses import replace
+    from pathlib import Path
+
+    cine, out, _ = smoke
+    bf16 = Table1(out=tmp_path / "b", scale=replace(SCALES["smoke"], precision="bfloat16"), cine=cine, fpp=None)
+    args = [str(a) for a in bf16._train_args(Path("d.zarr"), 2, ())]
+    assert args[args.index("--precision") + 1] == "bfloat16"
+    fp32 = Table1(out=tmp_path / "f", scale=SCALES["smoke"], cine=cine, fpp=None)
+    assert "--precision" not in fp32._train_args(Path("d.zarr"), 2, ())  # float32: the commands as before
+    # the smoke experiment ran in float32: asking for bfloat16 on it is another experiment
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(out), "--cine", str(cine),
+                                   "--no-real-fpp", "--precision", "bfloat16"])
+    assert res.exit_code == 2 and "different scale" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(out), "--cine", str(cine),
+                                   "--no-real-fpp", "--precision", "float32"])
+    assert res.exit_code == 0 and res.output.count("skipped") == len(STAGES)
+
+
 def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
     """An experiment.json written before a Scale field existed resumes when the field has its
     default, and is refused when the scale now sets it to something else."""
