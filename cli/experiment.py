@@ -60,6 +60,13 @@ def table1(scale, out, cine, fpp, no_real_fpp, test_patient, device, precision, 
     if fpp and not Path(fpp).is_dir():
         raise click.BadParameter(f"{fpp}: not a folder", param_hint="--fpp")
     chosen = SCALES[scale] if precision is None else dataclasses.replace(SCALES[scale], precision=precision)
+    if chosen.precision == "bfloat16" and device == "cpu" and not quiet:
+        from zoo.train.params import cpu_has_native_bf16
+
+        if cpu_has_native_bf16() is False:
+            click.echo(f"warning: the {scale} scale trains with bfloat16 convolutions, which this CPU (no AMX or "
+                       f"AVX512-BF16) emulates slower than float32; start it with --precision float32 here",
+                       err=True)
     exp = Table1(out=Path(out), scale=chosen, cine=Path(cine) if cine else DEFAULT_CINE, fpp=fpp_path,
                  test_patient=test_patient, device=device, workers=workers,
                  say=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)), verbose=verbose)

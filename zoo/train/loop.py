@@ -32,7 +32,7 @@ from zoo.train.batch import crop_readout, fold_coils, rss_magnitude, step_genera
 from zoo.train.config import RunConfig, TrainConfig
 from zoo.train.logs import EpochLog, StepLog, tensorboard
 from zoo.train.losses import SmsLoss
-from zoo.train.params import amp_convs, freeze_parameters, set_compute_dtype
+from zoo.train.params import amp_convs, cpu_has_native_bf16, freeze_parameters, set_compute_dtype
 from zoo.train.schedule import LrSchedule
 from zoo.train.splits import check_complete, split_examples
 from zoo.train.state import copy_checkpoint, load_state, save_state, write_json
@@ -195,6 +195,9 @@ def _fit(run, run_dir, resume, init_model, quiet, echo, info, device, t_start) -
     if compute_dtype is not None and not set_compute_dtype(model, compute_dtype):
         raise ConfigError(f"--precision bfloat16: model {run.model!r} has no convolution block it applies to; "
                           f"train it with --precision float32")
+    if compute_dtype is not None and device.type == "cpu" and cpu_has_native_bf16() is False:
+        tell("warning: --precision bfloat16 on a CPU without AMX or AVX512-BF16: oneDNN emulates bfloat16 "
+             "here, which is slower than float32; train with --precision float32 on this machine")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)

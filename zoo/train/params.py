@@ -78,6 +78,20 @@ def amp_convs(model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
             m.forward = forward
 
 
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bfloat16 convolutions natively (AMX or AVX512-BF16 in its flags).
+
+    oneDNN emulates bfloat16 on other CPUs, where ``precision: bfloat16`` is slower than float32.
+    None where the flags cannot be read (not Linux).
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = set(text.split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def set_compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> int:
     """Run the CRNN blocks and 2D+time convolutions of ``model`` in ``dtype`` (None: as their input).
 

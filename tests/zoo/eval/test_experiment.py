@@ -171,6 +171,19 @@ def test_precision_option_reaches_the_trainings_and_is_part_of_the_scale(smoke, 
     res = CliRunner().invoke(cli, ["experiment", "table1", "--scale", "smoke", "--out", str(out), "--cine", str(cine),
                                    "--no-real-fpp", "--precision", "float32"])
     assert res.exit_code == 0 and res.output.count("skipped") == len(STAGES)
+    assert "AVX512-BF16" not in res.output
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_is_warned_of(smoke, monkeypatch):
+    import zoo.train.params
+
+    cine, out, _ = smoke
+    monkeypatch.setattr(zoo.train.params, "cpu_has_native_bf16", lambda: False)
+    args = ["experiment", "table1", "--scale", "smoke", "--out", str(out), "--cine", str(cine), "--no-real-fpp"]
+    res = CliRunner().invoke(cli, args + ["--precision", "bfloat16"])  # refused after the warning: another scale
+    assert "warning:" in res.output and "--precision float32" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, args)  # the smoke scale trains in float32: nothing to warn of
+    assert res.exit_code == 0 and "warning:" not in res.output
 
 
 def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):

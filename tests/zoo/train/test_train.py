@@ -410,3 +410,28 @@ def test_shipped_checkpoint_loads_as_virtual():
 
     m = load_method("sms-crnn-cine-cpu")
     assert (m.coil_mode, m.coils) == ("virtual", None)
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu vme avx512f avx512_bf16 sse", True), ("fpu amx_bf16 amx_tile", True),
+                                             ("fpu avx512f avx512bw", False)])
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path, flags, expected):
+    from zoo.train.params import cpu_has_native_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(info) is expected
+    assert cpu_has_native_bf16(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False), (None, False)])
+def test_bfloat16_on_a_cpu_without_native_bf16_warns(store, tmp_path, monkeypatch, capsys, native, warned):
+    from zoo.train import loop
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    T.fit(run_config(store, epochs=1, val_fraction=0.0, precision="bfloat16"), tmp_path / "w", quiet=True)
+    said = capsys.readouterr()
+    assert ("--precision float32" in said.out + said.err) is warned
+    capsys.readouterr()
+    T.fit(run_config(store, epochs=1, val_fraction=0.0), tmp_path / "f", quiet=True)  # float32: never
+    said = capsys.readouterr()
+    assert "AVX512-BF16" not in said.out + said.err
