@@ -30,7 +30,7 @@ MODELS = {
 }
 GROUP = {"cine": "test", "fpp": "test", "fpp-real": "test-real-ge"}
 BASELINES = ("zero-filled", "cs-tfft", "cs-ttv", "sense-espirit", "sense-oracle")
-SUNNYBROOK = "CC0 1.0 (Sunnybrook Cardiac Data, patients SC-HF-I-1, -2, -4)"
+SUNNYBROOK = "CC0 1.0 (Sunnybrook Cardiac Data: patients SC-HF-I-1 and -2 for training, SC-HF-I-4 for testing)"
 TRAINED_ON = {
     "cine": "synthetic SMS-2 x R-2 k-space from Sunnybrook cine (patients SC-HF-I-1 and -2; fresh phase, coil "
             "maps, masks and noise every epoch)",
