@@ -186,6 +186,49 @@ def test_bfloat16_on_a_cpu_without_native_bf16_is_warned_of(smoke, monkeypatch):
     assert res.exit_code == 0 and "warning:" not in res.output
 
 
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_every_stage_command_of_a_scale_is_one_the_cli_accepts(smoke, tmp_path, monkeypatch, scale):
+    """A dry run: the command lines of every stage up to the evaluation are parsed and checked
+    by the real commands' option parsers (types, ranges, callbacks), none of them run.  The
+    paper scale is not run anywhere else in the tests (it needs a GPU), so this is where a
+    stale option or a value out of range in it shows."""
+    from pathlib import Path
+
+    cine, _, _ = smoke
+    fpp = tmp_path / "fpp"
+    fpp.mkdir()
+    parsed = []
+
+    def dry(self, stage, args, commands, stdout=None):
+        args = [str(a) for a in args]
+        commands.append(["smssynth", *args])
+        cmd = cli.get_command(None, args[0])
+        assert cmd is not None, args[0]
+        ctx = cmd.make_context(args[0], args[1:])  # click.UsageError / BadParameter fail the test
+        parsed.append((stage, args[0], ctx.params))
+        if args[0] == "phantom":  # the folders the next commands read
+            Path(args[1]).mkdir(parents=True, exist_ok=True)
+        if args[0] == "generate":
+            Path(args[args.index("--out") + 1]).mkdir(parents=True, exist_ok=True)
+        if stdout is not None:
+            stdout.write_text("{}")
+
+    monkeypatch.setattr(Table1, "smssynth", dry)
+    exp = Table1(out=tmp_path / "run", scale=SCALES[scale], cine=cine, fpp=fpp)
+    exp.run(stop_after="evaluate")
+    seen = {(stage, name) for stage, name, _ in parsed}
+    assert {("cine-data", "generate"), ("cine-sms-crnn", "train"), ("cine-conv3d", "train"),
+            ("cine-independent", "train"), ("fpp-data", "phantom"), ("fpp-finetune", "finetune"),
+            ("fpp-no-pretrain", "train"), ("fpp-grating", "finetune"), ("evaluate", "evaluate")} <= seen
+    s = SCALES[scale]
+    train = [p for stage, name, p in parsed if name in ("train", "finetune")]
+    assert {p["max_steps"] for p in train} == {s.cine_steps, s.fpp_steps}
+    assert {p["lr"] for p in train} == {s.lr}
+    assert {p["precision"] or "float32" for p in train} == {s.precision}  # None: the default, float32
+    real = [p for stage, name, p in parsed if name == "generate" and p["out"].endswith("fpp-real-test.zarr")]
+    assert len(real) == 1 and real[0]["sms"] == 1 and real[0]["accel"] == s.sms * s.accel
+
+
 def test_a_scale_field_added_later_resumes_at_its_default(tmp_path):
     """An experiment.json written before a Scale field existed resumes when the field has its
     default, and is refused when the scale now sets it to something else."""
