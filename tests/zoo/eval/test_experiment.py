@@ -223,7 +223,8 @@ def test_every_stage_command_of_a_scale_is_one_the_cli_accepts(smoke, tmp_path, 
     s = SCALES[scale]
     train = [p for stage, name, p in parsed if name in ("train", "finetune")]
     assert {p["max_steps"] for p in train} == {s.cine_steps, s.fpp_steps}
-    assert {p["lr"] for p in train} == {s.lr}
+    lrs = {(name, p["lr"]) for stage, name, p in parsed if name in ("train", "finetune")}
+    assert lrs == {("train", s.lr), ("finetune", s.lr if s.fpp_lr is None else s.fpp_lr)}
     assert {p["precision"] or "float32" for p in train} == {s.precision}  # None: the default, float32
     real = [p for stage, name, p in parsed if name == "generate" and p["out"].endswith("fpp-real-test.zarr")]
     assert len(real) == 1 and real[0]["sms"] == 1 and real[0]["accel"] == s.sms * s.accel
