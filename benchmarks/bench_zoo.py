@@ -49,7 +49,7 @@ import torch
 from synth.physics.masks import row_mask
 from zoo.eval.baselines import Baseline, make_baseline
 from zoo.train.losses import SmsLoss
-from zoo.train.params import set_compute_dtype
+from zoo.train.params import cpu_bf16_flags, set_compute_dtype
 from zoo.models import build_model, count_parameters
 from zoo.models.conv3d import Conv3dCrnn
 from zoo.models.crnn import channels_to_coils, coils_to_channels
@@ -240,11 +240,9 @@ def conv3d_stacked(args, device) -> None:
 
 def _cpu_bf16() -> str:
     """What the CPU offers oneDNN's bfloat16 convolutions (from /proc/cpuinfo where there is one)."""
-    try:
-        flags = set(open("/proc/cpuinfo").read().split())
-    except OSError:
+    have = cpu_bf16_flags()
+    if have is None:
         return "unknown CPU flags"
-    have = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
     return ", ".join(have) if have else "no AMX / AVX512-BF16 (bfloat16 emulated)"
 
 

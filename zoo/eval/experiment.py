@@ -399,7 +399,8 @@ class Table1:
 
     def _train_args(self, data: Path, steps: int, augment, lr: float | None = None) -> list:
         s = self.scale
-        args = ["--data", data, "--lr", s.lr if lr is None else lr, "--batch-size", s.batch_size, "--num-workers", s.num_workers,
+        args = ["--data", data, "--lr", s.lr if lr is None else lr, "--batch-size", s.batch_size,
+                "--num-workers", s.num_workers,
                 "--val-fraction", 0, "--seed", 0, "--device", self.device, "--coil-mode", s.coil_mode,
                 "--synthesis", "on-the-fly", "--augment", ",".join(augment) or "none", "--epochs", 100000,
                 "--max-steps", steps, "--quiet"]

@@ -78,18 +78,26 @@ def amp_convs(model: nn.Module, dtype: torch.dtype = torch.float16) -> None:
             m.forward = forward
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 convolutions
+
+
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str] | None:
+    """Which of :data:`BF16_FLAGS` this CPU has; None where the flags cannot be read (not Linux)."""
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:
+        return None
+    return [f for f in BF16_FLAGS if f in flags]
+
+
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
     """Whether this CPU computes bfloat16 convolutions natively (AMX or AVX512-BF16 in its flags).
 
     oneDNN emulates bfloat16 on other CPUs, where ``precision: bfloat16`` is slower than float32.
     None where the flags cannot be read (not Linux).
     """
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return None
-    flags = set(text.split())
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    have = cpu_bf16_flags(cpuinfo)
+    return None if have is None else bool(have)
 
 
 def set_compute_dtype(model: nn.Module, dtype: torch.dtype | None) -> int:
